@@ -1,0 +1,98 @@
+"""Prediction: a loaded classifier that turns pictures into class probabilities."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .preprocess import DEFAULT_MAX_PIXELS, PreprocessConfig, open_image, preprocess
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The most likely class, its softmax probability, and the ``top`` classes in descending order."""
+
+    label: str
+    confidence: float
+    top: tuple[tuple[str, float], ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "confidence": self.confidence,
+            "top": [{"label": label, "confidence": conf} for label, conf in self.top],
+        }
+
+
+def prediction_from_probabilities(probabilities: torch.Tensor, class_names: Sequence[str], top_k: int = 3) -> Prediction:
+    """One row of probabilities -> :class:`Prediction` (``top_k`` capped at the number of classes)."""
+    k = max(1, min(top_k, len(class_names)))
+    values, indices = probabilities.topk(k)
+    top = tuple((class_names[int(i)], float(v)) for v, i in zip(values, indices))
+    return Prediction(label=top[0][0], confidence=top[0][1], top=top)
+
+
+@dataclass
+class Classifier:
+    """A network ready to serve: ``network`` (normalized N x 3 x 224 x 224 -> logits), ``class_names``,
+    the preprocessing it was trained with, and ``checkpoint_id`` (the file's sha256, for cache keys)."""
+
+    network: torch.nn.Module
+    class_names: list[str]
+    preprocess_config: PreprocessConfig = field(default_factory=PreprocessConfig)
+    checkpoint_id: str = ""
+    metadata: dict = field(default_factory=dict)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """PIL image -> normalized 3 x 224 x 224 tensor, exactly as in training evaluation."""
+        return preprocess(image, self.preprocess_config)
+
+    def open(self, source: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+        """Decode bytes or a path with the safety limits, drafting JPEGs down to the size the model needs."""
+        return open_image(source, max_pixels=max_pixels, draft_size=self.preprocess_config.resize)
+
+    @torch.inference_mode()
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities for a normalized N x 3 x H x W batch (the seed's ``torch.exp`` on logits was a bug)."""
+        logits = self.network(batch.contiguous(memory_format=torch.channels_last))
+        return torch.softmax(logits.float(), dim=1)
+
+    def predict_tensors(self, tensors: Sequence[torch.Tensor], top_k: int = 3) -> list[Prediction]:
+        if not tensors:
+            return []
+        probabilities = self.probabilities(torch.stack(list(tensors)))
+        return [prediction_from_probabilities(row, self.class_names, top_k) for row in probabilities]
+
+    def predict_images(self, images: Sequence[Image.Image], top_k: int = 3) -> list[Prediction]:
+        return self.predict_tensors([self.preprocess(image) for image in images], top_k)
+
+    def predict_image(self, image: Image.Image, top_k: int = 3) -> Prediction:
+        return self.predict_images([image], top_k)[0]
+
+
+def classifier_from_checkpoint(checkpoint: Checkpoint) -> Classifier:
+    network = checkpoint.network.eval().to(memory_format=torch.channels_last)
+    for param in network.parameters():
+        param.requires_grad_(False)
+    return Classifier(
+        network=network,
+        class_names=list(checkpoint.class_names),
+        preprocess_config=checkpoint.preprocess,
+        checkpoint_id=checkpoint.sha256,
+        metadata={
+            "training": checkpoint.training,
+            "metrics": checkpoint.metrics,
+            "created_at": checkpoint.created_at,
+            "versions": checkpoint.versions,
+            "path": str(checkpoint.path) if checkpoint.path else "",
+        },
+    )
+
+
+def load_classifier(path: str | Path) -> Classifier:
+    """Load a checkpoint file (safely, ``weights_only=True``) into a :class:`Classifier` on the CPU."""
+    return classifier_from_checkpoint(load_checkpoint(path))
