@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,13 +90,14 @@ def read_checkpoint_dict(path: str | Path) -> dict:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); train it again with `make train`")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"checkpoint {path} holds objects other than plain tensors and values, refused for safety "
-            f"({str(exc).splitlines()[0][:200]})"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    except Exception as exc:  # torch.load raises many types on foreign or damaged files
+        text = str(exc)
+        if "Unsupported global" in text:
+            detail = next((line.strip() for line in text.splitlines() if "Unsupported" in line), "")
+            raise CheckpointError(
+                f"checkpoint {path} holds objects other than plain tensors and values; refused for safety ({detail[:160]})"
+            ) from None
+        first = text.splitlines()[0][:160] if text else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} is truncated or not a checkpoint file ({first})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a product-id checkpoint (no '{FORMAT}' format marker)")

@@ -62,7 +62,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         else:
             scaled = (array - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(array)
         image = Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L")
-    if image.mode in ("LA", "La", "PA", "RGBa"):
+    if image.mode == "La":  # premultiplied alpha: Pillow converts it to RGBA only via LA
+        image = image.convert("LA")
+    if image.mode in ("LA", "PA", "RGBa"):
         image = image.convert("RGBA")
     if image.mode == "RGBA":
         background = Image.new("RGB", image.size, (255, 255, 255))

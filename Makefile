@@ -1,0 +1,53 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything else is a step of those.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+
+# Settings may live in .env (see .env.example); make variables on the command line win.
+-include .env
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WEIGHTS ?= imagenet
+SAMPLE_MIRROR ?=
+DATA ?= images/sample
+CHECKPOINT ?= checkpoints/model.pt
+TRAIN_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test train sample install bot demo bench clean
+
+## run: install, fetch the sample photos, train if there is no checkpoint, start the bot
+run: install sample
+	@if [ ! -f "$(CHECKPOINT)" ]; then $(MAKE) --no-print-directory train; else echo "using $(CHECKPOINT)"; fi
+	@if [ ! -f .env ]; then cp .env.example .env; echo "created .env from .env.example: put your bot token in it"; fi
+	CHECKPOINT_PATH="$(CHECKPOINT)" $(PY) -m bot
+
+## test: install, run every test
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## train: build $(CHECKPOINT) from $(DATA) (WEIGHTS=imagenet|none|/path/to/resnet50.pth)
+train: install
+	$(PY) -m training --data "$(DATA)" --out "$(CHECKPOINT)" --weights "$(WEIGHTS)" $(TRAIN_ARGS)
+
+## sample: the seed project's 20 photos into images/sample (SAMPLE_MIRROR=DIR copies from a local folder)
+sample: install
+	$(PY) -m training.sample --dest images/sample $(if $(SAMPLE_MIRROR),--mirror "$(SAMPLE_MIRROR)")
+
+## install: a venv with the project and its dev extras; skipped while the venv is newer than pyproject.toml
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing into $(VENV) (the first time takes minutes: torch is large)"
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]' 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@touch $(STAMP)
+
+## bench: the benchmark scripts (numbers, not pass/fail)
+bench: install
+	for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
