@@ -16,7 +16,7 @@ import numpy as np
 
 from .checkpoint import CheckpointError
 from .predict import Classifier, load_classifier
-from .preprocess import ImageError
+from .preprocess import ImageError, open_image
 from .threads import configure_torch_threads
 
 
@@ -65,17 +65,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 2
     classifier = _load(args.checkpoint)
     try:
-        image = classifier.open(Path(args.image))
+        tensor = classifier.preprocess(classifier.open(Path(args.image)))
+        # The model sees a reduced decode; the picture is drawn on the full-resolution photo.
+        photo = open_image(Path(args.image))
     except ImageError as exc:
         print(f"{args.image}: error: {exc}", file=sys.stderr)
         return 1
-    tensor = classifier.preprocess(image)
     prediction = classifier.predict_tensors([tensor])[0]
     explainer = OcclusionExplainer(classifier.network, patch=args.patch, stride=args.stride, batch_size=args.batch_size)
     target = classifier.class_names.index(prediction.label)
     result = explainer.explain(tensor, target=target)
     png = render_overlay(
-        image,
+        photo,
         result.occlusion_map,
         prediction.label,
         prediction.confidence,
