@@ -97,8 +97,11 @@ def summary(result: TrainingResult) -> str:
         lines.append("misclassified:")
         lines += [f"  {m['file']}: {m['true']} taken for {m['predicted']} ({m['confidence']:.0%})" for m in metrics["misclassified"]]
     timing = metrics["timing"]
-    source = "from cache" if timing["features_from_cache"] else "computed"
-    lines.append(f"time: {timing['total_seconds']:.1f} s (features {source} {timing['features_seconds']:.1f} s, "
+    if timing.get("mode") == "images":
+        source = "feature statistics"
+    else:
+        source = "features from cache" if timing["features_from_cache"] else "features computed"
+    lines.append(f"time: {timing['total_seconds']:.1f} s ({source} {timing['features_seconds']:.1f} s, "
                  f"{timing['epoch_seconds_mean'] * 1000:.1f} ms per epoch)")
     return "\n".join(lines)
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from tqdm import tqdm
+
 from model.preprocess import ImageError, open_image
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,8 @@ def _readable_photos(folder: Path, skipped: list[tuple[Path, str]]) -> list[Path
     Hidden files (``.DS_Store``, half-written ``.tmp`` files of a writer) are passed over silently.
     """
     photos = []
-    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+    files = sorted(folder.iterdir(), key=lambda p: p.name)
+    for path in tqdm(files, desc=f"checking {folder.name}", unit="file", leave=False, disable=len(files) < 200):
         if path.name.startswith(".") or path.is_dir():
             continue
         try:

@@ -261,6 +261,7 @@ def run_training(settings: TrainingSettings) -> TrainingResult:
     metrics = build_metrics(evaluation, dataset.test, dataset.class_names, history)
     epoch_seconds = timing.pop("epoch_seconds")
     metrics["timing"] = {
+        "mode": settings.mode,
         **timing,
         "epoch_seconds_mean": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
         "total_seconds": time.perf_counter() - started,

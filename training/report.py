@@ -114,13 +114,17 @@ def save_confusion_matrix(matrix: list[list[int]], class_names: Sequence[str], p
 def save_curves(history: History, path: str | Path) -> Path:
     epochs = np.arange(1, len(history.train_loss) + 1)
     fig, (loss_ax, accuracy_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    loss_ax.plot(epochs, history.train_loss, label="train")
-    loss_ax.plot(epochs, history.test_loss, label="test")
+    style = {"marker": "o", "markersize": 4} if len(epochs) <= 20 else {}  # a line of one point is invisible
+    loss_ax.plot(epochs, history.train_loss, label="train", **style)
+    loss_ax.plot(epochs, history.test_loss, label="test", **style)
     loss_ax.set_title("Loss (class-weighted cross-entropy)")
     loss_ax.set_xlabel("epoch")
     loss_ax.legend()
-    accuracy_ax.plot(epochs, history.train_accuracy, label="train")
-    accuracy_ax.plot(epochs, history.test_accuracy, label="test")
+    accuracy_ax.plot(epochs, history.train_accuracy, label="train", **style)
+    accuracy_ax.plot(epochs, history.test_accuracy, label="test", **style)
+    if len(epochs) <= 20:
+        accuracy_ax.set_xticks(epochs)
+        loss_ax.set_xticks(epochs)
     accuracy_ax.set_title("Accuracy")
     accuracy_ax.set_xlabel("epoch")
     accuracy_ax.set_ylim(-0.02, 1.02)

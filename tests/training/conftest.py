@@ -8,15 +8,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # training_synthetic.py, next to this file
 
-from training_synthetic import write_class_folders, write_split_folders  # noqa: E402
+from training_synthetic import LEARN_COPIES, LEARN_EPOCHS, LEARN_PER_CLASS, write_class_folders, write_split_folders  # noqa: E402
 
 from training.pipeline import TrainingSettings, run_training  # noqa: E402
-
-# Small, so that a cold feature pass costs seconds: 3 classes x 14 photos, 2 augmented copies each.
-LEARN_PER_CLASS = 14
-LEARN_COPIES = 2
-LEARN_EPOCHS = 30
-
 
 @pytest.fixture(scope="session")
 def learned_run(tmp_path_factory):

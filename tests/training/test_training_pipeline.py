@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import LEARN_COPIES, LEARN_EPOCHS, LEARN_PER_CLASS
 from PIL import Image
-from training_synthetic import CLASSES
+from training_synthetic import CLASSES, LEARN_COPIES, LEARN_EPOCHS, LEARN_PER_CLASS
 
 from model import load_checkpoint, load_classifier
 from model.network import build_network

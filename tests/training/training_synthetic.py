@@ -12,6 +12,11 @@ import numpy as np
 from PIL import Image
 
 CLASSES = ("checks", "plain", "stripes")
+# The shared learning run (conftest.learned_run): small, so that a cold feature pass costs seconds, and
+# 4 test photos per class, so that >= 90% allows one mistake in 12.
+LEARN_PER_CLASS = 14
+LEARN_COPIES = 2
+LEARN_EPOCHS = 30
 COLOURS = {"checks": (50, 70, 230), "plain": (220, 40, 40), "stripes": (40, 200, 60)}
 
 
