@@ -16,7 +16,8 @@ from pathlib import Path
 from model.network import WeightsError
 
 from .data import DataError
-from .pipeline import DEFAULTS, TrainingResult, TrainingSettings, run_training
+from .pipeline import TrainingResult, run_training
+from .settings import DEFAULTS, FEATURE_BUDGET, TrainingSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help=f"epochs (default: {DEFAULTS['cached']['epochs']} on cached features, "
                         f"{DEFAULTS['images']['epochs']} on images)")
     parser.add_argument("--copies", "-K", type=int, help="augmented copies of each training photo (default: "
-                        f"{DEFAULTS['cached']['copies']} cached; {DEFAULTS['images']['copies']} per epoch on images)")
+                        f"{DEFAULTS['cached']['copies']} cached, fewer beyond {FEATURE_BUDGET} augmented photos in all, "
+                        f"at least 2; {DEFAULTS['images']['copies']} per epoch on images)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: same seed and photos, same metrics (default: 0)")
     parser.add_argument("--unfreeze", choices=("none", "layer4"), default="none",
                         help="none: train the head on cached features (fast); layer4: also fine-tune layer4 on images")

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +25,14 @@ from tqdm import tqdm
 
 from model.checkpoint import save_checkpoint
 from model.network import ProductNet, build_network, freeze_backbone
-from model.preprocess import PreprocessConfig, open_image
+from model.preprocess import open_image
 
-from .augment import AugmentConfig, save_preview_grid
+from .augment import save_preview_grid
 from .data import Dataset, load_dataset
 from .features import FeatureSettings, cached_features, extract_features
 from .photos import AugmentedPhotos, CleanPhotos
 from .report import build_metrics, new_run_dir, save_confusion_matrix, save_curves, write_metrics_json
+from .settings import TrainingSettings
 from .train import (
     Evaluation,
     History,
@@ -43,72 +44,6 @@ from .train import (
 )
 
 log = logging.getLogger(__name__)
-
-# Defaults per mode: head-only epochs on cached features cost milliseconds; image epochs cost a ResNet50
-# pass per copy, so fewer epochs and one fresh copy per photo per epoch.
-DEFAULTS = {"cached": {"epochs": 60, "copies": 10}, "images": {"epochs": 10, "copies": 1}}
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """Everything a run depends on; ``None`` means the mode's default (see :meth:`resolved`)."""
-
-    data: Path
-    out: Path
-    weights: str = "imagenet"
-    epochs: int | None = None
-    copies: int | None = None  # K: augmented copies per training photo (per epoch in image mode)
-    seed: int = 0
-    unfreeze: str = "none"
-    cache: bool = True
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    batch_size: int = 32
-    test_fraction: float = 0.25
-    extra: tuple[Path, ...] = ()
-    cache_dir: Path | None = None  # default: <out folder>/cache
-    runs_dir: Path | None = None  # default: <out folder>/runs
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-
-    @property
-    def mode(self) -> str:
-        return "cached" if self.unfreeze == "none" and self.cache else "images"
-
-    def resolved(self) -> "TrainingSettings":
-        defaults = DEFAULTS[self.mode]
-        return replace(
-            self,
-            epochs=self.epochs if self.epochs is not None else defaults["epochs"],
-            copies=self.copies if self.copies is not None else defaults["copies"],
-            cache_dir=self.cache_dir if self.cache_dir is not None else Path(self.out).parent / "cache",
-            runs_dir=self.runs_dir if self.runs_dir is not None else Path(self.out).parent / "runs",
-        )
-
-    def to_record(self, dataset: Dataset) -> dict:
-        """The settings as plain values for the checkpoint and metrics.json, with the photo counts."""
-        return {
-            "data": str(self.data),
-            "extra": [str(p) for p in self.extra],
-            "weights": self.weights,
-            "mode": self.mode,
-            "epochs": self.epochs,
-            "copies": self.copies,
-            "seed": self.seed,
-            "unfreeze": self.unfreeze,
-            "lr": self.lr,
-            "momentum": self.momentum,
-            "weight_decay": self.weight_decay,
-            "batch_size": self.batch_size,
-            "loss": "cross-entropy with inverse-frequency class weights",
-            "augment": self.augment.to_dict(),
-            "layout": dataset.layout,
-            "train_counts": dataset.counts("train"),
-            "test_counts": dataset.counts("test"),
-            "skipped_files": [str(p) for p, _ in dataset.skipped],
-        }
-
 
 @dataclass(frozen=True)
 class TrainingResult:
@@ -246,9 +181,9 @@ def _train_on_images(settings: TrainingSettings, network: ProductNet, dataset: D
 
 def run_training(settings: TrainingSettings) -> TrainingResult:
     """Train and save; raises ``DataError`` / ``WeightsError`` (one-line messages) before any heavy work."""
-    settings = settings.resolved()
     started = time.perf_counter()
     dataset = load_dataset(settings.data, test_fraction=settings.test_fraction, seed=settings.seed, extra_dirs=settings.extra)
+    settings = settings.resolved(train_photos=len(dataset.train))
     seed_everything(settings.seed)
     network = build_network(len(dataset.class_names), settings.weights)
     freeze_backbone(network, settings.unfreeze)

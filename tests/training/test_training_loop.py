@@ -1,6 +1,8 @@
 """The training functions on toy tensors: class weights, standardization folding, one epoch, evaluation."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -49,3 +51,16 @@ def test_train_one_epoch_and_evaluate_learn_a_separable_problem():
     assert after.loss < before.loss and after.accuracy == 1.0
     assert torch.equal(after.targets, y) and after.probabilities.shape == (80, 2)
     assert torch.allclose(after.probabilities.sum(dim=1), torch.ones(80))
+
+
+def test_default_copies_shrink_for_many_photos_but_stay_at_least_two():
+    from training.settings import FEATURE_BUDGET, TrainingSettings
+
+    settings = TrainingSettings(data=Path("d"), out=Path("c/model.pt"))
+    assert settings.resolved(train_photos=15).copies == 10
+    assert settings.resolved(train_photos=1000).copies == FEATURE_BUDGET // 1000
+    assert settings.resolved(train_photos=50_000).copies == 2
+    assert TrainingSettings(data=Path("d"), out=Path("c/m.pt"), copies=7).resolved(train_photos=50_000).copies == 7
+    images = TrainingSettings(data=Path("d"), out=Path("c/m.pt"), unfreeze="layer4").resolved(train_photos=15)
+    assert (images.mode, images.epochs, images.copies) == ("images", 10, 1)
+    assert settings.resolved(train_photos=15).cache_dir == Path("c/cache")
