@@ -98,6 +98,7 @@ class InferenceService:
         self.clock = clock
         self.cache = ExplanationCache(config.explain_cache_size)
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batch sizes, for /stats and tests
+        self.heatmap_pauses = 0  # times a heat map stopped at a layer boundary to let classifications run
         self._batches = BatchQueue(config.max_batch, config.max_batch_wait_s)
         self._cond = threading.Condition()
         self._classify_idle = threading.Event()
@@ -326,12 +327,17 @@ class InferenceService:
         """Global forward pre-hook: in the heat-map thread, wait while classifications are queued or running."""
         if threading.get_ident() != self._explain_thread_id:
             return None
+        paused = False
         while True:
             job = self._current_job
             if self._stopping or (job is not None and job.cancelled):
                 raise _ExplainCancelled()
-            if self._classify_idle.wait(0.1):
+            if self._classify_idle.is_set():
                 return None
+            if not paused:
+                paused = True
+                self.heatmap_pauses += 1
+            self._classify_idle.wait(0.1)
 
 
 def _settle(future: asyncio.Future, result, error: BaseException | None) -> None:
