@@ -23,8 +23,9 @@ from telegram.ext import (Application, ApplicationBuilder, CallbackQueryHandler,
 
 from model import CheckpointError, Classifier, load_classifier
 
-from . import handlers, messages, why
+from . import feedback_flow, handlers, messages, why
 from .config import ConfigError, Settings
+from .feedback import FeedbackInbox
 from .logging_setup import configure_logging
 from .services import SERVICES_KEY, BotServices
 from .stats import BotStats
@@ -84,7 +85,11 @@ async def start_services(settings: Settings, classifier: Classifier | None) -> B
     store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir)
     log.info("model loaded: classes=%s checkpoint=%s torch_threads=%d decode_workers=%d",
              ",".join(classifier.class_names), classifier.checkpoint_id[:12], settings.torch_threads, settings.workers)
-    return BotServices(settings=settings, classifier=classifier, inference=inference, store=store, stats=BotStats())
+    feedback = None
+    if settings.feedback_dir is not None:
+        feedback = await asyncio.to_thread(FeedbackInbox, settings.feedback_dir, settings.feedback_salt)
+    return BotServices(settings=settings, classifier=classifier, inference=inference, store=store, stats=BotStats(),
+                       feedback=feedback)
 
 
 async def register_commands(application: Application) -> None:
@@ -120,6 +125,8 @@ def add_handlers(application: Application) -> None:
     application.add_handler(CommandHandler("why", why.why_command))
     application.add_handler(CommandHandler("stats", handlers.stats_command))
     application.add_handler(CallbackQueryHandler(why.why_button, pattern=r"^why:"))
+    application.add_handler(CallbackQueryHandler(feedback_flow.feedback_button, pattern=r"^fb:"))
+    application.add_handler(CallbackQueryHandler(handlers.stale_button))
     application.add_handler(MessageHandler(filters.PHOTO, handlers.photo))
     application.add_handler(MessageHandler(filters.Document.ALL, handlers.document))
     application.add_handler(MessageHandler(filters.COMMAND, handlers.unknown_command))
