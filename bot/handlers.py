@@ -142,6 +142,15 @@ async def text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     log_request(update.effective_chat.id, "text", time.monotonic(), "hint")
 
 
+async def other_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Stickers, videos, voice, locations...: say what the bot can read (in groups only when addressed)."""
+    message = update.effective_message
+    if not _addressed(message, context):
+        return
+    await message.reply_text(messages.ONLY_PHOTOS)
+    log_request(update.effective_chat.id, "other", time.monotonic(), "hint")
+
+
 async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Any command not handled above (unless it is addressed to another bot): point to /help."""
     message = update.effective_message

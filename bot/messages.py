@@ -94,6 +94,7 @@ COMMANDS = (
 )
 
 TEXT_HINT = "Send me a photo of a clothing product (or an image file) and I'll tell you what it is. /help for more."
+ONLY_PHOTOS = "I can only look at photos and image files. Send me a photo of a clothing product."
 UNKNOWN_COMMAND = "I don't know that command. Try /help."
 WHY_NO_PHOTO = "Send me a photo first, then /why (or reply /why to a photo) and I'll show what I looked at."
 WHY_BUTTON = "Why?"
