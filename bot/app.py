@@ -13,11 +13,13 @@ import importlib.util
 import logging
 import signal
 import sys
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
 from telegram import BotCommand, Update
 from telegram.error import TelegramError
+from telegram.warnings import PTBDeprecationWarning
 from telegram.ext import (Application, ApplicationBuilder, CallbackQueryHandler, CommandHandler, Defaults,
                           MessageHandler, filters)
 
@@ -151,8 +153,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no model checkpoint at {settings.checkpoint_path}: train one with `make train` "
               "(or set CHECKPOINT_PATH)", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, [settings.token])
-    application = build_application(settings)
+    configure_logging(settings.log_level, [settings.token, settings.webhook_secret, settings.feedback_salt])
+    # PTB warns on every 429 that RetryAfter.retry_after will become a timedelta; bot.telegram_io handles both.
+    warnings.filterwarnings("ignore", message=".*retry_after.*", category=PTBDeprecationWarning)
+    try:
+        # Loaded before any network call, so a bad checkpoint fails at once instead of after getMe retries.
+        classifier = load_classifier(settings.checkpoint_path)
+    except CheckpointError as error:
+        print(f"error: cannot load {settings.checkpoint_path}: {error} (retrain with `make train`)", file=sys.stderr)
+        return 2
+    application = build_application(settings, classifier)
     try:
         if settings.webhook_url:
             return run_webhook(application, settings)

@@ -225,6 +225,7 @@ class InferenceService:
                 self._release(chat_id)
 
     def _classify_loop(self) -> None:
+        torch.set_num_threads(self.config.torch_threads)  # per thread too: OpenMP keeps the setting per thread
         while True:
             with self._cond:
                 while True:
@@ -281,6 +282,7 @@ class InferenceService:
             self._release(chat_id, heatmap=True)
 
     def _explain_loop(self) -> None:
+        torch.set_num_threads(self.config.torch_threads)
         self._explain_thread_id = threading.get_ident()
         while True:
             job = self._explain_jobs.get()
