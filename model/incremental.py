@@ -160,6 +160,20 @@ class PreparedImage:
         self.clean_logits = plan.tail(x.mean(dim=(2, 3)))
         self.input_windows = patch_windows(size, self.starts, patch)
 
+    def multiply_adds(self) -> tuple[int, int]:
+        """(per position in the windows, per whole-network pass) multiply-adds of the convs: the FLOP
+        saving this geometry allows, independent of how fast small convs run."""
+        plan = self.engine.plan
+        convs = [op for op in plan.stem if isinstance(op, ConvOp)] + [
+            op for block in plan.blocks for op in (*block.main, *([block.shortcut] if block.shortcut else []))]
+        windowed = full = 0
+        for op in convs:
+            per_output = op.weight.shape[0] * op.weight.shape[1] * op.kernel**2
+            windows = self.windows[op.name]
+            windowed += windows.size**2 * per_output
+            full += windows.extent**2 * per_output
+        return windowed, full
+
     def _clean_op(self, op: Op, x: torch.Tensor, windows: AxisWindows) -> tuple[torch.Tensor, AxisWindows]:
         padded = _padded(x, op)
         self.padded_inputs[op.name] = padded
