@@ -5,9 +5,10 @@ stride (and the max pool's), and a residual add takes the union of both branches
 runs once with every layer's activations kept, and for each batch of patch positions only those windows
 are recomputed, each from the cached input of its layer with the changed window of the previous layer
 pasted in. Out-of-image input is the layer's padding (zeros for a conv, -inf for the max pool), never
-cached data, so borders are exact. Windows have one size per layer for the whole grid (the largest reach,
-shifted inward at the borders, which recomputes a few unchanged values), so positions batch together.
-When the reach covers the whole map (layer3/layer4 for large patches) the window is the whole map.
+cached data, so borders are exact. In a batch of positions every layer's window has one size (the
+largest reach among them, shifted inward at the borders, which recomputes a few unchanged values), so
+the batch runs as ordinary batched convs. When the reach covers the whole map (layer3/layer4 for large
+patches) the window is the whole map.
 """
 from __future__ import annotations
 
@@ -25,43 +26,53 @@ Op = ConvOp | MaxPoolOp
 
 @dataclass(frozen=True)
 class AxisWindows:
-    """Along one axis of one layer's output, for each patch position index k: the interval that may
-    differ from the clean activation, ``intervals[k] = (start, end)``, and the window recomputed,
-    ``[origins[k], origins[k] + size)``. Rows and columns share it (square image, same positions)."""
+    """Along one axis of one layer's output, for each patch position index k, the window that may differ
+    from the clean activation and is recomputed: ``[origins[k], origins[k] + sizes[k])``. Rows and
+    columns share it (square image, same positions)."""
 
     extent: int
-    size: int
     origins: tuple[int, ...]
-    intervals: tuple[tuple[int, int], ...]
+    sizes: tuple[int, ...]
 
+    @classmethod
+    def from_intervals(cls, extent: int, intervals: list[tuple[int, int]]) -> "AxisWindows":
+        return cls(extent, tuple(start for start, _ in intervals), tuple(end - start for start, end in intervals))
 
-def _fit_windows(extent: int, intervals: list[tuple[int, int]]) -> AxisWindows:
-    size = max(end - start for start, end in intervals)
-    origins = tuple(min(start, extent - size) for start, _ in intervals)
-    return AxisWindows(extent, size, origins, tuple(intervals))
+    def interval(self, k: int) -> tuple[int, int]:
+        return self.origins[k], self.origins[k] + self.sizes[k]
 
 
 def patch_windows(extent: int, starts: list[int], patch: int) -> AxisWindows:
-    return AxisWindows(extent, patch, tuple(starts), tuple((s, s + patch) for s in starts))
+    return AxisWindows(extent, tuple(starts), (patch,) * len(starts))
 
 
 def reach(op: Op, before: AxisWindows) -> AxisWindows:
-    """The output outputs whose receptive field meets each changed input interval."""
+    """The outputs whose receptive field meets each changed input window (clipped to the map)."""
     k, s, p = op.kernel, op.stride, op.padding
     extent = (before.extent + 2 * p - k) // s + 1
     intervals = []
-    for start, end in before.intervals:
+    for start, size in zip(before.origins, before.sizes):
         first = max(0, -((k - 1 - p - start) // s))  # ceil((start + p - k + 1) / s)
-        last = min(extent - 1, (end - 1 + p) // s)
+        last = min(extent - 1, (start + size - 1 + p) // s)
         if last < first:  # e.g. a strided 1x1 conv that skips the changed row: recompute one anyway
             first = last = min(first, extent - 1)
         intervals.append((first, last + 1))
-    return _fit_windows(extent, intervals)
+    return AxisWindows.from_intervals(extent, intervals)
 
 
 def union(a: AxisWindows, b: AxisWindows) -> AxisWindows:
-    intervals = [(min(s1, s2), max(e1, e2)) for (s1, e1), (s2, e2) in zip(a.intervals, b.intervals)]
-    return _fit_windows(a.extent, intervals)
+    intervals = []
+    for k in range(len(a.origins)):
+        (s1, e1), (s2, e2) = a.interval(k), b.interval(k)
+        intervals.append((min(s1, s2), max(e1, e2)))
+    return AxisWindows.from_intervals(a.extent, intervals)
+
+
+def batch_windows(windows: AxisWindows, positions: list[int]) -> tuple[list[int], int]:
+    """One window size for a batch of positions (the largest), each window shifted inward where it would
+    leave the map; it still covers each position's own window, recomputing a few unchanged values."""
+    size = max(windows.sizes[k] for k in positions)
+    return [min(windows.origins[k], windows.extent - size) for k in positions], size
 
 
 def _is_pointwise(op: Op) -> bool:
@@ -72,41 +83,43 @@ def _is_pointwise(op: Op) -> bool:
 class Delta:
     """A batch of recomputed windows of one layer's output; outside them the clean activation holds."""
 
-    values: torch.Tensor  # B x C x size x size, channels_last
-    windows: AxisWindows
-    rows: list[int]  # per batch item: the position index along the rows (into windows.origins)
+    values: torch.Tensor  # B x C x h x w, channels_last
+    row_origins: list[int]  # per batch item, where its window starts
+    col_origins: list[int]
+    rows: list[int]  # per batch item: the position index along the rows (into AxisWindows)
     cols: list[int]
+
+
+def _pixel_rows(x: torch.Tensor) -> torch.Tensor:
+    """A channels_last N x C x H x W tensor as its (N*H*W) x C matrix of pixels (a view, no copy)."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
 def assemble(source: torch.Tensor, pad: int, delta: Delta, row_origins: list[int], col_origins: list[int],
              height: int, width: int) -> torch.Tensor:
     """Windows of ``source`` (the clean 1 x C x H x W activation, already padded by ``pad``) at the given
-    origins (unpadded coordinates, may be negative into the padding), with ``delta`` pasted over them."""
-    batch = len(row_origins)
-    if len(set(row_origins)) == 1 and len(set(col_origins)) == 1:
-        y, x = row_origins[0] + pad, col_origins[0] + pad
-        out = source[:, :, y : y + height, x : x + width].expand(batch, -1, -1, -1).clone(memory_format=torch.channels_last)
+    origins (unpadded coordinates, may be negative into the padding), with ``delta`` pasted over them.
+
+    Both steps move whole pixels (C contiguous floats in channels_last) with one gather and one scatter
+    for the batch, however the windows overlap."""
+    batch, channels, source_width = len(row_origins), source.shape[1], source.shape[-1]
+    rows = torch.tensor(row_origins).unsqueeze(1) + (pad + torch.arange(height))  # batch x height
+    cols = torch.tensor(col_origins).unsqueeze(1) + (pad + torch.arange(width))
+    out = _pixel_rows(source).index_select(0, (rows.unsqueeze(2) * source_width + cols.unsqueeze(1)).reshape(-1))
+
+    delta_height, delta_width = delta.values.shape[-2:]
+    target_rows = (torch.tensor(delta.row_origins) - torch.tensor(row_origins)).unsqueeze(1) + torch.arange(delta_height)
+    target_cols = (torch.tensor(delta.col_origins) - torch.tensor(col_origins)).unsqueeze(1) + torch.arange(delta_width)
+    inside = ((target_rows >= 0) & (target_rows < height)).unsqueeze(2) & ((target_cols >= 0) & (target_cols < width)).unsqueeze(1)
+    item = torch.arange(batch).view(batch, 1, 1)
+    destination = (item * height + target_rows.unsqueeze(2)) * width + target_cols.unsqueeze(1)
+    pixels = _pixel_rows(delta.values)
+    if bool(inside.all()):
+        out.index_copy_(0, destination.reshape(-1), pixels)
     else:
-        out = torch.cat([source[:, :, y + pad : y + pad + height, x + pad : x + pad + width]
-                         for y, x in zip(row_origins, col_origins)]).contiguous(memory_format=torch.channels_last)
-    size = delta.windows.size
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for b in range(batch):
-        dy = delta.windows.origins[delta.rows[b]] - row_origins[b]
-        dx = delta.windows.origins[delta.cols[b]] - col_origins[b]
-        groups[(dy, dx)].append(b)
-    for (dy, dx), members in groups.items():
-        y0, y1, x0, x1 = max(dy, 0), min(dy + size, height), max(dx, 0), min(dx + size, width)
-        if y0 >= y1 or x0 >= x1:
-            continue
-        rows, cols = slice(y0, y1), slice(x0, x1)
-        src_rows, src_cols = slice(y0 - dy, y1 - dy), slice(x0 - dx, x1 - dx)
-        if len(members) == batch:
-            out[:, :, rows, cols] = delta.values[:, :, src_rows, src_cols]
-        else:
-            index = torch.tensor(members)
-            out[index, :, rows, cols] = delta.values[index][:, :, src_rows, src_cols]
-    return out
+        source_index = torch.arange(pixels.shape[0]).view(batch, delta_height, delta_width)
+        out.index_copy_(0, destination[inside], pixels.index_select(0, source_index[inside]))
+    return out.view(batch, height, width, channels).permute(0, 3, 1, 2)  # channels_last N x C x H x W
 
 
 class IncrementalOcclusion:
@@ -153,26 +166,40 @@ class PreparedImage:
                 shortcut_out, shortcut_windows = self._clean_op(block.shortcut, block_input, input_windows)
             else:
                 shortcut_out, shortcut_windows = block_input, input_windows
-            x = torch.relu(main_out + shortcut_out)
+            x = torch.relu(main_out + shortcut_out).contiguous(memory_format=torch.channels_last)
             windows = union(main_windows, shortcut_windows)
             self.outputs[block.name], self.windows[block.name] = x, windows
         self.final = x
         self.clean_logits = plan.tail(x.mean(dim=(2, 3)))
         self.input_windows = patch_windows(size, self.starts, patch)
 
-    def multiply_adds(self) -> tuple[int, int]:
-        """(per position in the windows, per whole-network pass) multiply-adds of the convs: the FLOP
-        saving this geometry allows, independent of how fast small convs run."""
+    def batches(self, batch_size: int) -> list[list[tuple[int, int]]]:
+        """All (row, col) grid positions, row-major, in batches of at most ``batch_size``.
+
+        Row-major keeps a batch's windows alike (same rows, neighbouring columns). Grouping positions by
+        their exact window sizes would save up to 15% of the multiply-adds, but the many distinct conv
+        shapes it creates made it slower in measurements (oneDNN builds a kernel per shape)."""
+        order = [(row, col) for row in range(len(self.starts)) for col in range(len(self.starts))]
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def multiply_adds(self, batches: list[list[tuple[int, int]]]) -> tuple[float, float, int]:
+        """Conv multiply-adds per position: (in the windows as batched, in each position's exact reach,
+        in a whole-network pass), i.e. the FLOP saving, independent of how fast small convs run."""
         plan = self.engine.plan
         convs = [op for op in plan.stem if isinstance(op, ConvOp)] + [
             op for block in plan.blocks for op in (*block.main, *([block.shortcut] if block.shortcut else []))]
-        windowed = full = 0
+        batched = exact = full = 0
+        count = sum(len(batch) for batch in batches)
         for op in convs:
             per_output = op.weight.shape[0] * op.weight.shape[1] * op.kernel**2
             windows = self.windows[op.name]
-            windowed += windows.size**2 * per_output
+            for batch in batches:
+                height = batch_windows(windows, [r for r, _ in batch])[1]
+                width = batch_windows(windows, [c for _, c in batch])[1]
+                batched += len(batch) * height * width * per_output / count
+                exact += sum(windows.sizes[r] * windows.sizes[c] for r, c in batch) * per_output / count
             full += windows.extent**2 * per_output
-        return windowed, full
+        return batched, exact, full
 
     def _clean_op(self, op: Op, x: torch.Tensor, windows: AxisWindows) -> tuple[torch.Tensor, AxisWindows]:
         padded = _padded(x, op)
@@ -183,22 +210,22 @@ class PreparedImage:
         return out, out_windows
 
     def _apply(self, op: Op, delta: Delta) -> Delta:
-        windows = self.windows[op.name]
         if _is_pointwise(op):
-            return Delta(op.run(delta.values), windows, delta.rows, delta.cols)
+            return Delta(op.run(delta.values), delta.row_origins, delta.col_origins, delta.rows, delta.cols)
+        windows = self.windows[op.name]
+        (row_origins, height), (col_origins, width) = batch_windows(windows, delta.rows), batch_windows(windows, delta.cols)
         k, s, p = op.kernel, op.stride, op.padding
-        in_size = (windows.size - 1) * s + k
-        x = assemble(self.padded_inputs[op.name], p, delta,
-                     [windows.origins[r] * s - p for r in delta.rows], [windows.origins[c] * s - p for c in delta.cols],
-                     in_size, in_size)
-        return Delta(op.run(x), windows, delta.rows, delta.cols)
+        x = assemble(self.padded_inputs[op.name], p, delta, [o * s - p for o in row_origins],
+                     [o * s - p for o in col_origins], (height - 1) * s + k, (width - 1) * s + k)
+        return Delta(op.run(x), row_origins, col_origins, delta.rows, delta.cols)
 
-    def _window_of(self, delta: Delta, clean: torch.Tensor, windows: AxisWindows) -> torch.Tensor:
-        """``delta`` brought onto ``windows`` (the clean values filling what it does not cover)."""
-        if delta.windows.size == windows.size and delta.windows.origins == windows.origins:
-            return delta.values
-        return assemble(clean, 0, delta, [windows.origins[r] for r in delta.rows],
-                        [windows.origins[c] for c in delta.cols], windows.size, windows.size)
+    def _window_of(self, delta: Delta, clean: torch.Tensor, windows: AxisWindows) -> Delta:
+        """``delta`` brought onto this batch's ``windows`` (clean values fill what it does not cover)."""
+        (row_origins, height), (col_origins, width) = batch_windows(windows, delta.rows), batch_windows(windows, delta.cols)
+        if (row_origins, col_origins) != (delta.row_origins, delta.col_origins) or delta.values.shape[-2:] != (height, width):
+            values = assemble(clean, 0, delta, row_origins, col_origins, height, width)
+            delta = Delta(values, row_origins, col_origins, delta.rows, delta.cols)
+        return delta
 
     @torch.inference_mode()
     def logits(self, positions: list[tuple[int, int]]) -> torch.Tensor:
@@ -207,7 +234,7 @@ class PreparedImage:
         rows, cols = [r for r, _ in positions], [c for _, c in positions]
         started = time.perf_counter()
         patch = torch.zeros(len(positions), 3, self.patch, self.patch).contiguous(memory_format=torch.channels_last)
-        delta = Delta(patch, self.input_windows, rows, cols)
+        delta = Delta(patch, [self.starts[r] for r in rows], [self.starts[c] for c in cols], rows, cols)
         for op in plan.stem:
             delta = self._apply(op, delta)
         started = _lap(profile, "stem", started)
@@ -223,11 +250,12 @@ class PreparedImage:
             input_name = block.name
             windows = self.windows[block.name]
             main = self._window_of(delta, self.outputs[block.main[-1].name], windows)
-            identity = self._window_of(shortcut, shortcut_clean, windows)
-            delta = Delta(torch.relu_(main + identity), windows, rows, cols)
+            identity = self._window_of(shortcut, shortcut_clean, windows).values
+            delta = Delta(torch.relu_(main.values + identity), main.row_origins, main.col_origins, rows, cols)
             started = _lap(profile, block.name.split(".")[0], started)
-        full = AxisWindows(self.final.shape[-1], self.final.shape[-1], (0,) * len(self.starts), ())
-        features = self._window_of(delta, self.final, full).mean(dim=(2, 3))
+        extent = self.final.shape[-1]
+        full = AxisWindows(extent, (0,) * len(self.starts), (extent,) * len(self.starts))
+        features = self._window_of(delta, self.final, full).values.mean(dim=(2, 3))
         logits = plan.tail(features)
         _lap(profile, "pool+head", started)
         return logits
