@@ -1,0 +1,123 @@
+"""Occlusion heat maps: how much the predicted class's probability drops when a patch is hidden.
+
+Definition (a contract shared with the CLI, the bot and the tests): for the class ``c`` explained and the
+normalized 224 x 224 image ``x``, for each patch position (i, j) = (row * stride, col * stride) with
+``i + patch <= 224``, set ``x[:, i:i+patch, j:j+patch] = 0`` (the ImageNet mean colour after normalization)
+and record ``map[row, col] = P(c | x) - P(c | occluded x)`` (softmax probabilities).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+METHODS = ("incremental", "batched", "naive")
+
+
+@dataclass(frozen=True)
+class OcclusionResult:
+    occlusion_map: np.ndarray  # float32, (G, G), G = (size - patch) // stride + 1
+    target: int  # the class index explained
+    probability: float  # P(target | clean image)
+
+
+def grid_positions(size: int, patch: int, stride: int) -> list[int]:
+    """Top (or left) coordinates of the patch along one axis: 0, s, 2s, ... while start + patch <= size."""
+    if patch < 1 or stride < 1 or patch > size:
+        raise ValueError(f"need 1 <= patch <= {size} and stride >= 1 (got patch={patch}, stride={stride})")
+    return list(range(0, size - patch + 1, stride))
+
+
+def occluded_batch(image: torch.Tensor, corners: list[tuple[int, int]], patch: int) -> torch.Tensor:
+    """Copies of ``image`` (3 x H x W), one per (top, left) corner, each with its patch set to 0."""
+    batch = image.unsqueeze(0).repeat(len(corners), 1, 1, 1)
+    for k, (top, left) in enumerate(corners):
+        batch[k, :, top : top + patch, left : left + patch] = 0
+    return batch
+
+
+@torch.inference_mode()
+def _probabilities(network: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    logits = network(batch.contiguous(memory_format=torch.channels_last))
+    return torch.softmax(logits.float(), dim=1)
+
+
+def _check_image(image: torch.Tensor) -> torch.Tensor:
+    if image.dim() == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.dim() != 3 or image.shape[0] != 3 or image.shape[1] != image.shape[2]:
+        raise ValueError(f"expected a normalized 3 x H x H image tensor, got shape {tuple(image.shape)}")
+    return image.detach().float().cpu()
+
+
+@torch.inference_mode()
+def naive_occlusion_map(network: torch.nn.Module, image: torch.Tensor, target: int, patch: int, stride: int) -> np.ndarray:
+    """The reference: one whole-network forward pass per patch position, batch 1. Slow; kept for tests."""
+    image = _check_image(image)
+    positions = grid_positions(image.shape[-1], patch, stride)
+    clean = float(_probabilities(network, image.unsqueeze(0))[0, target])
+    result = np.zeros((len(positions), len(positions)), dtype=np.float32)
+    for row, top in enumerate(positions):
+        for col, left in enumerate(positions):
+            occluded = occluded_batch(image, [(top, left)], patch)
+            result[row, col] = clean - float(_probabilities(network, occluded)[0, target])
+    return result
+
+
+@torch.inference_mode()
+def batched_occlusion_map(
+    network: torch.nn.Module, image: torch.Tensor, target: int, patch: int, stride: int, batch_size: int = 16,
+    clean_probability: float | None = None,
+) -> np.ndarray:
+    """Whole-network forward passes over batches of occluded copies (the straightforward fast-ish way)."""
+    image = _check_image(image)
+    positions = grid_positions(image.shape[-1], patch, stride)
+    if clean_probability is None:
+        clean_probability = float(_probabilities(network, image.unsqueeze(0))[0, target])
+    corners = [(top, left) for top in positions for left in positions]
+    drops = np.zeros(len(corners), dtype=np.float32)
+    for start in range(0, len(corners), batch_size):
+        chunk = corners[start : start + batch_size]
+        probs = _probabilities(network, occluded_batch(image, chunk, patch))[:, target]
+        drops[start : start + len(chunk)] = clean_probability - probs.numpy()
+    return drops.reshape(len(positions), len(positions))
+
+
+class OcclusionExplainer:
+    """Constructed once with the network and settings, called on normalized image tensors.
+
+    ``method``: ``incremental`` (recompute only what each patch can reach), ``batched`` (whole network,
+    batched) or ``naive`` (batch 1 reference). All three give the same map.
+    """
+
+    def __init__(self, network: torch.nn.Module, patch: int = 16, stride: int = 8, batch_size: int = 16,
+                 method: str = "incremental"):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if patch < 1 or stride < 1 or batch_size < 1:
+            raise ValueError("patch, stride and batch_size must be positive")
+        self.network = network.eval()
+        self.patch = patch
+        self.stride = stride
+        self.batch_size = batch_size
+        self.method = method
+
+    @torch.inference_mode()
+    def explain(self, image: torch.Tensor, target: int | None = None) -> OcclusionResult:
+        image = _check_image(image)
+        clean = _probabilities(self.network, image.unsqueeze(0))[0]
+        if target is None:
+            target = int(clean.argmax())
+        if not 0 <= target < clean.numel():
+            raise ValueError(f"target {target} out of range for {clean.numel()} classes")
+        probability = float(clean[target])
+        if self.method == "naive":
+            occlusion = naive_occlusion_map(self.network, image, target, self.patch, self.stride)
+        else:
+            occlusion = batched_occlusion_map(self.network, image, target, self.patch, self.stride,
+                                              self.batch_size, probability)
+        return OcclusionResult(occlusion_map=occlusion.astype(np.float32), target=target, probability=probability)
+
+    def __call__(self, image: torch.Tensor, target: int | None = None) -> np.ndarray:
+        return self.explain(image, target).occlusion_map

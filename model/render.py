@@ -1,0 +1,120 @@
+"""Drawing an occlusion map over the photo it explains: PNG bytes readable on a phone.
+
+The whole photo is shown with its aspect ratio; the heat map covers only the centre-crop region the
+model saw (``crop_box``), smoothly upsampled, and the rest of the photo is dimmed. The colour scale is
+diverging and centred at 0 because the map is signed: hiding a patch can also raise the score.
+"""
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on a server; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from .preprocess import PreprocessConfig, crop_box  # noqa: E402
+
+OUTPUT_WIDTH_PX = 900
+DPI = 100
+DISPLAY_LONG_SIDE = 1000  # the photo is shrunk to this before drawing: more would not show and costs time
+DIM_OUTSIDE = 0.35  # brightness kept outside the region the model saw
+HEAT_ALPHA = 0.55
+COLOUR_MAP = "RdBu_r"  # red = positive drop (important), blue = negative, white = no effect
+
+
+def _axis_samples(crop: int, cells: int, patch: int | None, stride: int | None) -> np.ndarray:
+    """Crop-pixel coordinate of each map cell's centre along one axis (where its patch was centred)."""
+    if patch is not None and stride is not None:
+        return np.arange(cells) * stride + (patch - 1) / 2.0
+    # Unknown settings: assume the cells tile the crop evenly.
+    return (np.arange(cells) + 0.5) * crop / cells - 0.5
+
+
+def upsample_map(occlusion_map: np.ndarray, crop: int, patch: int | None = None, stride: int | None = None) -> np.ndarray:
+    """The (G, G) map as a smooth crop x crop array: bilinear between patch centres, constant beyond."""
+    occlusion_map = np.asarray(occlusion_map, dtype=np.float64)
+    rows, cols = occlusion_map.shape
+    pixels = np.arange(crop, dtype=np.float64)
+    row_samples = _axis_samples(crop, rows, patch, stride)
+    col_samples = _axis_samples(crop, cols, patch, stride)
+    along_cols = np.stack([np.interp(pixels, col_samples, line) for line in occlusion_map])  # rows x crop
+    return np.stack([np.interp(pixels, row_samples, along_cols[:, x]) for x in range(crop)], axis=1)
+
+
+def _display_photo(photo: Image.Image) -> Image.Image:
+    photo = photo.convert("RGB")
+    scale = DISPLAY_LONG_SIDE / max(photo.size)
+    if scale < 1:
+        photo = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.BILINEAR)
+    return photo
+
+
+def render_overlay(
+    photo: Image.Image,
+    occlusion_map: np.ndarray,
+    label: str,
+    confidence: float,
+    *,
+    preprocess_config: PreprocessConfig = PreprocessConfig(),
+    patch: int | None = None,
+    stride: int | None = None,
+) -> bytes:
+    """PNG bytes: the photo, the map over the region the model saw, a colour bar, title and legend."""
+    occlusion_map = np.asarray(occlusion_map, dtype=np.float32)
+    if occlusion_map.ndim != 2 or occlusion_map.size == 0:
+        raise ValueError(f"occlusion_map must be a non-empty 2-D array, got shape {occlusion_map.shape}")
+    occlusion_map = np.nan_to_num(occlusion_map)
+    original_size = photo.size
+    shown = _display_photo(photo)
+    scale_x, scale_y = shown.width / original_size[0], shown.height / original_size[1]
+    left, top, right, bottom = crop_box(original_size, preprocess_config)
+    left, right, top, bottom = left * scale_x, right * scale_x, top * scale_y, bottom * scale_y
+
+    pixels = np.asarray(shown, dtype=np.float32) / 255.0
+    dimmed = pixels * DIM_OUTSIDE
+    ys, xs = np.mgrid[0 : shown.height, 0 : shown.width]
+    inside = (xs + 0.5 >= left) & (xs + 0.5 <= right) & (ys + 0.5 >= top) & (ys + 0.5 <= bottom)
+    pixels = np.where(inside[..., None], pixels, dimmed)
+
+    heat = upsample_map(occlusion_map, preprocess_config.crop, patch, stride)
+    limit = float(np.abs(occlusion_map).max()) or 1e-6
+    norm = TwoSlopeNorm(vmin=-limit, vcenter=0.0, vmax=limit)
+
+    # Layout in inches: title band, the photo at its own aspect ratio, the colour bar, the legend line.
+    width_in = OUTPUT_WIDTH_PX / DPI
+    image_w_in = width_in - 0.4
+    image_h_in = image_w_in * shown.height / shown.width
+    title_in, bar_in, legend_in = 0.9, 0.75, 0.55
+    height_in = title_in + image_h_in + bar_in + legend_in
+    figure = plt.figure(figsize=(width_in, height_in), dpi=DPI)
+    try:
+        image_axes = figure.add_axes((0.2 / width_in, (bar_in + legend_in) / height_in, image_w_in / width_in, image_h_in / height_in))
+        image_axes.imshow(pixels, extent=(0, shown.width, shown.height, 0), interpolation="bilinear")
+        overlay = image_axes.imshow(
+            heat, cmap=COLOUR_MAP, norm=norm, alpha=HEAT_ALPHA, extent=(left, right, bottom, top), interpolation="bilinear"
+        )
+        image_axes.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="white", linewidth=1.5))
+        image_axes.set_xlim(0, shown.width)
+        image_axes.set_ylim(shown.height, 0)
+        image_axes.set_axis_off()
+
+        figure.text(0.5, 1 - 0.45 / height_in, f"{label} — {confidence:.0%} confident", ha="center", va="center",
+                    fontsize=24, fontweight="bold")
+        bar_axes = figure.add_axes((0.1, (legend_in + 0.3) / height_in, 0.8, 0.22 / height_in))
+        bar = figure.colorbar(overlay, cax=bar_axes, orientation="horizontal")
+        bar.solids.set_alpha(1.0)
+        bar.ax.tick_params(labelsize=13)
+        bar.set_ticks([-limit, 0.0, limit])
+        bar.set_ticklabels([f"{-limit:+.2f}", "0", f"{limit:+.2f}"])
+        figure.text(0.5, 0.3 / height_in, f"Red: covering this area lowers the '{label}' score the most",
+                    ha="center", va="center", fontsize=16)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=DPI)
+        return buffer.getvalue()
+    finally:
+        plt.close(figure)
