@@ -64,3 +64,14 @@ async def test_one_bad_file_in_an_album_fails_alone(fake_api, running_bot, class
         assert_prediction(answer, expected_prediction(classifier, picture))
     (notice,) = [call for call in replies if call not in answers]
     assert_short_notice(notice)
+
+
+async def test_file_refused_by_get_file_without_a_declared_size(fake_api, running_bot):
+    async with running_bot():
+        mark = fake_api.mark()
+        update = fake_api.document_update(**BAD_DOCUMENTS["over 20 MB"]())
+        del update["message"]["document"]["file_size"]  # Telegram may leave it out; getFile still refuses
+        await fake_api.push(update)
+        notice = await fake_api.wait_for_call("sendMessage", after=mark)
+    assert_short_notice(notice)
+    assert fake_api.find_calls("getFile", ok=False, after=mark), "getFile was never tried"
