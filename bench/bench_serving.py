@@ -51,6 +51,7 @@ class Burst:
     other: list[str]
     peak_rss_mb: float
     rss_after_mb: float
+    cpu_seconds: float  # the bot process's CPU time (all threads) during the burst
 
     @property
     def answered(self) -> int:
@@ -59,6 +60,10 @@ class Burst:
     @property
     def photos_per_second(self) -> float:
         return self.answered / max(self.latencies) if self.latencies else 0.0
+
+    @property
+    def cpu_ms_per_photo(self) -> float:
+        return 1000.0 * self.cpu_seconds / self.answered if self.answered else float("nan")
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -74,6 +79,13 @@ def proc_status(pid: int) -> dict[str, int]:
             if key in ("VmRSS", "VmHWM", "Threads"):
                 values[key] = int(rest.split()[0])
     return values
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process (all its threads), from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def memory_breakdown(pid: int) -> dict[str, float]:
@@ -138,17 +150,18 @@ async def burst(fake: FakeTelegram, pid: int, users: int, photo: bytes, first_us
     updates = [fake.photo_update(photo, user_id=first_user + i) for i in range(users)]
     wanted = {(u["message"]["chat"]["id"], u["message"]["message_id"]) for u in updates}
     mark = fake.mark()
+    cpu_before = cpu_seconds(pid)
     started = time.monotonic()
     for update in updates:  # push() does not yield to the loop: all N are queued before the bot's poll returns
         await fake.push(update)
     answers = await fake.wait_for_calls(
         None, users, lambda c: c.method in ("sendMessage", "sendPhoto") and (c.chat_id, c.reply_to) in wanted,
         after=mark, timeout=timeout)
-    status = proc_status(pid)
+    status, cpu = proc_status(pid), cpu_seconds(pid) - cpu_before
     latencies = [call.at - started for call in answers if call.ok and not is_busy(call.text)]
     busy = sum(1 for call in answers if is_busy(call.text))
     other = [repr(call) for call in answers if not call.ok]
-    return Burst(users, latencies, busy, other, status["VmHWM"] / 1024, status["VmRSS"] / 1024)
+    return Burst(users, latencies, busy, other, status["VmHWM"] / 1024, status["VmRSS"] / 1024, cpu)
 
 
 async def operator_stats(fake: FakeTelegram, timeout: float) -> str:
@@ -191,19 +204,22 @@ def bot_environment(fake: FakeTelegram, checkpoint: Path, data_dir: Path, extra:
     return env
 
 
-def print_bursts(bursts: list[Burst], bare_best_pps: float, bare_b1_ms: float) -> None:
+def print_bursts(bursts: list[Burst], bare_best_pps: float, bare_b1_ms: float, bare_best_cpu_ms: float) -> None:
     print(f"{'users':>5} | {'answered':>8} | {'busy':>4} | {'p50 s':>6} | {'p95 s':>6} | {'max s':>6} | "
-          f"{'photos/s':>8} | {'efficiency':>10} | {'peak RSS MB':>11}")
-    print("-" * 92)
+          f"{'photos/s':>8} | {'efficiency':>10} | {'CPU ms/photo':>12} | {'CPU eff.':>8} | {'peak RSS MB':>11}")
+    print("-" * 122)
     for b in bursts:
         efficiency = b.photos_per_second / bare_best_pps if bare_best_pps else float("nan")
+        cpu_efficiency = bare_best_cpu_ms / b.cpu_ms_per_photo if b.answered else float("nan")
         print(f"{b.users:>5} | {b.answered:>8} | {b.busy:>4} | {b.percentile(0.5):>6.2f} | {b.percentile(0.95):>6.2f} | "
               f"{max(b.latencies, default=float('nan')):>6.2f} | {b.photos_per_second:>8.2f} | {efficiency:>10.2f} | "
-              f"{b.peak_rss_mb:>11.0f}")
+              f"{b.cpu_ms_per_photo:>12.0f} | {cpu_efficiency:>8.2f} | {b.peak_rss_mb:>11.0f}")
         for problem in b.other:
             print(f"      failed call: {problem}")
-    print(f"(efficiency = photos/s / bare model best {bare_best_pps:.2f} photos/s; one photo alone at batch 1 "
-          f"would take {bare_b1_ms:.0f} ms of pure model time)")
+    print(f"efficiency = photos/s / bare model best {bare_best_pps:.2f} photos/s (one photo alone at batch 1: "
+          f"{bare_b1_ms:.0f} ms of pure model time).\nCPU eff. = the bare model's CPU ms per photo at its best batch "
+          f"({bare_best_cpu_ms:.0f}) / the bot's CPU ms per answered photo: the share of the bot's CPU that is "
+          f"model work, steadier than wall time when other processes share the cores.")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -213,7 +229,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="a bot setting for this run, e.g. --env QUEUE_SIZE=128 --env MAX_BATCH=32")
     parser.add_argument("--photo", type=Path, default=SEED_PHOTO, help="the photo every user sends")
     parser.add_argument("--bare-batches", default="1,2,4,8,16,32", help="bare model batch sizes")
-    parser.add_argument("--bare-repeats", type=int, default=2, help="timed passes per bare batch size")
+    parser.add_argument("--bare-repeats", type=int, default=3, help="timed passes per bare batch size (the fastest counts)")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--burst-timeout", type=float, default=120.0, help="seconds per burst, plus 3 s per user")
     return parser.parse_args(argv)
@@ -252,11 +268,12 @@ async def run(args: argparse.Namespace) -> int:
 
             after = await asyncio.to_thread(bare_model, checkpoint, photo_path, (1, best(before).batch), args.bare_repeats)
             best_pps = statistics.mean([best(before).photos_per_second, after[-1].photos_per_second])
+            best_cpu_ms = statistics.mean([best(before).cpu_ms_per_photo, after[-1].cpu_ms_per_photo])
             b1_ms = statistics.mean([before[0].ms_per_photo, after[0].ms_per_photo]) if before[0].batch == 1 else float("nan")
             print(f"bare model after the bursts: batch 1 {after[0].ms_per_photo:.0f} ms/photo, batch {after[-1].batch} "
                   f"{after[-1].ms_per_photo:.0f} ms/photo ({after[-1].photos_per_second:.2f} photos/s)")
             print()
-            print_bursts(bursts, best_pps, b1_ms)
+            print_bursts(bursts, best_pps, b1_ms, best_cpu_ms)
             print()
             print("operator view (/stats):\n  " + (await operator_stats(fake, 30)).replace("\n", "\n  "))
             print()
