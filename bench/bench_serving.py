@@ -52,6 +52,7 @@ class Burst:
     peak_rss_mb: float
     rss_after_mb: float
     cpu_seconds: float  # the bot process's CPU time (all threads) during the burst
+    fake_cpu_seconds: float  # this process's CPU time meanwhile: the fake Telegram server's share of the cores
 
     @property
     def answered(self) -> int:
@@ -64,6 +65,11 @@ class Burst:
     @property
     def cpu_ms_per_photo(self) -> float:
         return 1000.0 * self.cpu_seconds / self.answered if self.answered else float("nan")
+
+    @property
+    def cores_used(self) -> str:
+        wall = max(self.latencies, default=0.0)
+        return f"{self.cpu_seconds / wall:.2f}+{self.fake_cpu_seconds / wall:.2f}" if wall else "-"
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -150,18 +156,18 @@ async def burst(fake: FakeTelegram, pid: int, users: int, photo: bytes, first_us
     updates = [fake.photo_update(photo, user_id=first_user + i) for i in range(users)]
     wanted = {(u["message"]["chat"]["id"], u["message"]["message_id"]) for u in updates}
     mark = fake.mark()
-    cpu_before = cpu_seconds(pid)
+    cpu_before, fake_cpu_before = cpu_seconds(pid), time.process_time()
     started = time.monotonic()
     for update in updates:  # push() does not yield to the loop: all N are queued before the bot's poll returns
         await fake.push(update)
     answers = await fake.wait_for_calls(
         None, users, lambda c: c.method in ("sendMessage", "sendPhoto") and (c.chat_id, c.reply_to) in wanted,
         after=mark, timeout=timeout)
-    status, cpu = proc_status(pid), cpu_seconds(pid) - cpu_before
+    status, cpu, fake_cpu = proc_status(pid), cpu_seconds(pid) - cpu_before, time.process_time() - fake_cpu_before
     latencies = [call.at - started for call in answers if call.ok and not is_busy(call.text)]
     busy = sum(1 for call in answers if is_busy(call.text))
     other = [repr(call) for call in answers if not call.ok]
-    return Burst(users, latencies, busy, other, status["VmHWM"] / 1024, status["VmRSS"] / 1024, cpu)
+    return Burst(users, latencies, busy, other, status["VmHWM"] / 1024, status["VmRSS"] / 1024, cpu, fake_cpu)
 
 
 async def operator_stats(fake: FakeTelegram, timeout: float) -> str:
@@ -206,20 +212,21 @@ def bot_environment(fake: FakeTelegram, checkpoint: Path, data_dir: Path, extra:
 
 def print_bursts(bursts: list[Burst], bare_best_pps: float, bare_b1_ms: float, bare_best_cpu_ms: float) -> None:
     print(f"{'users':>5} | {'answered':>8} | {'busy':>4} | {'p50 s':>6} | {'p95 s':>6} | {'max s':>6} | "
-          f"{'photos/s':>8} | {'efficiency':>10} | {'CPU ms/photo':>12} | {'CPU eff.':>8} | {'peak RSS MB':>11}")
-    print("-" * 122)
+          f"{'photos/s':>8} | {'efficiency':>10} | {'CPU ms/photo':>12} | {'CPU eff.':>8} | {'cores used':>10} | {'peak RSS MB':>11}")
+    print("-" * 135)
     for b in bursts:
         efficiency = b.photos_per_second / bare_best_pps if bare_best_pps else float("nan")
         cpu_efficiency = bare_best_cpu_ms / b.cpu_ms_per_photo if b.answered else float("nan")
         print(f"{b.users:>5} | {b.answered:>8} | {b.busy:>4} | {b.percentile(0.5):>6.2f} | {b.percentile(0.95):>6.2f} | "
               f"{max(b.latencies, default=float('nan')):>6.2f} | {b.photos_per_second:>8.2f} | {efficiency:>10.2f} | "
-              f"{b.cpu_ms_per_photo:>12.0f} | {cpu_efficiency:>8.2f} | {b.peak_rss_mb:>11.0f}")
+              f"{b.cpu_ms_per_photo:>12.0f} | {cpu_efficiency:>8.2f} | {b.cores_used:>10} | {b.peak_rss_mb:>11.0f}")
         for problem in b.other:
             print(f"      failed call: {problem}")
     print(f"efficiency = photos/s / bare model best {bare_best_pps:.2f} photos/s (one photo alone at batch 1: "
           f"{bare_b1_ms:.0f} ms of pure model time).\nCPU eff. = the bare model's CPU ms per photo at its best batch "
           f"({bare_best_cpu_ms:.0f}) / the bot's CPU ms per answered photo: the share of the bot's CPU that is "
-          f"model work, steadier than wall time when other processes share the cores.")
+          f"model work, steadier than wall time when other processes share the cores.\n"
+          f"cores used = CPU seconds / seconds to the last answer: the bot + the fake Telegram server (this process).")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
