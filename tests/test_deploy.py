@@ -258,7 +258,8 @@ def test_env_example_has_no_token_and_only_settings_the_bot_knows():
     assert unknown == [], f"settings the bot does not read: {unknown}"
     docker_env = env_values(dockerfile_instructions(DOCKERFILE.read_text()))
     assert {"CHECKPOINT_PATH", "DATA_DIR"} <= set(docker_env) <= set(config.ENV_NAMES.values()) | {
-        "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK", "MPLCONFIGDIR"}
+        "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK", "MPLCONFIGDIR",
+        "MALLOC_ARENA_MAX"}
 
 
 # ---- the checks catch broken files --------------------------------------------------------------
