@@ -13,18 +13,21 @@ import importlib.util
 import logging
 import signal
 import sys
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
 from telegram import BotCommand, Update
 from telegram.error import TelegramError
+from telegram.warnings import PTBDeprecationWarning
 from telegram.ext import (Application, ApplicationBuilder, CallbackQueryHandler, CommandHandler, Defaults,
                           MessageHandler, filters)
 
 from model import CheckpointError, Classifier, load_classifier
 
-from . import handlers, messages, why
+from . import feedback_flow, handlers, messages, why
 from .config import ConfigError, Settings
+from .feedback import FeedbackInbox
 from .logging_setup import configure_logging
 from .services import SERVICES_KEY, BotServices
 from .stats import BotStats
@@ -84,7 +87,11 @@ async def start_services(settings: Settings, classifier: Classifier | None) -> B
     store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir)
     log.info("model loaded: classes=%s checkpoint=%s torch_threads=%d decode_workers=%d",
              ",".join(classifier.class_names), classifier.checkpoint_id[:12], settings.torch_threads, settings.workers)
-    return BotServices(settings=settings, classifier=classifier, inference=inference, store=store, stats=BotStats())
+    feedback = None
+    if settings.feedback_dir is not None:
+        feedback = await asyncio.to_thread(FeedbackInbox, settings.feedback_dir, settings.feedback_salt)
+    return BotServices(settings=settings, classifier=classifier, inference=inference, store=store, stats=BotStats(),
+                       feedback=feedback)
 
 
 async def register_commands(application: Application) -> None:
@@ -103,7 +110,8 @@ def build_application(settings: Settings, classifier: Classifier | None = None) 
         .token(settings.token)
         .base_url(settings.api_base_url)
         .base_file_url(settings.file_base_url)
-        .defaults(Defaults(do_quote=True))  # every answer quotes what it answers (albums, busy groups)
+        # Every answer quotes what it answers (albums, busy groups), even if that message was deleted meanwhile.
+        .defaults(Defaults(do_quote=True, allow_sending_without_reply=True))
         .concurrent_updates(256)  # handlers await the worker; without this, micro-batches would never form
         .rate_limiter(RetryAfterLimiter(max_retries=settings.retry_after_max_retries))
         .get_updates_read_timeout(settings.poll_timeout + 5)
@@ -114,16 +122,21 @@ def build_application(settings: Settings, classifier: Classifier | None = None) 
 
 
 def add_handlers(application: Application) -> None:
-    """Every handler, in the order PTB tries them (first match wins within the group)."""
-    application.add_handler(CommandHandler("start", handlers.start))
-    application.add_handler(CommandHandler("help", handlers.help_command))
-    application.add_handler(CommandHandler("why", why.why_command))
-    application.add_handler(CommandHandler("stats", handlers.stats_command))
+    """Every handler, in the order PTB tries them (first match wins). Only new messages count: an edited
+    caption or a channel post must not start a second classification."""
+    new_message = filters.UpdateType.MESSAGE
+    application.add_handler(CommandHandler("start", handlers.start, filters=new_message))
+    application.add_handler(CommandHandler("help", handlers.help_command, filters=new_message))
+    application.add_handler(CommandHandler("why", why.why_command, filters=new_message))
+    application.add_handler(CommandHandler("stats", handlers.stats_command, filters=new_message))
     application.add_handler(CallbackQueryHandler(why.why_button, pattern=r"^why:"))
-    application.add_handler(MessageHandler(filters.PHOTO, handlers.photo))
-    application.add_handler(MessageHandler(filters.Document.ALL, handlers.document))
-    application.add_handler(MessageHandler(filters.COMMAND, handlers.unknown_command))
-    application.add_handler(MessageHandler(filters.TEXT, handlers.text))
+    application.add_handler(CallbackQueryHandler(feedback_flow.feedback_button, pattern=r"^fb:"))
+    application.add_handler(CallbackQueryHandler(handlers.stale_button))
+    application.add_handler(MessageHandler(new_message & filters.PHOTO, handlers.photo))
+    application.add_handler(MessageHandler(new_message & filters.Document.ALL, handlers.document))
+    application.add_handler(MessageHandler(new_message & filters.COMMAND, handlers.unknown_command))
+    application.add_handler(MessageHandler(new_message & filters.TEXT, handlers.text))
+    application.add_handler(MessageHandler(new_message & ~filters.StatusUpdate.ALL, handlers.other_message))
     application.add_error_handler(handlers.on_error)
 
 
@@ -140,8 +153,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no model checkpoint at {settings.checkpoint_path}: train one with `make train` "
               "(or set CHECKPOINT_PATH)", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, [settings.token])
-    application = build_application(settings)
+    configure_logging(settings.log_level, [settings.token, settings.webhook_secret, settings.feedback_salt])
+    # PTB warns on every 429 that RetryAfter.retry_after will become a timedelta; bot.telegram_io handles both.
+    warnings.filterwarnings("ignore", message=".*retry_after.*", category=PTBDeprecationWarning)
+    try:
+        # Loaded before any network call, so a bad checkpoint fails at once instead of after getMe retries.
+        classifier = load_classifier(settings.checkpoint_path)
+    except CheckpointError as error:
+        print(f"error: cannot load {settings.checkpoint_path}: {error} (retrain with `make train`)", file=sys.stderr)
+        return 2
+    application = build_application(settings, classifier)
     try:
         if settings.webhook_url:
             return run_webhook(application, settings)

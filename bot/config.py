@@ -60,6 +60,8 @@ class Settings:
     webhook_port: int = 8443
     admin_user_ids: frozenset[int] = frozenset()
     poll_timeout: float = 10.0
+    feedback_dir: Path | None = None
+    feedback_salt: str = field(default="", repr=False)
     retry_after_max_retries: int = 3
 
     def __post_init__(self) -> None:
@@ -146,6 +148,8 @@ ENV_NAMES: dict[str, str] = {
     "webhook_port": "WEBHOOK_PORT",
     "admin_user_ids": "ADMIN_USER_IDS",
     "poll_timeout": "POLL_TIMEOUT",
+    "feedback_dir": "FEEDBACK_DIR",
+    "feedback_salt": "FEEDBACK_SALT",
     "retry_after_max_retries": "RETRY_AFTER_MAX_RETRIES",
 }
 
@@ -159,6 +163,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     **{name: float for name in _FLOAT_FIELDS},
     "checkpoint_path": Path,
     "data_dir": Path,
+    "feedback_dir": Path,
     "admin_user_ids": _parse_ids,
     "log_level": _parse_level,
 }

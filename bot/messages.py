@@ -60,9 +60,13 @@ def help_text(class_names: Sequence[str], bot_username: str, confidence_threshol
               feedback_stored: bool = False) -> str:
     mention = f"@{bot_username}" if bot_username else "the bot"
     known = ", ".join(name.replace("_", " ") for name in class_names) or "(no classes loaded)"
-    feedback = ("Your feedback and the photo it is about are stored to improve the model; ask the operator to "
-                "delete them." if feedback_stored else "Nothing you send is stored except the id of your last "
-                "photo in this chat, so /why can find it.")
+    feedback = (
+        "Feedback: the \"Right\" / \"Wrong\" buttons under an answer tell me whether I was right. When you press "
+        "them, the photo, my answer and your label are stored to improve the model (your chat only as an "
+        "anonymous code). To have them deleted, ask the bot's operator."
+        if feedback_stored else
+        "Nothing you send is stored except the id of your latest photo in this chat, so /why can find it."
+    )
     return (
         "Send me a photo of a clothing product and I'll tell you what it is.\n"
         f"I know: {known}.\n\n"
@@ -90,6 +94,7 @@ COMMANDS = (
 )
 
 TEXT_HINT = "Send me a photo of a clothing product (or an image file) and I'll tell you what it is. /help for more."
+ONLY_PHOTOS = "I can only look at photos and image files. Send me a photo of a clothing product."
 UNKNOWN_COMMAND = "I don't know that command. Try /help."
 WHY_NO_PHOTO = "Send me a photo first, then /why (or reply /why to a photo) and I'll show what I looked at."
 WHY_BUTTON = "Why?"
@@ -99,7 +104,19 @@ TOO_LARGE = f"That file is too big for me: Telegram lets bots download up to {FI
 DOWNLOAD_FAILED = "I couldn't download that file from Telegram. Please try sending it again."
 SOMETHING_WRONG = "Sorry, something went wrong on my side. Please try again."
 NOT_ADMIN = "Sorry, /stats is only for the bot's operators."
-WORKING_ON_WHY = "Working on the heat map…"
+RIGHT_BUTTON = "✓ Right"
+WRONG_BUTTON = "✗ Wrong"
+NONE_OF_THESE_BUTTON = "None of these"
+WHICH_ONE = "Which one is it?"
+FEEDBACK_OFF = "Feedback is not collected on this bot."
+FEEDBACK_ALREADY = "Already noted, thank you!"
+
+
+def feedback_thanks(label: str | None) -> str:
+    """Replaces the feedback buttons; ``None`` means "none of these"."""
+    if label is None:
+        return "Thanks — noted as none of these."
+    return f"Thanks — noted as {label.replace('_', ' ')}."
 
 
 def bad_image(reason: str) -> str:
@@ -124,5 +141,7 @@ def stats_text(snapshot: dict) -> str:
         f"Queue: {snapshot['queue_length']}",
         f"Latency p50 {snapshot['latency_p50']}, p95 {snapshot['latency_p95']} (last {snapshot['latency_samples']})",
         f"Heat maps served: {snapshot['heatmaps']} (from cache: {snapshot['heatmaps_cached']})",
+        f"Feedback: {snapshot['feedback_right']} right, {snapshot['feedback_wrong']} wrong "
+        f"(live accuracy {snapshot['live_accuracy']})",
     ]
     return "\n".join(lines)

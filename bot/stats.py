@@ -1,12 +1,26 @@
-"""Operator counters for /stats and the admin check; updated from the event loop only."""
+"""The operator's view: one structured log line per request, counters for /stats, the admin check.
+
+Counters are updated from the event loop only, so they need no lock.
+"""
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
+
+
+request_log = logging.getLogger("bot.requests")
+
+
+def log_request(chat_id: int | None, kind: str, started: float, result: str, **extra) -> None:
+    """``request chat=.. kind=.. latency_ms=.. result=.. [key=value ...]``: one line per request, grep-able."""
+    details = "".join(f" {key}={value}" for key, value in extra.items())
+    request_log.info("request chat=%s kind=%s latency_ms=%d result=%s%s", chat_id, kind,
+                     (time.monotonic() - started) * 1000, result, details)
 
 
 def is_admin(user_id: int | None, admin_ids: Iterable[int]) -> bool:
@@ -45,6 +59,8 @@ class BotStats:
     bad_input: int = 0
     heatmaps: int = 0
     heatmaps_cached: int = 0
+    feedback_right: int = 0
+    feedback_wrong: int = 0
     latencies: deque = field(default_factory=lambda: deque(maxlen=1000))
 
     def __post_init__(self) -> None:
@@ -71,4 +87,8 @@ class BotStats:
             "latency_samples": len(self.latencies),
             "heatmaps": self.heatmaps,
             "heatmaps_cached": self.heatmaps_cached,
+            "feedback_right": self.feedback_right,
+            "feedback_wrong": self.feedback_wrong,
+            "live_accuracy": (f"{self.feedback_right / judged:.0%}" if (judged := self.feedback_right + self.feedback_wrong)
+                              else "n/a"),
         }

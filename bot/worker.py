@@ -1,13 +1,12 @@
 """The inference service: every CPU-heavy step runs here, off the bot's event loop.
 
-Three kinds of threads, so nothing oversubscribes the cores:
+Three kinds of threads, so nothing oversubscribes the cores (the heat-map one is in :mod:`bot.heatmaps`):
 
 - a small pool that decodes and preprocesses photos (PIL releases the GIL while decoding);
 - one classification thread that runs micro-batches (:class:`bot.batching.BatchQueue`) with torch's
   intra-op threads set to ``torch_threads``;
-- one heat-map thread. Heat maps have a lower priority: a forward pre-hook on every module call made from
-  that thread waits while any classification is waiting or running, so a /why pauses at the next layer
-  boundary and never delays an answer by more than one layer of one explainer batch.
+- one heat-map thread, at a lower priority: it pauses at the next layer or explainer batch whenever a
+  classification waits, so a /why delays an answer by at most one explainer batch.
 
 Admission is bounded: past ``queue_size`` requests in flight (or ``per_chat_queue`` for one chat, or
 ``why_queue_size`` heat maps) callers get :class:`Busy` at once instead of waiting without end.
@@ -15,61 +14,24 @@ Admission is bounded: past ``queue_size`` requests in flight (or ``per_chat_queu
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import queue
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Hashable, Sequence
 
 import torch
 
 from model import Classifier, Prediction
-from model.explain_cache import ExplanationCache
-from model.occlusion import OcclusionExplainer
 from model.predict import prediction_from_probabilities
-from model.render import render_overlay
 
 from .batching import BatchQueue, PendingRequest
+from .heatmaps import Busy, Explanation, HeatMapJob, HeatMapWorker
 
 log = logging.getLogger(__name__)
 
-# Final heat-map PNGs kept for an instant repeat /why (about 0.2 MB each); the maps themselves are in
-# model.explain_cache, which is bigger.
-RENDERED_CACHE_SIZE = 16
-
-
-class Busy(Exception):
-    """Too much work is queued (overall, for this chat, or the service is stopping); try again later."""
-
-
-class _ExplainCancelled(Exception):
-    """Raised inside the heat-map thread to abandon a map (shutdown, or nobody waits for it any more)."""
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """One rendered heat map; ``final`` is the last (finest) one of a /why."""
-
-    png: bytes
-    label: str
-    confidence: float
-    patch: int
-    stride: int
-    final: bool
-    cached: bool
-
-
-@dataclass
-class _ExplainJob:
-    chat_id: Hashable
-    data: bytes
-    levels: list[tuple[int, int]]
-    emit: Callable[[str, object], None]
-    cancelled: bool = False
 
 
 @dataclass
@@ -100,24 +62,18 @@ class InferenceService:
         self.classifier = classifier
         self.config = config
         self.clock = clock
-        self.cache = ExplanationCache(config.explain_cache_size)
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batch sizes, for /stats and tests
-        self.heatmap_pauses = 0  # times a heat map stopped at a layer boundary to let classifications run
         self._batches = BatchQueue(config.max_batch, config.max_batch_wait_s)
         self._cond = threading.Condition()
         self._classify_idle = threading.Event()
         self._classify_idle.set()
         self._counts = _Counts()
         self._counts_lock = threading.Lock()
-        self._explain_jobs: queue.Queue[_ExplainJob | None] = queue.Queue()
-        self._rendered: OrderedDict[tuple, Explanation] = OrderedDict()  # touched by the heat-map thread only
-        self._explainers: dict[tuple[int, int], OcclusionExplainer] = {}
-        self._current_job: _ExplainJob | None = None
-        self._explain_thread_id: int | None = None
+        self.heatmaps = HeatMapWorker(classifier, self._classify_idle, config.explain_batch_size,
+                                      config.explain_cache_size, config.torch_threads)
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self._decoder: ThreadPoolExecutor | None = None
-        self._hook_handle = None
 
     # ---- life cycle -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -125,13 +81,9 @@ class InferenceService:
             return
         torch.set_num_threads(self.config.torch_threads)
         self._decoder = ThreadPoolExecutor(self.config.decode_workers, thread_name_prefix="decode")
-        self._hook_handle = torch.nn.modules.module.register_module_forward_pre_hook(self._yield_to_classification)
-        self._threads = [
-            threading.Thread(target=self._classify_loop, name="classify", daemon=True),
-            threading.Thread(target=self._explain_loop, name="explain", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._threads = [threading.Thread(target=self._classify_loop, name="classify", daemon=True)]
+        self._threads[0].start()
+        self.heatmaps.start()
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Answer the classifications already queued, cancel heat maps, stop the threads (within ``timeout``)."""
@@ -139,24 +91,22 @@ class InferenceService:
             self._stopping = True
             self._cond.notify_all()
         self._classify_idle.set()
-        self._explain_jobs.put(None)
+        self.heatmaps.begin_stop()
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
+        for thread in [*self._threads, self.heatmaps.thread]:
+            if thread is None:
+                continue
             await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 log.warning("worker thread %s did not stop within %.1f s", thread.name, timeout)
-        while True:  # heat maps still queued behind the stop marker: tell their callers
-            try:
-                job = self._explain_jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job.emit("error", Busy("the service is stopping"))
+        self.heatmaps.finish_stop()
         if self._decoder is not None:
             self._decoder.shutdown(wait=False, cancel_futures=True)
-        if self._hook_handle is not None:
-            self._hook_handle.remove()
-            self._hook_handle = None
+
+    @property
+    def heatmap_pauses(self) -> int:
+        """Times a heat map stopped to let classifications run (for /stats and tests)."""
+        return self.heatmaps.pauses
 
     def queue_length(self) -> int:
         """Requests admitted and not yet answered (decoding, waiting, or running)."""
@@ -225,6 +175,7 @@ class InferenceService:
                 self._release(chat_id)
 
     def _classify_loop(self) -> None:
+        torch.set_num_threads(self.config.torch_threads)  # per thread too: OpenMP keeps the setting per thread
         while True:
             with self._cond:
                 while True:
@@ -265,10 +216,10 @@ class InferenceService:
         self._admit(chat_id, heatmap=True)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        job = _ExplainJob(chat_id, bytes(data), [(int(p), int(s)) for p, s in levels],
-                          emit=lambda kind, value: loop.call_soon_threadsafe(events.put_nowait, (kind, value)))
+        job = HeatMapJob(chat_id, bytes(data), [(int(p), int(s)) for p, s in levels],
+                         emit=lambda kind, value: loop.call_soon_threadsafe(events.put_nowait, (kind, value)))
         try:
-            self._explain_jobs.put(job)
+            self.heatmaps.submit(job)
             while True:
                 kind, value = await events.get()
                 if kind == "error":
@@ -279,81 +230,6 @@ class InferenceService:
         finally:
             job.cancelled = True
             self._release(chat_id, heatmap=True)
-
-    def _explain_loop(self) -> None:
-        self._explain_thread_id = threading.get_ident()
-        while True:
-            job = self._explain_jobs.get()
-            if job is None:
-                return
-            if job.cancelled:
-                continue
-            if self._stopping:
-                job.emit("error", Busy("the service is stopping"))
-                continue
-            self._current_job = job
-            try:
-                self._run_explain(job)
-            except _ExplainCancelled:
-                job.emit("error", Busy("the heat map was cancelled"))
-            except Exception as exc:  # ImageError and the unexpected alike go back to the caller
-                job.emit("error", exc)
-            finally:
-                self._current_job = None
-
-    def _run_explain(self, job: _ExplainJob) -> None:
-        digest = hashlib.sha256(job.data).hexdigest()
-        checkpoint_id = self.classifier.checkpoint_id
-        final_key = (checkpoint_id, digest, *job.levels[-1])
-        rendered = self._rendered.get(final_key)
-        if rendered is not None:  # asked before: no decoding, no drawing
-            self._rendered.move_to_end(final_key)
-            job.emit("result", replace(rendered, cached=True))
-            return
-        image = self.classifier.open(job.data)
-        tensor = self.classifier.preprocess(image)
-        levels = job.levels
-        if self.cache.get(checkpoint_id, digest, *levels[-1]) is not None:
-            levels = levels[-1:]
-        for index, (patch, stride) in enumerate(levels):
-            result = self.cache.get(checkpoint_id, digest, patch, stride)
-            cached = result is not None
-            if result is None:
-                result = self._explainer(patch, stride).explain(tensor)
-                self.cache.put(checkpoint_id, digest, patch, stride, result)
-            label = self.classifier.class_names[result.target]
-            png = render_overlay(image, result.occlusion_map, label, result.probability,
-                                 preprocess_config=self.classifier.preprocess_config, patch=patch, stride=stride)
-            explanation = Explanation(png, label, result.probability, patch, stride,
-                                      final=index == len(levels) - 1, cached=cached)
-            if explanation.final:
-                self._rendered[final_key] = explanation
-                while len(self._rendered) > RENDERED_CACHE_SIZE:
-                    self._rendered.popitem(last=False)
-            job.emit("result", explanation)
-
-    def _explainer(self, patch: int, stride: int) -> OcclusionExplainer:
-        key = (patch, stride)
-        if key not in self._explainers:
-            self._explainers[key] = OcclusionExplainer(self.classifier.network, patch=patch, stride=stride,
-                                                       batch_size=self.config.explain_batch_size)
-        return self._explainers[key]
-
-    def _yield_to_classification(self, module, args):
-        """Global forward pre-hook: in the heat-map thread, wait while classifications are queued or running."""
-        if threading.get_ident() != self._explain_thread_id:
-            return None
-        paused = False
-        while True:
-            job = self._current_job
-            if self._stopping or (job is not None and job.cancelled):
-                raise _ExplainCancelled()
-            if self._classify_idle.is_set():
-                return None
-            if not paused:
-                paused = True
-                self.heatmap_pauses += 1
-            self._classify_idle.wait(0.1)
 
 
 def _settle(future: asyncio.Future, result, error: BaseException | None) -> None:

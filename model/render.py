@@ -24,6 +24,7 @@ DPI = 100
 DISPLAY_LONG_SIDE = 1000  # the photo is shrunk to this before drawing: more would not show and costs time
 DIM_OUTSIDE = 0.35  # brightness kept outside the region the model saw
 HEAT_ALPHA = 0.55
+MAX_IMAGE_ASPECT = 1.3  # height / width of the drawn photo at most
 COLOUR_MAP = "RdBu_r"  # red = positive drop (important), blue = negative, white = no effect
 
 
@@ -86,14 +87,19 @@ def render_overlay(
     norm = TwoSlopeNorm(vmin=-limit, vcenter=0.0, vmax=limit)
 
     # Layout in inches: title band, the photo at its own aspect ratio, the colour bar, the legend line.
+    # A tall photo is drawn narrower (centred) so that the whole picture fits a phone screen.
     width_in = OUTPUT_WIDTH_PX / DPI
     image_w_in = width_in - 0.4
     image_h_in = image_w_in * shown.height / shown.width
-    title_in, bar_in, legend_in = 0.9, 0.75, 0.55
+    if image_h_in > MAX_IMAGE_ASPECT * image_w_in:
+        image_h_in = MAX_IMAGE_ASPECT * image_w_in
+        image_w_in = image_h_in * shown.width / shown.height
+    title_in, bar_in, legend_in = 0.9, 1.05, 0.55
     height_in = title_in + image_h_in + bar_in + legend_in
     figure = plt.figure(figsize=(width_in, height_in), dpi=DPI)
     try:
-        image_axes = figure.add_axes((0.2 / width_in, (bar_in + legend_in) / height_in, image_w_in / width_in, image_h_in / height_in))
+        image_axes = figure.add_axes(((width_in - image_w_in) / 2 / width_in, (bar_in + legend_in) / height_in,
+                                      image_w_in / width_in, image_h_in / height_in))
         image_axes.imshow(pixels, extent=(0, shown.width, shown.height, 0), interpolation="bilinear")
         overlay = image_axes.imshow(
             heat, cmap=COLOUR_MAP, norm=norm, alpha=HEAT_ALPHA, extent=(left, right, bottom, top), interpolation="bilinear"
@@ -105,12 +111,13 @@ def render_overlay(
 
         figure.text(0.5, 1 - 0.45 / height_in, f"{label} — {confidence:.0%} confident", ha="center", va="center",
                     fontsize=24, fontweight="bold")
-        bar_axes = figure.add_axes((0.1, (legend_in + 0.3) / height_in, 0.8, 0.22 / height_in))
+        bar_axes = figure.add_axes((0.1, (legend_in + 0.6) / height_in, 0.8, 0.22 / height_in))
         bar = figure.colorbar(overlay, cax=bar_axes, orientation="horizontal")
         bar.solids.set_alpha(1.0)
         bar.ax.tick_params(labelsize=13)
         bar.set_ticks([-limit, 0.0, limit])
         bar.set_ticklabels([f"{-limit:+.2f}", "0", f"{limit:+.2f}"])
+        bar.set_label(f"drop in P({label}) when the patch is covered", fontsize=13)
         figure.text(0.5, 0.3 / height_in, f"Red: covering this area lowers the '{label}' score the most",
                     ha="center", va="center", fontsize=16)
         buffer = io.BytesIO()

@@ -1,0 +1,66 @@
+"""The heat-map PNG: the whole photo at its aspect ratio, readable size, robust to odd maps."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.render import render_overlay, upsample_map
+
+GREEN = (0, 200, 0)
+
+
+def _photo_region(png: bytes) -> tuple[int, int]:
+    """Width and height of the green photo in the rendered picture (heat overlay and dimming keep it green)."""
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    ys, xs = np.nonzero((green - red > 50) & (green - blue > 50))
+    return xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+
+
+@pytest.mark.parametrize("size", [(640, 360), (300, 600), (500, 500)])
+def test_png_shows_the_whole_photo_with_its_aspect_ratio(size):
+    photo = Image.new("RGB", size, GREEN)
+    png = render_overlay(photo, np.zeros((7, 7), np.float32), "saree", 0.87, patch=56, stride=28)
+    with Image.open(io.BytesIO(png)) as picture:
+        assert picture.format == "PNG"
+        assert 800 <= picture.width <= 1000
+    width, height = _photo_region(png)
+    assert width / height == pytest.approx(size[0] / size[1], rel=0.02)
+
+
+def test_map_covers_the_centre_crop_only():
+    """A wide photo: the model saw the centre square, so the sides are dimmed and the heat is in the middle."""
+    photo = Image.new("RGB", (800, 400), (128, 128, 128))
+    png = render_overlay(photo, np.ones((3, 3), np.float32), "kurti", 0.5)
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    reddish = pixels[..., 0] - pixels[..., 2] > 25
+    rows = np.nonzero(reddish.sum(axis=1) > 100)[0]  # rows crossing the heat block (the colour bar is narrower red)
+    middle = rows[len(rows) // 2]
+    red_columns = np.nonzero(reddish[middle])[0]
+    photo_columns = np.nonzero(np.abs(pixels[middle] - 255).sum(axis=1) > 30)[0]
+    share = (red_columns.max() - red_columns.min() + 1) / (photo_columns.max() - photo_columns.min() + 1)
+    # Resized to 512 x 256 then cropped to 224 x 224: the model saw 224/512 of the width.
+    assert share == pytest.approx(224 / 512, abs=0.02)
+
+
+def test_negative_nan_and_odd_shaped_maps_render():
+    photo = Image.new("RGB", (320, 240), GREEN)
+    occlusion_map = np.array([[-0.2, 0.1, np.nan], [0.0, 0.3, -0.1]], dtype=np.float32)
+    assert render_overlay(photo, occlusion_map, "shirt", 0.4).startswith(b"\x89PNG")
+
+
+def test_bad_map_is_rejected():
+    with pytest.raises(ValueError):
+        render_overlay(Image.new("RGB", (100, 100)), np.zeros(5), "shirt", 0.4)
+
+
+def test_upsampled_map_puts_each_value_at_its_patch_centre():
+    occlusion_map = np.arange(9, dtype=np.float32).reshape(3, 3)
+    heat = upsample_map(occlusion_map, 224, patch=16, stride=104)
+    # Patch (row 1, col 2) covers pixels 104..119 x 208..223: its centre carries its value exactly.
+    assert heat[111, 215] == pytest.approx(occlusion_map[1, 2], abs=0.1)
+    assert heat.shape == (224, 224)
+    assert heat.min() == pytest.approx(0) and heat.max() == pytest.approx(8)
