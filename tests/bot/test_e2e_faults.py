@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e_support import assert_prediction, expected_prediction, file_ids, jpeg
+from e2e_support import assert_prediction, assert_short_notice, expected_prediction, file_ids, jpeg, percentages
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,7 +49,9 @@ async def test_restart_keeps_the_last_photo(fake_api, running_bot, bot_settings)
     mark = fake_api.mark()
     async with running_bot(settings):  # a new Application and worker pool, the same data dir
         await fake_api.push(fake_api.command_update("/why"))
-        heat_map = await fake_api.wait_for_call("sendPhoto", after=mark, timeout=30)
+        first = await fake_api.wait_for_call(None, lambda c: c.method in ("sendPhoto", "sendMessage"), after=mark,
+                                             timeout=30)
+        assert first.method == "sendPhoto", f"after a restart /why answered {first.text!r}"
         assert not fake_api.find_calls("sendMessage", lambda c: c.reply_to == update["message"]["message_id"],
                                        after=mark), "the old photo was answered twice"
     fetched = {call.params["file_id"] for call in fake_api.find_calls("getFile", after=mark)}
@@ -74,3 +76,41 @@ async def test_busy_queue_says_busy_and_leaves_nobody_unanswered(fake_api, runni
     assert busy, "a queue of 1 under a burst of 10 should turn someone away"
     assert answered, "and still answer someone"
     assert len(busy) + len(answered) == len(users)
+
+
+async def test_one_users_album_does_not_starve_another_user(fake_api, running_bot):
+    async with running_bot(MAX_BATCH=2):
+        mark = fake_api.mark()
+        album = [await fake_api.push(fake_api.photo_update(jpeg(i), user_id=3001, media_group_id="big"))
+                 for i in range(10)]
+        await fake_api.push(fake_api.photo_update(jpeg(20), user_id=3002))
+        await fake_api.wait_for_calls("sendMessage", 11, after=mark, timeout=40)
+    order = [call.chat_id for call in fake_api.find_calls("sendMessage", after=mark)]
+    assert order.count(3001) == len(album) and order.count(3002) == 1
+    assert order.index(3002) < 5, f"the other user waited behind the album: {order}"
+
+
+async def test_429_on_the_heat_map_upload_is_retried(fake_api, running_bot):
+    async with running_bot():
+        update = await fake_api.push(fake_api.photo_update(jpeg(5)))
+        await fake_api.wait_for_answer(update["message"])
+        fake_api.fail_next("sendPhoto", 429, retry_after=1)
+        mark = fake_api.mark()
+        await fake_api.push(fake_api.command_update("/why"))
+        heat_map = await fake_api.wait_for_call("sendPhoto", after=mark, timeout=30)
+    (refused,) = fake_api.find_calls("sendPhoto", ok=False, after=mark)
+    assert heat_map.at - refused.at >= 0.95 and heat_map.photo_bytes
+
+
+async def test_a_dropped_get_file_gets_an_answer_or_a_notice(fake_api, running_bot, classifier):
+    async with running_bot():
+        fake_api.drop_next("getFile")
+        mark = fake_api.mark()
+        await fake_api.push(fake_api.photo_update(jpeg(6)))
+        reply = await fake_api.wait_for_call("sendMessage", after=mark, timeout=20)
+        if not percentages(reply.text):  # no retry: then a short notice, not silence
+            assert_short_notice(reply)
+        photo = jpeg(7)
+        second = await fake_api.push(fake_api.photo_update(photo))
+        answer = await fake_api.wait_for_answer(second["message"])
+    assert_prediction(answer, expected_prediction(classifier, photo))
