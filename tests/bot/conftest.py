@@ -1,0 +1,92 @@
+"""Fixtures for end-to-end tests: the fake Bot API server and the real bot Application running against it.
+
+tests/bot has no __init__.py on purpose: with one, pytest would import this folder as a package named
+``bot`` and shadow the real ``bot`` package. Modules here import each other by plain name.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+from fake_telegram import FakeTelegram
+
+STEP_TIMEOUT = 20  # seconds for any single wait on the bot; a hanging bot fails instead of blocking
+
+
+@pytest.fixture
+async def fake_api() -> AsyncIterator[FakeTelegram]:
+    server = await FakeTelegram().start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+    unknown = [call.method for call in server.calls if call.status == 404 and call.method != "FILE"]
+    assert not unknown, f"the bot called Bot API methods the fake does not know: {unknown}"
+
+
+def settings_env(fake: FakeTelegram, checkpoint: Path, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment the bot would read, pointing at the fake server (settings named as in the issue)."""
+    env = {
+        "TELEGRAM_BOT_TOKEN": fake.token,
+        "TELEGRAM_API_BASE_URL": fake.api_base_url,
+        "TELEGRAM_FILE_BASE_URL": fake.file_base_url,
+        "CHECKPOINT_PATH": str(checkpoint),
+        "DATA_DIR": str(data_dir),
+        # Heat maps small enough for a test: a 2x2 coarse map, then a 3x3 "fine" one.
+        "WHY_COARSE_PATCH": "112",
+        "WHY_COARSE_STRIDE": "112",
+        "WHY_PATCH": "112",
+        "WHY_STRIDE": "56",
+        "LOG_LEVEL": "INFO",
+    }
+    env.update({key: str(value) for key, value in extra.items()})
+    return env
+
+
+@pytest.fixture
+def bot_settings(tmp_path, fake_api, tiny_checkpoint):
+    """A function: ``bot_settings(QUEUE_SIZE=1, ...)`` → the bot's Settings from an environment dict."""
+    from bot.config import Settings
+
+    def make(data_dir: Path | None = None, **extra: str):
+        env = settings_env(fake_api, tiny_checkpoint, data_dir or tmp_path / "data", **extra)
+        return Settings.from_env(environ=env, env_file=tmp_path / "no.env")
+
+    return make
+
+
+@pytest.fixture
+def running_bot(bot_settings, classifier):
+    """``async with running_bot(**settings) as app:`` runs the real Application against the fake server.
+
+    It stops the bot at the end, so a test can start a second one with the same ``data_dir`` (a restart).
+    The session's random-init classifier is shared so that each start does not reload the checkpoint.
+    """
+    from bot.app import build_application
+
+    @contextlib.asynccontextmanager
+    async def run(settings=None, **extra: str):
+        settings = settings or bot_settings(**extra)
+        app = build_application(settings, classifier=classifier)
+        async with asyncio.timeout(STEP_TIMEOUT):
+            await app.initialize()
+            if app.post_init:
+                await app.post_init(app)
+            await app.start()
+            await app.updater.start_polling(poll_interval=0, timeout=1)
+        try:
+            yield app
+        finally:
+            async with asyncio.timeout(STEP_TIMEOUT):
+                await app.updater.stop()
+                await app.stop()
+                if app.post_stop:
+                    await app.post_stop(app)
+                await app.shutdown()
+                if app.post_shutdown:
+                    await app.post_shutdown(app)
+
+    return run
