@@ -1,0 +1,171 @@
+"""Wiring: settings -> Application with every handler registered here, services started and stopped with it.
+
+The model, the inference threads and the SQLite store start in :meth:`BotApplication.initialize` (so the
+same code path serves ``run_polling``/``run_webhook`` and ``async with app: await app.start()`` in tests)
+and stop in :meth:`BotApplication.stop`/``shutdown``: queued classifications are answered, heat maps are
+cancelled, so SIGINT/SIGTERM end the process within seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import logging
+import signal
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+from telegram import BotCommand, Update
+from telegram.error import TelegramError
+from telegram.ext import (Application, ApplicationBuilder, CallbackQueryHandler, CommandHandler, Defaults,
+                          MessageHandler, filters)
+
+from model import CheckpointError, Classifier, load_classifier
+
+from . import handlers, messages, why
+from .config import ConfigError, Settings
+from .logging_setup import configure_logging
+from .services import SERVICES_KEY, BotServices
+from .stats import BotStats
+from .store import PhotoStore
+from .telegram_io import RetryAfterLimiter
+from .worker import InferenceService, ServiceConfig
+
+log = logging.getLogger(__name__)
+
+
+class BotApplication(Application):
+    """PTB's Application plus the bot's services (model, inference threads, photo store)."""
+
+    def __init__(self, *, settings: Settings, classifier: Classifier | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.settings = settings
+        self._given_classifier = classifier
+        self._services: BotServices | None = None
+
+    async def initialize(self) -> None:
+        await super().initialize()
+        if self._services is None:
+            self._services = await start_services(self.settings, self._given_classifier)
+            self.bot_data[SERVICES_KEY] = self._services
+            await register_commands(self)
+
+    async def stop(self) -> None:
+        # Before PTB waits for running handlers: cancel heat maps and answer what is queued, so a pending
+        # /why (a minute of work) cannot hold up a SIGTERM.
+        if self._services is not None:
+            await self._services.inference.stop()
+        await super().stop()
+
+    async def shutdown(self) -> None:
+        if self._services is not None:
+            await self._services.inference.stop()
+            self._services.store.close()
+            self._services = None
+        await super().shutdown()
+
+
+async def start_services(settings: Settings, classifier: Classifier | None) -> BotServices:
+    if classifier is None:
+        classifier = await asyncio.to_thread(load_classifier, settings.checkpoint_path)
+    inference = InferenceService(classifier, ServiceConfig(
+        max_batch=settings.max_batch,
+        max_batch_wait_s=settings.max_batch_wait_s,
+        queue_size=settings.queue_size,
+        per_chat_queue=settings.per_chat_queue,
+        why_queue_size=settings.why_queue_size,
+        decode_workers=settings.workers,
+        torch_threads=settings.torch_threads,
+        explain_batch_size=settings.why_batch_size,
+        explain_cache_size=settings.explain_cache_size,
+    ))
+    inference.start()
+    store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir)
+    log.info("model loaded: classes=%s checkpoint=%s torch_threads=%d decode_workers=%d",
+             ",".join(classifier.class_names), classifier.checkpoint_id[:12], settings.torch_threads, settings.workers)
+    return BotServices(settings=settings, classifier=classifier, inference=inference, store=store, stats=BotStats())
+
+
+async def register_commands(application: Application) -> None:
+    """setMyCommands, so Telegram shows the menu; a failure here is logged, not fatal."""
+    try:
+        await application.bot.set_my_commands([BotCommand(name, text) for name, text in messages.COMMANDS])
+    except TelegramError as error:
+        log.warning("setMyCommands failed (the menu may be stale): %s", error)
+
+
+def build_application(settings: Settings, classifier: Classifier | None = None) -> BotApplication:
+    """The Application with every handler registered; the model loads in ``initialize`` unless given."""
+    application = (
+        ApplicationBuilder()
+        .application_class(BotApplication, kwargs={"settings": settings, "classifier": classifier})
+        .token(settings.token)
+        .base_url(settings.api_base_url)
+        .base_file_url(settings.file_base_url)
+        .defaults(Defaults(do_quote=True))  # every answer quotes what it answers (albums, busy groups)
+        .concurrent_updates(256)  # handlers await the worker; without this, micro-batches would never form
+        .rate_limiter(RetryAfterLimiter(max_retries=settings.retry_after_max_retries))
+        .get_updates_read_timeout(settings.poll_timeout + 5)
+        .build()
+    )
+    add_handlers(application)
+    return application
+
+
+def add_handlers(application: Application) -> None:
+    """Every handler, in the order PTB tries them (first match wins within the group)."""
+    application.add_handler(CommandHandler("start", handlers.start))
+    application.add_handler(CommandHandler("help", handlers.help_command))
+    application.add_handler(CommandHandler("why", why.why_command))
+    application.add_handler(CommandHandler("stats", handlers.stats_command))
+    application.add_handler(CallbackQueryHandler(why.why_button, pattern=r"^why:"))
+    application.add_handler(MessageHandler(filters.PHOTO, handlers.photo))
+    application.add_handler(MessageHandler(filters.Document.ALL, handlers.document))
+    application.add_handler(MessageHandler(filters.COMMAND, handlers.unknown_command))
+    application.add_handler(MessageHandler(filters.TEXT, handlers.text))
+    application.add_error_handler(handlers.on_error)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="Run the product-recognition Telegram bot.")
+    parser.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default: .env)")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(env_file=args.env_file)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not settings.checkpoint_path.is_file():
+        print(f"error: no model checkpoint at {settings.checkpoint_path}: train one with `make train` "
+              "(or set CHECKPOINT_PATH)", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, [settings.token])
+    application = build_application(settings)
+    try:
+        if settings.webhook_url:
+            return run_webhook(application, settings)
+        application.run_polling(poll_interval=0.0, timeout=settings.poll_timeout, bootstrap_retries=-1,
+                                allowed_updates=Update.ALL_TYPES, stop_signals=(signal.SIGINT, signal.SIGTERM))
+    except (CheckpointError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_webhook(application: Application, settings: Settings) -> int:
+    if importlib.util.find_spec("tornado") is None:
+        print('error: WEBHOOK_URL needs python-telegram-bot[webhooks] (tornado): pip install '
+              '"python-telegram-bot[webhooks]", or unset WEBHOOK_URL to use polling', file=sys.stderr)
+        return 2
+    application.run_webhook(
+        listen=settings.webhook_listen,
+        port=settings.webhook_port,
+        url_path=urlparse(settings.webhook_url).path.lstrip("/"),
+        webhook_url=settings.webhook_url,
+        secret_token=settings.webhook_secret or None,
+        bootstrap_retries=-1,
+        allowed_updates=Update.ALL_TYPES,
+        stop_signals=(signal.SIGINT, signal.SIGTERM),
+    )
+    return 0

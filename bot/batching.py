@@ -1,0 +1,78 @@
+"""The micro-batching policy: which waiting classification requests run together, and when.
+
+Pure bookkeeping with an explicit ``now`` (no clock, no threads, no torch), so the policy can be tested
+exactly; :mod:`bot.worker` holds the lock and the clock.
+
+- A batch is due when ``max_batch`` requests wait, or when the oldest has waited ``max_wait_s``.
+- Requests are taken round-robin across chats, so one chat's album of ten cannot push another chat's
+  single photo into a later batch.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable
+
+
+@dataclass
+class PendingRequest:
+    """One request waiting for a batch: whose it is, its input, when it arrived, how to hand back the result."""
+
+    chat_id: Hashable
+    payload: Any
+    arrived: float
+    deliver: Callable[[Any, BaseException | None], None] = field(repr=False)
+
+
+class BatchQueue:
+    """Waiting requests grouped per chat, in arrival order within each chat. Not thread-safe by itself."""
+
+    def __init__(self, max_batch: int, max_wait_s: float):
+        if max_batch < 1 or max_wait_s < 0:
+            raise ValueError("max_batch must be >= 1 and max_wait_s >= 0")
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._chats: OrderedDict[Hashable, deque[PendingRequest]] = OrderedDict()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, request: PendingRequest) -> None:
+        self._chats.setdefault(request.chat_id, deque()).append(request)
+        self._count += 1
+
+    def oldest_arrival(self) -> float | None:
+        return min((waiting[0].arrived for waiting in self._chats.values()), default=None)
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until a batch is due (0 if due now), or ``None`` when nothing waits."""
+        oldest = self.oldest_arrival()
+        if oldest is None:
+            return None
+        if self._count >= self.max_batch:
+            return 0.0
+        return max(0.0, oldest + self.max_wait_s - now)
+
+    def take(self, now: float, force: bool = False) -> list[PendingRequest]:
+        """The next batch if one is due at ``now`` (or anything waiting, with ``force``), else ``[]``."""
+        due = self.due_in(now)
+        if due is None or (due > 0 and not force):
+            return []
+        batch: list[PendingRequest] = []
+        while len(batch) < self.max_batch and self._chats:
+            chat_id, waiting = next(iter(self._chats.items()))
+            batch.append(waiting.popleft())
+            # The chat that just had its turn goes to the back of the line (also across batches).
+            self._chats.move_to_end(chat_id)
+            if not waiting:
+                del self._chats[chat_id]
+        self._count -= len(batch)
+        return batch
+
+    def drain(self) -> list[PendingRequest]:
+        """Everything still waiting, oldest chats first (for cancelling on shutdown)."""
+        everything = [request for waiting in self._chats.values() for request in waiting]
+        self._chats.clear()
+        self._count = 0
+        return everything

@@ -1,0 +1,192 @@
+"""Bot settings: the environment (or a ``.env`` file) parsed once into a frozen dataclass.
+
+Nothing else in ``bot/`` reads ``os.environ``; every tunable arrives through :class:`Settings`.
+The real environment wins over ``.env`` so a deployment can override a checked-in file.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Mapping
+
+TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API's getFile limit: 20 MB
+_LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; ``str(error)`` is one line that says what to do."""
+
+
+def _default_torch_threads() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def _default_workers() -> int:
+    # Decoding threads: PIL releases the GIL while decoding, but more threads than cores only adds contention.
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the bot can be told; see the table in the README (env var names in ``ENV_NAMES``)."""
+
+    token: str = field(repr=False)
+    api_base_url: str = "https://api.telegram.org/bot"
+    file_base_url: str = "https://api.telegram.org/file/bot"
+    checkpoint_path: Path = Path("checkpoints/model.pt")
+    data_dir: Path = Path("data")
+    confidence_threshold: float = 0.6
+    unsure_threshold: float = 0.8
+    workers: int = field(default_factory=_default_workers)
+    torch_threads: int = field(default_factory=_default_torch_threads)
+    queue_size: int = 64
+    per_chat_queue: int = 20
+    max_batch: int = 16
+    max_batch_wait_ms: float = 10.0
+    why_patch: int = 16
+    why_stride: int = 8
+    why_coarse_patch: int = 56
+    why_coarse_stride: int = 28
+    why_batch_size: int = 16
+    why_queue_size: int = 8
+    explain_cache_size: int = 64
+    max_file_bytes: int = TELEGRAM_DOWNLOAD_LIMIT
+    log_level: str = "INFO"
+    webhook_url: str = ""
+    webhook_secret: str = field(default="", repr=False)
+    webhook_listen: str = "0.0.0.0"
+    webhook_port: int = 8443
+    admin_user_ids: frozenset[int] = frozenset()
+    poll_timeout: float = 10.0
+    retry_after_max_retries: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.token:
+            raise ConfigError(
+                "TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather in Telegram and put its token in .env"
+            )
+        _check(0.0 <= self.confidence_threshold <= 1.0, "CONFIDENCE_THRESHOLD must be between 0 and 1")
+        _check(0.0 <= self.unsure_threshold <= 1.0, "UNSURE_THRESHOLD must be between 0 and 1")
+        for name in ("workers", "torch_threads", "queue_size", "per_chat_queue", "max_batch", "why_patch",
+                     "why_stride", "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size"):
+            _check(getattr(self, name) >= 1, f"{ENV_NAMES[name]} must be at least 1")
+        _check(self.max_batch_wait_ms >= 0, "MAX_BATCH_WAIT_MS must not be negative")
+        _check(self.why_patch <= 224 and self.why_coarse_patch <= 224, "WHY_PATCH and WHY_COARSE_PATCH must be at most 224")
+        _check(self.log_level in _LOG_LEVELS, f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
+        _check(self.webhook_secret == "" or re.fullmatch(r"[A-Za-z0-9_-]{1,256}", self.webhook_secret) is not None,
+               "WEBHOOK_SECRET may only contain A-Z, a-z, 0-9, _ and - (1 to 256 characters)")
+        _check(not self.webhook_url or self.webhook_url.startswith("https://"), "WEBHOOK_URL must start with https://")
+
+    @property
+    def max_batch_wait_s(self) -> float:
+        return self.max_batch_wait_ms / 1000.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> "Settings":
+        """Read settings from ``environ`` (default ``os.environ``) over the ``env_file`` (if it exists)."""
+        values: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            values.update(parse_env_file(Path(env_file).read_text(encoding="utf-8")))
+        values.update(os.environ if environ is None else environ)
+        kwargs: dict[str, object] = {}
+        for item in fields(cls):
+            env_name = ENV_NAMES[item.name]
+            raw = values.get(env_name)
+            if raw is None or (raw.strip() == "" and item.name != "token"):
+                continue
+            try:
+                kwargs[item.name] = _PARSERS.get(item.name, str)(raw.strip())
+            except ValueError:
+                raise ConfigError(f"{env_name}={raw!r} is not valid ({_EXPECTED.get(item.name, 'a string')})") from None
+        kwargs.setdefault("token", "")
+        return cls(**kwargs)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _parse_ids(raw: str) -> frozenset[int]:
+    return frozenset(int(part) for part in re.split(r"[,\s]+", raw) if part)
+
+
+def _parse_level(raw: str) -> str:
+    return raw.upper()
+
+
+ENV_NAMES: dict[str, str] = {
+    "token": "TELEGRAM_BOT_TOKEN",
+    "api_base_url": "TELEGRAM_API_BASE_URL",
+    "file_base_url": "TELEGRAM_FILE_BASE_URL",
+    "checkpoint_path": "CHECKPOINT_PATH",
+    "data_dir": "DATA_DIR",
+    "confidence_threshold": "CONFIDENCE_THRESHOLD",
+    "unsure_threshold": "UNSURE_THRESHOLD",
+    "workers": "WORKERS",
+    "torch_threads": "TORCH_THREADS",
+    "queue_size": "QUEUE_SIZE",
+    "per_chat_queue": "PER_CHAT_QUEUE",
+    "max_batch": "MAX_BATCH",
+    "max_batch_wait_ms": "MAX_BATCH_WAIT_MS",
+    "why_patch": "WHY_PATCH",
+    "why_stride": "WHY_STRIDE",
+    "why_coarse_patch": "WHY_COARSE_PATCH",
+    "why_coarse_stride": "WHY_COARSE_STRIDE",
+    "why_batch_size": "WHY_BATCH_SIZE",
+    "why_queue_size": "WHY_QUEUE_SIZE",
+    "explain_cache_size": "EXPLAIN_CACHE_SIZE",
+    "max_file_bytes": "MAX_FILE_BYTES",
+    "log_level": "LOG_LEVEL",
+    "webhook_url": "WEBHOOK_URL",
+    "webhook_secret": "WEBHOOK_SECRET",
+    "webhook_listen": "WEBHOOK_LISTEN",
+    "webhook_port": "WEBHOOK_PORT",
+    "admin_user_ids": "ADMIN_USER_IDS",
+    "poll_timeout": "POLL_TIMEOUT",
+    "retry_after_max_retries": "RETRY_AFTER_MAX_RETRIES",
+}
+
+_INT_FIELDS = ("workers", "torch_threads", "queue_size", "per_chat_queue", "max_batch", "why_patch", "why_stride",
+               "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size",
+               "max_file_bytes",
+               "webhook_port", "retry_after_max_retries")
+_FLOAT_FIELDS = ("confidence_threshold", "unsure_threshold", "max_batch_wait_ms", "poll_timeout")
+_PARSERS: dict[str, Callable[[str], object]] = {
+    **{name: int for name in _INT_FIELDS},
+    **{name: float for name in _FLOAT_FIELDS},
+    "checkpoint_path": Path,
+    "data_dir": Path,
+    "admin_user_ids": _parse_ids,
+    "log_level": _parse_level,
+}
+_EXPECTED = {
+    **{name: "a whole number" for name in _INT_FIELDS},
+    **{name: "a number" for name in _FLOAT_FIELDS},
+    "admin_user_ids": "comma-separated numeric Telegram user ids",
+}
+
+_ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """``KEY=value`` lines; blank lines and ``#`` comments skipped; values may be wrapped in ' or " quotes.
+
+    An unquoted value ends at `` #`` (an inline comment); a quoted one is taken literally.
+    """
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _ENV_LINE.match(line)
+        if match is None:
+            raise ConfigError(f".env line {number} is not KEY=value: {line.strip()[:40]!r}")
+        key, value = match.groups()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        else:
+            value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
+        values[key] = value
+    return values

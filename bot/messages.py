@@ -1,0 +1,128 @@
+"""Every text the bot shows a user, in one place, so it can be read, tested and later translated.
+
+Functions take plain values (class names, numbers) and return strings; nothing here knows Telegram.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from model import Prediction
+
+FILE_LIMIT_MB = 20
+
+
+def display_name(label: str) -> str:
+    """``"saree"`` -> ``"Saree"``; ``"t_shirt"`` -> ``"T shirt"``."""
+    text = label.replace("_", " ").strip()
+    return text[:1].upper() + text[1:] if text else label
+
+
+def with_article(label: str) -> str:
+    name = label.replace("_", " ").strip()
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def either_of(class_names: Sequence[str]) -> str:
+    """``["kurti", "saree", "shirt"]`` -> ``"a kurti, a saree or a shirt"``."""
+    items = [with_article(name) for name in class_names]
+    if not items:
+        return "anything I know"
+    if len(items) == 1:
+        return items[0]
+    return f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def percent(value: float) -> str:
+    return f"{round(value * 100)}%"
+
+
+def guesses(top: Sequence[tuple[str, float]]) -> str:
+    return ", ".join(f"{label.replace('_', ' ')} {percent(conf)}" for label, conf in top)
+
+
+def answer_text(prediction: Prediction, class_names: Sequence[str], confidence_threshold: float,
+                unsure_threshold: float) -> str:
+    """The reply to a photo.
+
+    At or above ``unsure_threshold``: ``"Saree (93%)"``. Between the thresholds: the answer plus the other
+    top guesses. Below ``confidence_threshold``: an honest "I'm not sure" with the top guesses.
+    """
+    if prediction.confidence < confidence_threshold:
+        return f"I'm not sure this is {either_of(class_names)}.\nMy best guesses: {guesses(prediction.top)}."
+    headline = f"{display_name(prediction.label)} ({percent(prediction.confidence)})"
+    others = [item for item in prediction.top if item[0] != prediction.label]
+    if prediction.confidence < unsure_threshold and others:
+        return f"{headline}, but I'm not certain.\nOther guesses: {guesses(others)}."
+    return headline
+
+
+def help_text(class_names: Sequence[str], bot_username: str, confidence_threshold: float,
+              feedback_stored: bool = False) -> str:
+    mention = f"@{bot_username}" if bot_username else "the bot"
+    known = ", ".join(name.replace("_", " ") for name in class_names) or "(no classes loaded)"
+    feedback = ("Your feedback and the photo it is about are stored to improve the model; ask the operator to "
+                "delete them." if feedback_stored else "Nothing you send is stored except the id of your last "
+                "photo in this chat, so /why can find it.")
+    return (
+        "Send me a photo of a clothing product and I'll tell you what it is.\n"
+        f"I know: {known}.\n\n"
+        "The percentage is how sure the model is (its probability for that class). "
+        f"Below {percent(confidence_threshold)} I say I'm not sure and show my best guesses.\n\n"
+        "/why (or the \"Why?\" button) shows a heat map of the parts of the photo that mattered: "
+        "first a rough one, then a finer one. Reply /why to a photo to explain that photo, "
+        "or just send /why for your latest photo.\n\n"
+        f"Limits: images up to {FILE_LIMIT_MB} MB, as a photo or as a file. Albums get one answer per photo.\n"
+        f"In groups I only answer photos that reply to me or mention {mention} in the caption; "
+        f"/why works as a reply to a photo, and commands can be written as /help{mention if bot_username else ''}.\n\n"
+        f"{feedback}"
+    )
+
+
+def start_text(class_names: Sequence[str], bot_username: str, confidence_threshold: float,
+               feedback_stored: bool = False) -> str:
+    return "Hello!\n\n" + help_text(class_names, bot_username, confidence_threshold, feedback_stored)
+
+
+COMMANDS = (
+    ("start", "What this bot does"),
+    ("help", "How to use it"),
+    ("why", "Heat map: why did you say that?"),
+)
+
+TEXT_HINT = "Send me a photo of a clothing product (or an image file) and I'll tell you what it is. /help for more."
+UNKNOWN_COMMAND = "I don't know that command. Try /help."
+WHY_NO_PHOTO = "Send me a photo first, then /why (or reply /why to a photo) and I'll show what I looked at."
+WHY_BUTTON = "Why?"
+WHY_EXPIRED = "I no longer have that photo. Please send it again."
+BUSY = "I'm busy right now. Please try again in a minute."
+TOO_LARGE = f"That file is too big for me: Telegram lets bots download up to {FILE_LIMIT_MB} MB. Please send a smaller image."
+DOWNLOAD_FAILED = "I couldn't download that file from Telegram. Please try sending it again."
+SOMETHING_WRONG = "Sorry, something went wrong on my side. Please try again."
+NOT_ADMIN = "Sorry, /stats is only for the bot's operators."
+WORKING_ON_WHY = "Working on the heat map…"
+
+
+def bad_image(reason: str) -> str:
+    """``reason`` comes from :class:`model.ImageError` and is safe to show."""
+    return f"I couldn't read that as an image: {reason}. Please send a photo (JPEG, PNG or WebP)."
+
+
+def why_caption(label: str, confidence: float, patch: int, final: bool) -> str:
+    name = display_name(label)
+    meaning = (f"Red: hiding that part lowers the '{label}' score the most — it mattered. "
+               f"Blue: hiding it raises the score.")
+    if final:
+        return f"Why {name} ({percent(confidence)}): {meaning} (squares of {patch} px)"
+    return f"Rough map for {name} ({percent(confidence)}), squares of {patch} px; a finer one is on its way… {meaning}"
+
+
+def stats_text(snapshot: dict) -> str:
+    lines = [
+        f"Uptime: {snapshot['uptime']}",
+        f"Requests: {snapshot['requests']}  answers: {snapshot['answers']}  errors: {snapshot['errors']}",
+        f"Rejected: busy {snapshot['busy']}, bad input {snapshot['bad_input']}",
+        f"Queue: {snapshot['queue_length']}",
+        f"Latency p50 {snapshot['latency_p50']}, p95 {snapshot['latency_p95']} (last {snapshot['latency_samples']})",
+        f"Heat maps served: {snapshot['heatmaps']} (from cache: {snapshot['heatmaps_cached']})",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,35 @@
+"""The long-lived objects the handlers share, kept in ``application.bot_data["services"]``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from telegram.ext import ContextTypes
+
+from model import Classifier
+
+from .config import Settings
+from .stats import BotStats
+from .store import PhotoStore
+from .worker import InferenceService
+
+SERVICES_KEY = "services"
+
+
+@dataclass
+class BotServices:
+    settings: Settings
+    classifier: Classifier
+    inference: InferenceService
+    store: PhotoStore
+    stats: BotStats
+
+    @property
+    def why_levels(self) -> list[tuple[int, int]]:
+        """Coarse first (sent at once), then fine (edited in); one level when both are the same."""
+        coarse = (self.settings.why_coarse_patch, self.settings.why_coarse_stride)
+        fine = (self.settings.why_patch, self.settings.why_stride)
+        return [fine] if coarse == fine else [coarse, fine]
+
+
+def services(context: ContextTypes.DEFAULT_TYPE) -> BotServices:
+    return context.application.bot_data[SERVICES_KEY]

@@ -1,0 +1,89 @@
+"""What the bot remembers across restarts, in one SQLite file under DATA_DIR.
+
+- the last photo of each chat (its Telegram ``file_id``, never the bytes), for a bare /why;
+- the photos behind "Why?" buttons: ``callback_data`` must stay under 64 bytes, so the button carries
+  a short key and the ``file_id`` (often longer than 64 bytes) lives here.
+
+Calls are short and synchronous; handlers run them with ``asyncio.to_thread`` so a slow disk never
+stalls the event loop.
+"""
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS last_photo (
+    chat_id INTEGER PRIMARY KEY,
+    file_id TEXT NOT NULL,
+    file_unique_id TEXT NOT NULL,
+    message_id INTEGER,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS photo_key (
+    key TEXT PRIMARY KEY,
+    file_id TEXT NOT NULL,
+    file_unique_id TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class StoredPhoto:
+    file_id: str
+    file_unique_id: str
+    message_id: int | None = None
+
+
+def photo_key(file_unique_id: str) -> str:
+    """A short, stable key for a photo (12 hex characters of a hash; fits any callback_data prefix)."""
+    return hashlib.sha256(file_unique_id.encode()).hexdigest()[:12]
+
+
+class PhotoStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+
+    @classmethod
+    def in_dir(cls, data_dir: Path) -> "PhotoStore":
+        return cls(Path(data_dir) / "bot.sqlite3")
+
+    def remember(self, chat_id: int, photo: StoredPhoto) -> str:
+        """Make ``photo`` the chat's latest and return its button key."""
+        key = photo_key(photo.file_unique_id)
+        now = time.time()
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO last_photo VALUES (?, ?, ?, ?, ?) ON CONFLICT(chat_id) DO UPDATE SET "
+                "file_id=excluded.file_id, file_unique_id=excluded.file_unique_id, "
+                "message_id=excluded.message_id, updated_at=excluded.updated_at",
+                (chat_id, photo.file_id, photo.file_unique_id, photo.message_id, now),
+            )
+            self._db.execute("INSERT OR REPLACE INTO photo_key VALUES (?, ?, ?, ?)",
+                             (key, photo.file_id, photo.file_unique_id, now))
+        return key
+
+    def last_photo(self, chat_id: int) -> StoredPhoto | None:
+        with self._lock:
+            row = self._db.execute("SELECT file_id, file_unique_id, message_id FROM last_photo WHERE chat_id = ?",
+                                   (chat_id,)).fetchone()
+        return StoredPhoto(*row) if row else None
+
+    def by_key(self, key: str) -> StoredPhoto | None:
+        with self._lock:
+            row = self._db.execute("SELECT file_id, file_unique_id FROM photo_key WHERE key = ?", (key,)).fetchone()
+        return StoredPhoto(*row) if row else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,101 @@
+"""Small Telegram-side helpers with no bot state: which photo size to fetch, whether a group message is
+addressed to the bot, downloading with the size limit, and honouring 429 ``retry_after``.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dtm
+import logging
+import warnings
+from typing import Any, Callable, Coroutine, Protocol, Sequence
+
+from telegram import Bot, Message
+from telegram.constants import ChatType
+from telegram.error import RetryAfter
+from telegram.ext import BaseRateLimiter
+
+log = logging.getLogger(__name__)
+
+MODEL_MIN_SIDE = 224
+
+
+class Sized(Protocol):
+    width: int
+    height: int
+
+
+def choose_photo_size(sizes: Sequence[Sized], min_side: int = MODEL_MIN_SIDE):
+    """The smallest size whose short side is at least ``min_side`` (enough for the model, cheapest to fetch
+    and decode), else the largest there is. ``None`` for an empty list."""
+    if not sizes:
+        return None
+    big_enough = [size for size in sizes if min(size.width, size.height) >= min_side]
+    if big_enough:
+        return min(big_enough, key=lambda size: size.width * size.height)
+    return max(sizes, key=lambda size: size.width * size.height)
+
+
+def is_addressed(message: Message, bot_username: str, bot_id: int | None) -> bool:
+    """Private chats: always. Groups: a reply to one of the bot's messages, or ``@BotName`` in the text/caption."""
+    if message.chat.type == ChatType.PRIVATE:
+        return True
+    replied = message.reply_to_message
+    if replied is not None and replied.from_user is not None and bot_id is not None and replied.from_user.id == bot_id:
+        return True
+    text = (message.caption or message.text or "").lower()
+    return bool(bot_username) and f"@{bot_username.lower()}" in text
+
+
+def command_for_other_bot(message: Message, bot_username: str) -> bool:
+    """``/cmd@OtherBot`` in a group is not for us and gets no "unknown command" reply."""
+    first_word = (message.text or "").split(maxsplit=1)[0] if message.text else ""
+    if "@" not in first_word:
+        return False
+    return first_word.split("@", 1)[1].lower() != bot_username.lower()
+
+
+async def download(bot: Bot, file_id: str) -> bytes:
+    """The file's bytes (getFile, then the download); Telegram errors propagate to the caller."""
+    telegram_file = await bot.get_file(file_id)
+    return bytes(await telegram_file.download_as_bytearray())
+
+
+def retry_after_seconds(error: RetryAfter) -> float:
+    """``retry_after`` as seconds, whether PTB gives an int or a timedelta (PTB_TIMEDELTA)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = error.retry_after
+    return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)
+
+
+class RetryAfterLimiter(BaseRateLimiter[None]):
+    """React to 429 only: wait ``retry_after`` (capped) and send again, up to ``max_retries`` times.
+
+    PTB's own AIORateLimiter needs the ``rate-limiter`` extra (aiolimiter); this needs nothing and covers
+    every bot call, so no handler has to know about flood control. getUpdates never comes through here.
+    """
+
+    def __init__(self, max_retries: int = 3, max_wait_s: float = 60.0,
+                 sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep):
+        self.max_retries = max_retries
+        self.max_wait_s = max_wait_s
+        self._sleep = sleep
+
+    async def initialize(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    async def process_request(self, callback, args, kwargs, endpoint, data, rate_limit_args):
+        attempt = 0
+        while True:
+            try:
+                return await callback(*args, **kwargs)
+            except RetryAfter as error:
+                attempt += 1
+                wait = retry_after_seconds(error)
+                if attempt > self.max_retries or wait > self.max_wait_s:
+                    raise
+                log.warning("429 on %s: waiting %.1f s before retry %d/%d", endpoint, wait, attempt, self.max_retries)
+                await self._sleep(wait + 0.1)
