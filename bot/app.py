@@ -23,7 +23,7 @@ from telegram.ext import (Application, ApplicationBuilder, CallbackQueryHandler,
 
 from model import CheckpointError, Classifier, load_classifier
 
-from . import handlers, messages, why
+from . import feedback, handlers, messages, why
 from .config import ConfigError, Settings
 from .logging_setup import configure_logging
 from .services import SERVICES_KEY, BotServices
@@ -49,6 +49,7 @@ class BotApplication(Application):
         if self._services is None:
             self._services = await start_services(self.settings, self._given_classifier)
             self.bot_data[SERVICES_KEY] = self._services
+            self.bot_data[feedback.FEEDBACK_KEY] = await feedback.open_store(self.settings)
             await register_commands(self)
 
     async def stop(self) -> None:
@@ -120,6 +121,7 @@ def add_handlers(application: Application) -> None:
     application.add_handler(CommandHandler("why", why.why_command))
     application.add_handler(CommandHandler("stats", handlers.stats_command))
     application.add_handler(CallbackQueryHandler(why.why_button, pattern=r"^why:"))
+    feedback.add_handlers(application)
     application.add_handler(MessageHandler(filters.PHOTO, handlers.photo))
     application.add_handler(MessageHandler(filters.Document.ALL, handlers.document))
     application.add_handler(MessageHandler(filters.COMMAND, handlers.unknown_command))

@@ -61,6 +61,8 @@ class Settings:
     admin_user_ids: frozenset[int] = frozenset()
     poll_timeout: float = 10.0
     retry_after_max_retries: int = 3
+    feedback_dir: Path | None = None  # unset: no feedback buttons, nothing stored (see bot/feedback.py)
+    feedback_salt: str = field(default="", repr=False)  # unset: made and kept in FEEDBACK_DIR on first use
 
     def __post_init__(self) -> None:
         if not self.token:
@@ -147,6 +149,8 @@ ENV_NAMES: dict[str, str] = {
     "admin_user_ids": "ADMIN_USER_IDS",
     "poll_timeout": "POLL_TIMEOUT",
     "retry_after_max_retries": "RETRY_AFTER_MAX_RETRIES",
+    "feedback_dir": "FEEDBACK_DIR",
+    "feedback_salt": "FEEDBACK_SALT",
 }
 
 _INT_FIELDS = ("workers", "torch_threads", "queue_size", "per_chat_queue", "max_batch", "why_patch", "why_stride",
@@ -159,6 +163,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     **{name: float for name in _FLOAT_FIELDS},
     "checkpoint_path": Path,
     "data_dir": Path,
+    "feedback_dir": Path,
     "admin_user_ids": _parse_ids,
     "log_level": _parse_level,
 }

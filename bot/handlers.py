@@ -18,7 +18,7 @@ from telegram.ext import ContextTypes
 
 from model import ImageError
 
-from . import messages
+from . import feedback, messages
 from .services import BotServices, services
 from .stats import is_admin
 from .store import StoredPhoto
@@ -50,14 +50,14 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/start: greeting plus the help text."""
     svc = services(context)
     await update.effective_message.reply_text(messages.start_text(
-        svc.classifier.class_names, _bot_username(context), svc.settings.confidence_threshold))
+        svc.classifier.class_names, _bot_username(context), svc.settings.confidence_threshold, feedback.is_on(context)))
 
 
 async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/help: classes, confidence, /why, limits, how to address the bot in groups."""
     svc = services(context)
     await update.effective_message.reply_text(messages.help_text(
-        svc.classifier.class_names, _bot_username(context), svc.settings.confidence_threshold))
+        svc.classifier.class_names, _bot_username(context), svc.settings.confidence_threshold, feedback.is_on(context)))
 
 
 async def photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -106,7 +106,8 @@ async def classify_and_reply(update: Update, context: ContextTypes.DEFAULT_TYPE,
     key = await asyncio.to_thread(svc.store.remember, chat_id, photo_ref)
     text = messages.answer_text(prediction, svc.classifier.class_names, svc.settings.confidence_threshold,
                                 svc.settings.unsure_threshold)
-    await message.reply_text(text, reply_markup=why_keyboard(key), do_quote=True)
+    keyboard = feedback.answer_keyboard(why_keyboard(key), context, prediction, key)
+    await message.reply_text(text, reply_markup=keyboard, do_quote=True)
     svc.stats.answered(time.monotonic() - started)
     log_request(chat_id, kind, started, "answered", label=prediction.label, confidence=f"{prediction.confidence:.3f}")
 
@@ -160,6 +161,7 @@ async def stats_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     svc = services(context)
     user = update.effective_user
     text_out = stats_reply(user.id if user else None, svc)
+    text_out += await feedback.stats_lines(context, user.id if user else None)
     await update.effective_message.reply_text(text_out)
 
 

@@ -60,9 +60,8 @@ def help_text(class_names: Sequence[str], bot_username: str, confidence_threshol
               feedback_stored: bool = False) -> str:
     mention = f"@{bot_username}" if bot_username else "the bot"
     known = ", ".join(name.replace("_", " ") for name in class_names) or "(no classes loaded)"
-    feedback = ("Your feedback and the photo it is about are stored to improve the model; ask the operator to "
-                "delete them." if feedback_stored else "Nothing you send is stored except the id of your last "
-                "photo in this chat, so /why can find it.")
+    feedback = FEEDBACK_HELP if feedback_stored else ("Nothing you send is stored except the id of your last "
+                                                      "photo in this chat, so /why can find it.")
     return (
         "Send me a photo of a clothing product and I'll tell you what it is.\n"
         f"I know: {known}.\n\n"
@@ -125,4 +124,46 @@ def stats_text(snapshot: dict) -> str:
         f"Latency p50 {snapshot['latency_p50']}, p95 {snapshot['latency_p95']} (last {snapshot['latency_samples']})",
         f"Heat maps served: {snapshot['heatmaps']} (from cache: {snapshot['heatmaps_cached']})",
     ]
+    return "\n".join(lines)
+
+
+# ---- feedback buttons (bot/feedback.py), shown only when the operator sets FEEDBACK_DIR -------------------
+FEEDBACK_HELP = (
+    "Under each answer, \"✓ Right\" and \"✗ Wrong\" tell me how I did. When you press them, I keep, to improve "
+    "the model: the photo itself (it is stored), what I answered and how sure I was, what you chose, and the time. "
+    "Your chat is kept only as an anonymous code, never your name or id. "
+    "Send /forget to delete everything you judged, photos included."
+)
+RIGHT_BUTTON = "✓ Right"
+WRONG_BUTTON = "✗ Wrong"
+NONE_OF_THESE_BUTTON = "None of these"
+FEEDBACK_WHICH = "Which one is it?"
+FEEDBACK_SAVE_FAILED = "Sorry, I couldn't save that. Please try again."
+FEEDBACK_OUTDATED = "That answer came from an older model. Send the photo again to give feedback."
+FEEDBACK_PHOTO_GONE = "I no longer have that photo. Send it again to give feedback."
+FEEDBACK_OFF = "Feedback is switched off on this bot."
+FORGET_OFF = "Nothing from your feedback is stored here, so there is nothing to forget."
+
+
+def feedback_thanks(label: str | None) -> str:
+    """``"Thanks — noted as saree"``; ``None`` for "None of these"."""
+    return f"Thanks — noted as {label.replace('_', ' ') if label else 'none of these'}"
+
+
+def forget_done(records: int, photos: int) -> str:
+    if not records:
+        return "There was no feedback from this chat. Nothing is stored about it."
+    return f"Done: deleted {records} judgement(s) and {photos} photo(s) from this chat."
+
+
+def feedback_stats(judged: int, right: int, none_of_these: int, photos: int,
+                   per_class: dict[str, dict]) -> str:
+    """The /stats lines: counts and live accuracy as users judged it (latest judgement per photo and chat)."""
+    if not judged:
+        return f"Feedback: none yet (photos kept: {photos})"
+    lines = [f"Feedback: {judged} judged, {right} right ({percent(right / judged)} live accuracy), "
+             f"{none_of_these} none of these; photos kept: {photos}"]
+    for name, score in per_class.items():
+        if score["answered"]:
+            lines.append(f"  {name}: {score['right']}/{score['answered']} answers right ({percent(score['precision'])})")
     return "\n".join(lines)
