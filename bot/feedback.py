@@ -104,10 +104,10 @@ def answer_rows(key: str, prediction: Prediction, class_names: list[str], checkp
 
 
 def choice_rows(data: FeedbackData, class_names: list[str]) -> list[list[InlineKeyboardButton]]:
-    """The known classes (the predicted one left out: the user said it was wrong), then "None of these"."""
+    """Every known class (the predicted one too: "Wrong" may have been a slip), then "None of these"."""
     buttons = [InlineKeyboardButton(messages.display_name(name),
                                     callback_data=replace(data, action="c", choice=str(index)).encode())
-               for index, name in enumerate(class_names) if index != data.predicted][:MAX_CLASS_BUTTONS]
+               for index, name in enumerate(class_names)][:MAX_CLASS_BUTTONS]
     rows = [buttons[i : i + CLASSES_PER_ROW] for i in range(0, len(buttons), CLASSES_PER_ROW)]
     rows.append([InlineKeyboardButton(messages.NONE_OF_THESE_BUTTON,
                                       callback_data=replace(data, action="c", choice=NONE_CHOICE).encode())])
