@@ -114,8 +114,8 @@ def live_matrix(live: LiveAccuracy, class_names: Sequence[str]) -> np.ndarray:
 
 def save_live_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
     rows = [name.replace("_", " ") for name in class_names] + ["none of these"]
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 + 0.9 * len(class_names)), max(4.0, 1.2 + 0.8 * len(rows))))
-    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(1, int(matrix.max())))
+    fig, ax = plt.subplots(figsize=(max(5.5, 2.6 + 0.9 * len(class_names)), max(4.0, 1.2 + 0.8 * len(rows))))
+    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(1, int(matrix.max())), aspect="auto")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     ax.set_xticks(range(len(class_names)), [name.replace("_", " ") for name in class_names],
                   rotation=45 if len(class_names) > 4 else 0, ha="right" if len(class_names) > 4 else "center")
@@ -129,7 +129,7 @@ def save_live_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], p
         for j in range(matrix.shape[1]):
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color="white" if matrix[i, j] > threshold else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
