@@ -20,9 +20,9 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import AsyncIterator, Callable, Hashable, Sequence
 
 import torch
@@ -36,6 +36,10 @@ from model.render import render_overlay
 from .batching import BatchQueue, PendingRequest
 
 log = logging.getLogger(__name__)
+
+# Final heat-map PNGs kept for an instant repeat /why (about 0.2 MB each); the maps themselves are in
+# model.explain_cache, which is bigger.
+RENDERED_CACHE_SIZE = 16
 
 
 class Busy(Exception):
@@ -98,6 +102,7 @@ class InferenceService:
         self.clock = clock
         self.cache = ExplanationCache(config.explain_cache_size)
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batch sizes, for /stats and tests
+        self.heatmap_pauses = 0  # times a heat map stopped at a layer boundary to let classifications run
         self._batches = BatchQueue(config.max_batch, config.max_batch_wait_s)
         self._cond = threading.Condition()
         self._classify_idle = threading.Event()
@@ -105,6 +110,7 @@ class InferenceService:
         self._counts = _Counts()
         self._counts_lock = threading.Lock()
         self._explain_jobs: queue.Queue[_ExplainJob | None] = queue.Queue()
+        self._rendered: OrderedDict[tuple, Explanation] = OrderedDict()  # touched by the heat-map thread only
         self._explainers: dict[tuple[int, int], OcclusionExplainer] = {}
         self._current_job: _ExplainJob | None = None
         self._explain_thread_id: int | None = None
@@ -296,10 +302,16 @@ class InferenceService:
                 self._current_job = None
 
     def _run_explain(self, job: _ExplainJob) -> None:
-        image = self.classifier.open(job.data)
-        tensor = self.classifier.preprocess(image)
         digest = hashlib.sha256(job.data).hexdigest()
         checkpoint_id = self.classifier.checkpoint_id
+        final_key = (checkpoint_id, digest, *job.levels[-1])
+        rendered = self._rendered.get(final_key)
+        if rendered is not None:  # asked before: no decoding, no drawing
+            self._rendered.move_to_end(final_key)
+            job.emit("result", replace(rendered, cached=True))
+            return
+        image = self.classifier.open(job.data)
+        tensor = self.classifier.preprocess(image)
         levels = job.levels
         if self.cache.get(checkpoint_id, digest, *levels[-1]) is not None:
             levels = levels[-1:]
@@ -312,8 +324,13 @@ class InferenceService:
             label = self.classifier.class_names[result.target]
             png = render_overlay(image, result.occlusion_map, label, result.probability,
                                  preprocess_config=self.classifier.preprocess_config, patch=patch, stride=stride)
-            job.emit("result", Explanation(png, label, result.probability, patch, stride,
-                                           final=index == len(levels) - 1, cached=cached))
+            explanation = Explanation(png, label, result.probability, patch, stride,
+                                      final=index == len(levels) - 1, cached=cached)
+            if explanation.final:
+                self._rendered[final_key] = explanation
+                while len(self._rendered) > RENDERED_CACHE_SIZE:
+                    self._rendered.popitem(last=False)
+            job.emit("result", explanation)
 
     def _explainer(self, patch: int, stride: int) -> OcclusionExplainer:
         key = (patch, stride)
@@ -326,12 +343,17 @@ class InferenceService:
         """Global forward pre-hook: in the heat-map thread, wait while classifications are queued or running."""
         if threading.get_ident() != self._explain_thread_id:
             return None
+        paused = False
         while True:
             job = self._current_job
             if self._stopping or (job is not None and job.cancelled):
                 raise _ExplainCancelled()
-            if self._classify_idle.wait(0.1):
+            if self._classify_idle.is_set():
                 return None
+            if not paused:
+                paused = True
+                self.heatmap_pauses += 1
+            self._classify_idle.wait(0.1)
 
 
 def _settle(future: asyncio.Future, result, error: BaseException | None) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import pytest
+
+from e2e_support import settings_env
 from fake_telegram import FakeTelegram
 
 STEP_TIMEOUT = 20  # seconds for any single wait on the bot; a hanging bot fails instead of blocking
@@ -25,25 +27,6 @@ async def fake_api() -> AsyncIterator[FakeTelegram]:
         await server.stop()
     unknown = [call.method for call in server.calls if call.status == 404 and call.method != "FILE"]
     assert not unknown, f"the bot called Bot API methods the fake does not know: {unknown}"
-
-
-def settings_env(fake: FakeTelegram, checkpoint: Path, data_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment the bot would read, pointing at the fake server (settings named as in the issue)."""
-    env = {
-        "TELEGRAM_BOT_TOKEN": fake.token,
-        "TELEGRAM_API_BASE_URL": fake.api_base_url,
-        "TELEGRAM_FILE_BASE_URL": fake.file_base_url,
-        "CHECKPOINT_PATH": str(checkpoint),
-        "DATA_DIR": str(data_dir),
-        # Heat maps small enough for a test: a 2x2 coarse map, then a 3x3 "fine" one.
-        "WHY_COARSE_PATCH": "112",
-        "WHY_COARSE_STRIDE": "112",
-        "WHY_PATCH": "112",
-        "WHY_STRIDE": "56",
-        "LOG_LEVEL": "INFO",
-    }
-    env.update({key: str(value) for key, value in extra.items()})
-    return env
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import asyncio
 import io
 import itertools
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -27,6 +28,22 @@ TOKEN = f"{BOT_ID}:AAH-fake-token-for-tests-only"
 PHOTO_SIDES = (90, 320, 800, 1280)  # the sizes Telegram makes of a photo (long side)
 # Parameters whose value is a plain string even when it looks like JSON ("42", "true").
 TEXT_PARAMS = {"text", "caption", "callback_query_id", "file_id", "parse_mode", "action", "url", "secret_token"}
+
+
+def entities_of(text: str | None) -> list[dict] | None:
+    """The entities Telegram attaches: a leading bot_command and every @mention (offsets in UTF-16 units)."""
+    if not text:
+        return None
+    entities = []
+    if text.startswith("/"):
+        entities.append({"type": "bot_command", "offset": 0, "length": len(text.split()[0])})
+    for match in re.finditer(r"(?<![/\w])@\w{5,32}", text):
+        entities.append({"type": "mention", "offset": utf16_len(text[: match.start()]), "length": utf16_len(match.group())})
+    return entities or None
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
 
 
 @dataclass
@@ -209,7 +226,7 @@ class FakeTelegram:
                      variants: bool = True) -> dict:
         """A user sends ``image`` as a photo (Telegram's several sizes, unless ``variants=False``)."""
         message = self._user_message(user_id, chat_id, chat_type, reply_to, photo=self._photo_sizes(image, variants),
-                                     caption=caption, media_group_id=media_group_id)
+                                     caption=caption, caption_entities=entities_of(caption), media_group_id=media_group_id)
         return self._update(message=message)
 
     def document_update(self, data: bytes, *, file_name: str = "file.bin", mime_type: str | None = "application/octet-stream",
@@ -221,16 +238,14 @@ class FakeTelegram:
                     "file_size": self.files[file_id].size}
         if mime_type:
             document["mime_type"] = mime_type
-        message = self._user_message(user_id, chat_id, chat_type, None, document=document, caption=caption)
+        message = self._user_message(user_id, chat_id, chat_type, None, document=document, caption=caption,
+                                     caption_entities=entities_of(caption))
         return self._update(message=message)
 
     def text_update(self, text: str, *, user_id: int = 1001, chat_id: int | None = None, chat_type: str = "private",
                     reply_to: dict | None = None) -> dict:
-        """A text message; a leading "/command" (or "/command@bot") gets its bot_command entity."""
-        entities = None
-        if text.startswith("/"):
-            entities = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
-        message = self._user_message(user_id, chat_id, chat_type, reply_to, text=text, entities=entities)
+        """A text message; a leading "/command" (or "/command@bot") and @mentions get their entities."""
+        message = self._user_message(user_id, chat_id, chat_type, reply_to, text=text, entities=entities_of(text))
         return self._update(message=message)
 
     def command_update(self, command: str, **kwargs) -> dict:

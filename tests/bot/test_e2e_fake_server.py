@@ -11,7 +11,7 @@ import telegram
 from PIL import Image
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, ReplyParameters
 
-from e2e_inputs import decompression_bomb, image_bytes
+from e2e_support import decompression_bomb, image_bytes
 from fake_telegram import DOWNLOAD_LIMIT
 
 pytestmark = pytest.mark.timeout(30)

@@ -1,0 +1,68 @@
+"""End to end as an operator runs it: ``python -m bot`` in its own process, logs without the token,
+a clean stop on SIGTERM, and one clear line when the token or the checkpoint is missing."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from e2e_support import jpeg, settings_env
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def source_root() -> Path:
+    """Where this test run imports the bot from, so the child process runs the same code."""
+    import bot
+
+    return Path(bot.__file__).resolve().parents[1]
+
+
+async def run_bot_process(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=cwd, env={**os.environ, "PYTHONPATH": str(source_root()), **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def test_bot_process_answers_logs_no_token_and_stops_on_sigterm(fake_api, tiny_checkpoint, tmp_path):
+    env = settings_env(fake_api, tiny_checkpoint, tmp_path / "data", LOG_LEVEL="DEBUG", POLL_TIMEOUT="1")
+    process = await run_bot_process(env, tmp_path)
+    try:
+        await fake_api.wait_for_call("getUpdates", timeout=60)  # torch import and model load take a while
+        update = await fake_api.push(fake_api.photo_update(jpeg(seed=1)))
+        await fake_api.wait_for_answer(update["message"], timeout=20)
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):  # "SIGINT/SIGTERM stop the bot cleanly within a few seconds"
+            stdout, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    output = (stdout + stderr).decode(errors="replace")
+    assert process.returncode == 0, output[-3000:]
+    assert "getUpdates" in output or "getMe" in output, "DEBUG logs should show the Bot API calls"
+    secret = fake_api.token.split(":", 1)[1]
+    leaked = [line for line in output.splitlines() if secret in line]
+    assert not leaked, f"the token is in the log: {leaked[:3]}"
+
+
+@pytest.mark.parametrize("missing, hint", [("TELEGRAM_BOT_TOKEN", "BotFather"), ("CHECKPOINT_PATH", "make train")])
+def test_missing_token_or_checkpoint_stops_with_one_line(tmp_path, tiny_checkpoint, monkeypatch, capfd, missing, hint):
+    from bot.app import main  # in-process: the same code path as `python -m bot`, without a second torch import
+
+    class NoServer:
+        token, api_base_url, file_base_url = "123:secret", "http://127.0.0.1:9/bot", "http://127.0.0.1:9/file/bot"
+
+    env = settings_env(NoServer, tiny_checkpoint, tmp_path / "data")
+    env[missing] = "" if missing == "TELEGRAM_BOT_TOKEN" else str(tmp_path / "nowhere" / "model.pt")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--env-file", str(tmp_path / "absent.env")]) == 2
+    captured = capfd.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
+    assert len(lines) == 1 and hint in lines[0], lines

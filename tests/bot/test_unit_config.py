@@ -1,0 +1,85 @@
+"""Settings: environment over .env, parsing of each kind of value, errors that name the variable."""
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, Settings, parse_env_file
+
+TOKEN = "123456:TEST-TOKEN"
+
+
+def test_env_file_values_and_defaults(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "# comment line\n"
+        f"TELEGRAM_BOT_TOKEN='{TOKEN}'\n"
+        "\n"
+        'CHECKPOINT_PATH="models/best model.pt"\n'
+        "CONFIDENCE_THRESHOLD=0.5   # inline comment\n"
+        "export MAX_BATCH=8\n"
+        "ADMIN_USER_IDS=11, 22 33\n"
+    )
+    settings = Settings.from_env(environ={}, env_file=env_file)
+    assert settings.token == TOKEN
+    assert settings.checkpoint_path == Path("models/best model.pt")
+    assert settings.confidence_threshold == 0.5
+    assert settings.max_batch == 8
+    assert settings.admin_user_ids == frozenset({11, 22, 33})
+    assert settings.why_patch == 16 and settings.why_stride == 8
+    assert settings.why_coarse_patch == 56 and settings.why_coarse_stride == 28
+    assert settings.api_base_url == "https://api.telegram.org/bot"
+
+
+def test_real_environment_wins_over_env_file(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("TELEGRAM_BOT_TOKEN=from-file\nQUEUE_SIZE=5\nLOG_LEVEL=debug\n")
+    settings = Settings.from_env(environ={"TELEGRAM_BOT_TOKEN": TOKEN, "QUEUE_SIZE": "7"}, env_file=env_file)
+    assert settings.token == TOKEN
+    assert settings.queue_size == 7
+    assert settings.log_level == "DEBUG"
+
+
+def test_missing_env_file_is_fine():
+    settings = Settings.from_env(environ={"TELEGRAM_BOT_TOKEN": TOKEN}, env_file=Path("/nonexistent/.env"))
+    assert settings.token == TOKEN
+
+
+@pytest.mark.parametrize("environ", [{}, {"TELEGRAM_BOT_TOKEN": ""}, {"TELEGRAM_BOT_TOKEN": "   "}])
+def test_missing_token_says_botfather(environ):
+    with pytest.raises(ConfigError, match="TELEGRAM_BOT_TOKEN.*BotFather"):
+        Settings.from_env(environ=environ, env_file=None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAX_BATCH", "many"),
+        ("MAX_BATCH", "0"),
+        ("CONFIDENCE_THRESHOLD", "1.5"),
+        ("CONFIDENCE_THRESHOLD", "high"),
+        ("MAX_BATCH_WAIT_MS", "-1"),
+        ("ADMIN_USER_IDS", "alice"),
+        ("LOG_LEVEL", "LOUD"),
+        ("WHY_PATCH", "300"),
+        ("WEBHOOK_URL", "http://insecure.example"),
+        ("WEBHOOK_SECRET", "has spaces"),
+    ],
+)
+def test_bad_values_name_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env(environ={"TELEGRAM_BOT_TOKEN": TOKEN, name: value}, env_file=None)
+
+
+def test_token_not_in_repr():
+    settings = Settings(token=TOKEN, webhook_secret="s3cret")
+    assert TOKEN not in repr(settings)
+    assert "s3cret" not in repr(settings)
+
+
+def test_parse_env_file_rejects_garbage_line():
+    with pytest.raises(ConfigError, match="line 2"):
+        parse_env_file("A=1\nthis is not a setting\n")
+
+
+def test_parse_env_file_keeps_hash_inside_quotes():
+    assert parse_env_file('A="x # y"\nB=plain # gone\n') == {"A": "x # y", "B": "plain"}

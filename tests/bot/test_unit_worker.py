@@ -1,0 +1,191 @@
+"""The inference service: micro-batches give the same answers as one-by-one, errors stay per request,
+a full queue says Busy, shutdown drains, heat maps come coarse then fine, cached, and yield to classification.
+
+Batch composition is forced with a frozen clock (a batch forms only when ``max_batch`` requests wait), so
+nothing here depends on timing.
+"""
+import asyncio
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bot.worker import Busy, InferenceService, ServiceConfig
+from model import ImageError
+
+STEP = 60  # seconds: generous bound on any await, so a bug fails instead of hanging
+
+
+class FrozenClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+async def make_service(classifier):
+    services = []
+
+    def make(clock=None, **config):
+        service = InferenceService(classifier, ServiceConfig(torch_threads=torch.get_num_threads(), **config),
+                                   clock=clock or FrozenClock())
+        service.start()
+        services.append(service)
+        return service
+
+    yield make
+    for service in services:
+        await service.stop()
+
+
+async def wait_until(condition, what):
+    async with asyncio.timeout(STEP):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def make_photo(width=240, height=240, seed=0) -> Image.Image:
+    # Local on purpose: importing tests/conftest.py by name would clash with tests/bot/conftest.py.
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8), "RGB")
+
+
+def photos(n):
+    out = []
+    for i in range(n):
+        buffer = io.BytesIO()
+        make_photo(200 + 10 * i, 240, seed=i).save(buffer, format="JPEG")
+        out.append(buffer.getvalue())
+    return out
+
+
+async def test_batched_results_match_unbatched(make_service, classifier):
+    service = make_service(max_batch=3, max_batch_wait_s=1000.0)  # frozen clock: batches form only when full
+    data = photos(6)
+    async with asyncio.timeout(STEP):
+        predictions = await asyncio.gather(*(service.classify(f"chat{i}", d) for i, d in enumerate(data)))
+    assert list(service.batch_sizes) == [3, 3]
+    for prediction, photo in zip(predictions, data):
+        single = classifier.probabilities(classifier.preprocess(classifier.open(photo)).unsqueeze(0))[0]
+        expected = {name: float(p) for name, p in zip(classifier.class_names, single)}
+        for label, confidence in prediction.top:
+            assert confidence == pytest.approx(expected[label], abs=1e-5)
+        assert prediction.label == max(expected, key=expected.get)
+
+
+async def test_one_bad_photo_fails_alone(make_service):
+    service = make_service(max_batch=3, max_batch_wait_s=1000.0)
+    good = photos(3)
+    async with asyncio.timeout(STEP):
+        results = await asyncio.gather(
+            service.classify("a", good[0]), service.classify("b", b"%PDF-1.4 not an image"),
+            service.classify("c", good[1]), service.classify("d", good[2]), return_exceptions=True)
+    assert isinstance(results[1], ImageError)
+    assert all(not isinstance(r, BaseException) for i, r in enumerate(results) if i != 1)
+
+
+async def test_malformed_tensor_in_a_batch_fails_alone(make_service, classifier):
+    service = make_service(max_batch=3, max_batch_wait_s=1000.0)
+    good = [classifier.preprocess(make_photo(seed=i)) for i in range(2)]
+    bad = torch.zeros(4, 224, 224)  # a 4-channel tensor: the network refuses it
+    async with asyncio.timeout(STEP):
+        results = await asyncio.gather(service.classify_tensor("a", good[0]), service.classify_tensor("b", bad),
+                                       service.classify_tensor("c", good[1]), return_exceptions=True)
+    assert isinstance(results[1], RuntimeError)
+    assert not isinstance(results[0], BaseException) and not isinstance(results[2], BaseException)
+    assert list(service.batch_sizes)[0] == 3  # tried together first, then one by one
+
+
+async def test_full_queue_is_busy_and_shutdown_drains(make_service, classifier):
+    service = make_service(max_batch=10, max_batch_wait_s=1000.0, queue_size=3, per_chat_queue=2)
+    tensor = classifier.preprocess(make_photo())
+    waiting = [asyncio.create_task(service.classify_tensor(chat, tensor)) for chat in ("a", "a", "b")]
+    await wait_until(lambda: service.queue_length() == 3, "three queued")
+    with pytest.raises(Busy):
+        await service.classify_tensor("c", tensor)  # the whole queue is full
+    assert not any(task.done() for task in waiting)  # nothing ran: the batch is neither full nor due
+    async with asyncio.timeout(STEP):
+        await service.stop()  # drains: the queued requests are answered, not dropped
+        results = await asyncio.gather(*waiting)
+    assert [r.label for r in results] == [results[0].label] * 3
+    assert list(service.batch_sizes) == [3]
+    with pytest.raises(Busy):
+        await service.classify_tensor("a", tensor)  # stopped
+
+
+async def test_per_chat_cap(make_service, classifier):
+    service = make_service(max_batch=10, max_batch_wait_s=1000.0, queue_size=10, per_chat_queue=2)
+    tensor = classifier.preprocess(make_photo())
+    waiting = [asyncio.create_task(service.classify_tensor("album", tensor)) for _ in range(2)]
+    await wait_until(lambda: service.queue_length() == 2, "two queued")
+    with pytest.raises(Busy):
+        await service.classify_tensor("album", tensor)
+    other = asyncio.create_task(service.classify_tensor("someone-else", tensor))
+    await wait_until(lambda: service.queue_length() == 3, "other chat admitted")
+    await service.stop()
+    await asyncio.gather(*waiting, other)
+
+
+async def test_heat_maps_coarse_then_fine_then_cached(make_service):
+    service = make_service(max_batch_wait_s=0.0)
+    photo = photos(1)[0]
+    levels = [(112, 112), (112, 56)]
+    async with asyncio.timeout(STEP):
+        first = [e async for e in service.explain("a", photo, levels)]
+        again = [e async for e in service.explain("a", photo, levels)]
+    assert [(e.patch, e.stride, e.final, e.cached) for e in first] == [(112, 112, False, False), (112, 56, True, False)]
+    assert [(e.patch, e.stride, e.final, e.cached) for e in again] == [(112, 56, True, True)]
+    assert first[0].png.startswith(b"\x89PNG") and first[1].png.startswith(b"\x89PNG")
+    assert first[1].label == again[0].label
+
+
+async def test_heat_map_of_bad_bytes_raises_image_error(make_service):
+    service = make_service(max_batch_wait_s=0.0)
+    with pytest.raises(ImageError):
+        async with asyncio.timeout(STEP):
+            [e async for e in service.explain("a", b"", [(112, 112)])]
+
+
+async def test_heat_map_pauses_for_waiting_classification(make_service, classifier):
+    clock = FrozenClock()
+    service = make_service(clock=clock, max_batch=8, max_batch_wait_s=1.0)
+    tensor = classifier.preprocess(make_photo())
+    order = []
+    classification = asyncio.create_task(service.classify_tensor("b", tensor))
+    classification.add_done_callback(lambda _: order.append("classification"))
+    await wait_until(lambda: service.queue_length() == 1, "classification queued")
+
+    async def first_map():
+        async for explanation in service.explain("a", photos(1)[0], [(112, 112)]):
+            order.append("heat map")
+            return explanation
+
+    heat_map = asyncio.create_task(first_map())
+    # The classification waits for its batch (the clock is frozen); the heat map must stop and wait for it.
+    await wait_until(lambda: service.heatmap_pauses >= 1, "heat map paused")
+    assert order == []
+    clock.now += 2.0  # the classification's batch is now due
+    async with asyncio.timeout(STEP):
+        await asyncio.gather(classification, heat_map)
+    assert order == ["classification", "heat map"]
+
+
+async def test_stop_cancels_a_running_heat_map(make_service, classifier):
+    clock = FrozenClock()
+    service = make_service(clock=clock, max_batch=8, max_batch_wait_s=1000.0)
+    blocker = asyncio.create_task(service.classify_tensor("b", classifier.preprocess(make_photo())))
+    await wait_until(lambda: service.queue_length() == 1, "classification queued")
+
+    async def whole_map():
+        return [e async for e in service.explain("a", photos(1)[0], [(112, 112)])]
+
+    heat_map = asyncio.create_task(whole_map())
+    await wait_until(lambda: service.heatmap_pauses >= 1, "heat map paused")
+    async with asyncio.timeout(STEP):
+        await service.stop()
+        with pytest.raises(Busy):
+            await heat_map
+        await blocker  # the queued classification was still answered
