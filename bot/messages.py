@@ -129,8 +129,9 @@ def stats_text(snapshot: dict) -> str:
 
 # ---- feedback buttons (bot/feedback.py), shown only when the operator sets FEEDBACK_DIR -------------------
 FEEDBACK_HELP = (
-    "Under each answer, \"✓ Right\" and \"✗ Wrong\" tell me how I did. When you press them, I keep, to improve "
-    "the model: the photo itself (it is stored), what I answered and how sure I was, what you chose, and the time. "
+    "Under each answer, \"✓ Right\" and \"✗ Wrong\" tell me how I did. When you press them, this is stored to "
+    "improve the model: the photo itself (photos are kept), what I answered and how sure I was, what you chose, "
+    "and the time. "
     "Your chat is kept only as an anonymous code, never your name or id. "
     "Send /forget to delete everything you judged, photos included."
 )
