@@ -47,9 +47,9 @@ class BotApplication(Application):
     async def initialize(self) -> None:
         await super().initialize()
         if self._services is None:
+            self.bot_data[feedback.FEEDBACK_KEY] = await feedback.open_store(self.settings)  # before any thread starts
             self._services = await start_services(self.settings, self._given_classifier)
             self.bot_data[SERVICES_KEY] = self._services
-            self.bot_data[feedback.FEEDBACK_KEY] = await feedback.open_store(self.settings)
             await register_commands(self)
 
     async def stop(self) -> None:

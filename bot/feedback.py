@@ -26,6 +26,7 @@ from model import Prediction
 from model.inbox import NONE_OF_THESE
 
 from . import handlers, messages
+from .config import ConfigError
 from .feedback_store import FeedbackStore
 from .services import services
 from .stats import is_admin
@@ -161,14 +162,24 @@ async def _photo_behind(message: Message | None, key: str, context: ContextTypes
     return photo
 
 
+async def _answer(query, text: str | None = None, alert: bool = False) -> None:
+    """answerCallbackQuery; a query Telegram already dropped (answered too late) is only logged: the
+    judgement is stored either way, and the user should not be told that something went wrong."""
+    try:
+        await query.answer(text, show_alert=alert)
+    except BadRequest as error:
+        log.warning("feedback: could not answer the button press: %s", error)
+
+
 async def _edit_buttons(message: Message | None, rows: list[list[InlineKeyboardButton]]) -> None:
+    """Swap the feedback row; a message that can no longer be edited keeps its old buttons (logged)."""
     if not isinstance(message, Message):  # too old for Telegram to send it: nothing to edit
         return
     try:
         await message.edit_reply_markup(with_feedback_rows(message.reply_markup, rows))
     except BadRequest as error:
-        if "not modified" not in str(error).lower():  # a double press: the buttons already say so
-            raise
+        if "not modified" not in str(error).lower():  # "not modified": a double press, the buttons already say so
+            log.warning("feedback: could not edit the buttons: %s", error)
 
 
 async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -180,26 +191,26 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     data = FeedbackData.decode(query.data)
     store = feedback_store(context)
     if data is None or data.action == "d":
-        await query.answer()
+        await _answer(query)
         return
     if store is None:
-        await query.answer(messages.FEEDBACK_OFF)
+        await _answer(query, messages.FEEDBACK_OFF)
         await _edit_buttons(query.message, [])
         return
     classifier = services(context).classifier
     label = _chosen_label(data, classifier.class_names) if data.action != "w" else ""
     if label is None or not classifier.checkpoint_id.startswith(data.checkpoint):
-        await query.answer(messages.FEEDBACK_OUTDATED, show_alert=True)
+        await _answer(query, messages.FEEDBACK_OUTDATED, alert=True)
         await _edit_buttons(query.message, [])
         handlers.log_request(chat_id, "feedback", started, "outdated", data=json.dumps(query.data))
         return
     if data.action == "w":
-        await query.answer(messages.FEEDBACK_WHICH)
+        await _answer(query, messages.FEEDBACK_WHICH)
         await _edit_buttons(query.message, choice_rows(data, classifier.class_names))
         return
     photo = await _photo_behind(query.message, data.key, context)
     if photo is None or chat_id is None:
-        await query.answer(messages.FEEDBACK_PHOTO_GONE, show_alert=True)
+        await _answer(query, messages.FEEDBACK_PHOTO_GONE, alert=True)
         handlers.log_request(chat_id, "feedback", started, "photo_gone")
         return
     try:
@@ -214,11 +225,11 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         )
     except (TelegramError, OSError, ValueError) as error:
         log.warning("feedback not stored for chat %s: %s", chat_id, error)
-        await query.answer(messages.FEEDBACK_SAVE_FAILED, show_alert=True)
+        await _answer(query, messages.FEEDBACK_SAVE_FAILED, alert=True)
         handlers.log_request(chat_id, "feedback", started, "save_failed", error=json.dumps(str(error)))
         return
     shown = None if label == NONE_OF_THESE else label
-    await query.answer(messages.feedback_thanks(shown))
+    await _answer(query, messages.feedback_thanks(shown))
     await _edit_buttons(query.message, thanks_rows(shown))
     handlers.log_request(chat_id, "feedback", started, "stored", predicted=record.predicted, label=record.label)
 
@@ -248,10 +259,15 @@ async def stats_lines(context: ContextTypes.DEFAULT_TYPE, user_id: int | None) -
 
 
 async def open_store(settings) -> FeedbackStore | None:
-    """The store for ``settings.feedback_dir``, or ``None`` (feedback off) when it is not set."""
+    """The store for ``settings.feedback_dir``, or ``None`` (feedback off) when it is not set.
+    A folder that cannot be used stops the bot at start-up with one line (``ConfigError``)."""
     if settings.feedback_dir is None:
         return None
-    store = await FeedbackStore.open(settings.feedback_dir, settings.feedback_salt)
+    try:
+        store = await FeedbackStore.open(settings.feedback_dir, settings.feedback_salt)
+    except OSError as error:
+        raise ConfigError(f"FEEDBACK_DIR={settings.feedback_dir} cannot be used ({error.strerror or error}); "
+                          "point it at a writable folder or unset it") from None
     log.info("feedback on: storing judged photos in %s", settings.feedback_dir)
     return store
 

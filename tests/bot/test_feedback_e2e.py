@@ -164,3 +164,56 @@ async def test_stale_or_forged_buttons_are_answered_not_crashed(fake_api, runnin
         errors = [c for c in fake_api.calls if c.method == "sendMessage" and "went wrong" in c.text]
         assert errors == []
     assert Inbox(inbox_dir).records() == []
+
+
+async def test_photo_found_by_key_when_the_user_deleted_their_message(fake_api, running_bot, tmp_path):
+    inbox_dir = tmp_path / "feedback"
+    async with running_bot(FEEDBACK_DIR=str(inbox_dir)):
+        _, answer = await send_photo(fake_api, 5)
+        orphan = {k: v for k, v in answer.result.items() if k != "reply_to_message"}  # what Telegram sends then
+        mark = fake_api.mark()
+        await fake_api.push(fake_api.callback_update(button_data(answer.params["reply_markup"], "✓ Right"), orphan))
+        answered = await fake_api.wait_for_call("answerCallbackQuery", after=mark)
+        assert answered.params["text"].startswith("Thanks — noted as ")
+    [record] = Inbox(inbox_dir).records()
+    assert (inbox_dir / record.photo_file).read_bytes() == jpeg(5)
+
+
+async def test_a_failed_download_is_told_and_the_next_press_works(fake_api, running_bot, tmp_path):
+    inbox_dir = tmp_path / "feedback"
+    async with running_bot(FEEDBACK_DIR=str(inbox_dir)):
+        _, answer = await send_photo(fake_api, 6)
+        right = button_data(answer.params["reply_markup"], "✓ Right")
+        fake_api.fail_next("getFile", 400, retry_after=None, description="Bad Request: temporarily unavailable")
+        answered, _ = await press(fake_api, answer.result, right)
+        assert answered.params["text"] == "Sorry, I couldn't save that. Please try again."
+        assert Inbox(inbox_dir).records() == [] and Inbox(inbox_dir).photo_count() == 0
+        answered, _ = await press(fake_api, answer.result, right, edited=True)
+        assert answered.params["text"].startswith("Thanks — noted as ")
+    assert len(Inbox(inbox_dir).records()) == 1
+
+
+async def test_an_unusable_feedback_dir_stops_the_bot_with_one_line(fake_api, running_bot, tmp_path):
+    from bot.config import ConfigError
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(ConfigError, match="FEEDBACK_DIR=.* cannot be used"):
+        async with running_bot(FEEDBACK_DIR=str(not_a_folder)):
+            pass
+
+
+async def test_the_same_photo_sent_twice_is_stored_once(fake_api, running_bot, tmp_path):
+    """A forwarded or re-sent photo keeps its file_unique_id: two answers, two judgements, one stored photo."""
+    inbox_dir = tmp_path / "feedback"
+    async with running_bot(FEEDBACK_DIR=str(inbox_dir)):
+        first, answer_one = await send_photo(fake_api, 7)
+        # The fake makes new files for every photo_update; re-use the first message's sizes as Telegram would.
+        again = fake_api._update(message=fake_api._user_message(USER, None, "private", None, photo=first["photo"]))
+        await fake_api.push(again)
+        answer_two = await fake_api.wait_for_answer(again["message"])
+        for answer in (answer_one, answer_two):
+            await press(fake_api, answer.result, button_data(answer.params["reply_markup"], "✓ Right"), edited=True)
+    inbox = Inbox(inbox_dir)
+    assert len(inbox.records()) == 2 and inbox.photo_count() == 1
+    assert (inbox_dir / inbox.records()[0].photo_file).read_bytes() == jpeg(7)
