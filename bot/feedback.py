@@ -77,7 +77,7 @@ class FeedbackData:
         if parts[1] not in ("r", "w", "c") or len(parts) != expected:
             return None
         _, action, key, predicted, permille, checkpoint, *choice = parts
-        if not (key.isalnum() and predicted.isdigit() and permille.isdigit() and checkpoint.isalnum()):
+        if not (key.isalnum() and predicted.isdigit() and permille.isdigit() and (checkpoint.isalnum() or not checkpoint)):
             return None
         choice_value = choice[0] if choice else ""
         if action == "c" and not (choice_value == NONE_CHOICE or choice_value.isdigit()):
@@ -199,7 +199,8 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         return
     classifier = services(context).classifier
     label = _chosen_label(data, classifier.class_names) if data.action != "w" else ""
-    if label is None or not classifier.checkpoint_id.startswith(data.checkpoint):
+    stale = label is None or data.predicted >= len(classifier.class_names)
+    if stale or not classifier.checkpoint_id.startswith(data.checkpoint):
         await _answer(query, messages.FEEDBACK_OUTDATED, alert=True)
         await _edit_buttons(query.message, [])
         handlers.log_request(chat_id, "feedback", started, "outdated", data=json.dumps(query.data))

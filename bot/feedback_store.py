@@ -11,7 +11,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from model.inbox import FeedbackRecord, Inbox, LiveAccuracy, chat_hash
+from model.inbox import FeedbackRecord, Inbox, chat_hash
+from model.live_accuracy import LiveAccuracy
 
 log = logging.getLogger(__name__)
 

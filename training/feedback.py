@@ -27,7 +27,8 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from model.inbox import NONE_OF_THESE, FeedbackRecord, Inbox, LiveAccuracy, latest_judgements  # noqa: E402
+from model.inbox import NONE_OF_THESE, FeedbackRecord, Inbox  # noqa: E402
+from model.live_accuracy import LiveAccuracy, latest_judgements  # noqa: E402
 
 log = logging.getLogger(__name__)
 

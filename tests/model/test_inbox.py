@@ -15,11 +15,11 @@ from model.inbox import (
     FeedbackRecord,
     Inbox,
     InboxError,
-    LiveAccuracy,
     atomic_write,
     chat_hash,
     is_temp,
 )
+from model.live_accuracy import LiveAccuracy
 from tests.conftest import image_bytes, make_photo
 
 REPO = Path(__file__).resolve().parents[2]
