@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -27,6 +27,7 @@ class FeedbackStore:
         self._salt = salt
         # One lock per photo: two quick presses (or two users) on the same photo download it once.
         self._photo_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._photo_users: Counter[str] = Counter()
 
     @classmethod
     async def open(cls, directory: str | Path, salt: str = "") -> "FeedbackStore":
@@ -60,14 +61,17 @@ class FeedbackStore:
 
         Telegram and disk errors propagate: the caller tells the user it did not work.
         """
-        lock = self._photo_locks[photo_id]
-        async with lock:
-            path = await asyncio.to_thread(self.inbox.photo_path, photo_id)
-            if path is None:
-                data = await fetch_photo()
-                path = await asyncio.to_thread(self.inbox.add_photo, photo_id, data)
-        if not lock.locked():
-            self._photo_locks.pop(photo_id, None)
+        self._photo_users[photo_id] += 1
+        try:
+            async with self._photo_locks[photo_id]:
+                path = await asyncio.to_thread(self.inbox.photo_path, photo_id)
+                if path is None:
+                    data = await fetch_photo()
+                    path = await asyncio.to_thread(self.inbox.add_photo, photo_id, data)
+        finally:
+            self._photo_users[photo_id] -= 1
+            if not self._photo_users[photo_id]:  # nobody waits on this photo: drop its lock, keep memory flat
+                del self._photo_users[photo_id], self._photo_locks[photo_id]
         record = FeedbackRecord(
             photo_id=photo_id,
             photo_file=path.relative_to(self.inbox.root).as_posix(),

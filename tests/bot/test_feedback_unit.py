@@ -72,6 +72,7 @@ async def test_store_downloads_a_photo_once_even_for_simultaneous_presses(tmp_pa
 
     records = await asyncio.gather(judge("saree", 1), judge("kurti", 2), judge("saree", 1))
     assert len(fetches) == 1
+    assert not store._photo_locks and not store._photo_users  # no lock left behind per photo
     inbox = Inbox(tmp_path / "inbox")
     assert inbox.photo_count() == 1 and len(inbox.records()) == 3
     assert {r.photo_file for r in records} == {"photos/AgADphoto.jpg"}
