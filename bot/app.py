@@ -47,7 +47,6 @@ class BotApplication(Application):
     async def initialize(self) -> None:
         await super().initialize()
         if self._services is None:
-            self.bot_data[feedback.FEEDBACK_KEY] = await feedback.open_store(self.settings)  # before any thread starts
             self._services = await start_services(self.settings, self._given_classifier)
             self.bot_data[SERVICES_KEY] = self._services
             await register_commands(self)
@@ -68,6 +67,7 @@ class BotApplication(Application):
 
 
 async def start_services(settings: Settings, classifier: Classifier | None) -> BotServices:
+    feedback_store = await feedback.open_store(settings)  # before any thread starts: a bad FEEDBACK_DIR stops here
     if classifier is None:
         classifier = await asyncio.to_thread(load_classifier, settings.checkpoint_path)
     inference = InferenceService(classifier, ServiceConfig(
@@ -85,7 +85,8 @@ async def start_services(settings: Settings, classifier: Classifier | None) -> B
     store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir)
     log.info("model loaded: classes=%s checkpoint=%s torch_threads=%d decode_workers=%d",
              ",".join(classifier.class_names), classifier.checkpoint_id[:12], settings.torch_threads, settings.workers)
-    return BotServices(settings=settings, classifier=classifier, inference=inference, store=store, stats=BotStats())
+    return BotServices(settings=settings, classifier=classifier, inference=inference, store=store, stats=BotStats(),
+                       feedback=feedback_store)
 
 
 async def register_commands(application: Application) -> None:
@@ -104,7 +105,8 @@ def build_application(settings: Settings, classifier: Classifier | None = None) 
         .token(settings.token)
         .base_url(settings.api_base_url)
         .base_file_url(settings.file_base_url)
-        .defaults(Defaults(do_quote=True))  # every answer quotes what it answers (albums, busy groups)
+        # Every answer quotes what it answers (albums, busy groups), even if that message was deleted meanwhile.
+        .defaults(Defaults(do_quote=True, allow_sending_without_reply=True))
         .concurrent_updates(256)  # handlers await the worker; without this, micro-batches would never form
         .rate_limiter(RetryAfterLimiter(max_retries=settings.retry_after_max_retries))
         .get_updates_read_timeout(settings.poll_timeout + 5)
@@ -115,17 +117,21 @@ def build_application(settings: Settings, classifier: Classifier | None = None) 
 
 
 def add_handlers(application: Application) -> None:
-    """Every handler, in the order PTB tries them (first match wins within the group)."""
-    application.add_handler(CommandHandler("start", handlers.start))
-    application.add_handler(CommandHandler("help", handlers.help_command))
-    application.add_handler(CommandHandler("why", why.why_command))
-    application.add_handler(CommandHandler("stats", handlers.stats_command))
+    """Every handler, in the order PTB tries them (first match wins). Only new messages count: an edited
+    caption or a channel post must not start a second classification."""
+    new_message = filters.UpdateType.MESSAGE
+    application.add_handler(CommandHandler("start", handlers.start, filters=new_message))
+    application.add_handler(CommandHandler("help", handlers.help_command, filters=new_message))
+    application.add_handler(CommandHandler("why", why.why_command, filters=new_message))
+    application.add_handler(CommandHandler("stats", handlers.stats_command, filters=new_message))
     application.add_handler(CallbackQueryHandler(why.why_button, pattern=r"^why:"))
     feedback.add_handlers(application)
-    application.add_handler(MessageHandler(filters.PHOTO, handlers.photo))
-    application.add_handler(MessageHandler(filters.Document.ALL, handlers.document))
-    application.add_handler(MessageHandler(filters.COMMAND, handlers.unknown_command))
-    application.add_handler(MessageHandler(filters.TEXT, handlers.text))
+    application.add_handler(CallbackQueryHandler(handlers.stale_button))
+    application.add_handler(MessageHandler(new_message & filters.PHOTO, handlers.photo))
+    application.add_handler(MessageHandler(new_message & filters.Document.ALL, handlers.document))
+    application.add_handler(MessageHandler(new_message & filters.COMMAND, handlers.unknown_command))
+    application.add_handler(MessageHandler(new_message & filters.TEXT, handlers.text))
+    application.add_handler(MessageHandler(new_message & ~filters.StatusUpdate.ALL, handlers.other_message))
     application.add_error_handler(handlers.on_error)
 
 

@@ -6,36 +6,24 @@ structured log line (``request chat=... kind=... latency_ms=... result=...``) fo
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import logging
 import time
 import traceback
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram import Message, Update
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import ContextTypes
 
 from model import ImageError
 
 from . import feedback, messages
+from .feedback import answer_keyboard
 from .services import BotServices, services
-from .stats import is_admin
-from .store import StoredPhoto
+from .stats import is_admin, log_request
+from .store import StoredAnswer, StoredPhoto
 from .telegram_io import choose_photo_size, command_for_other_bot, download, is_addressed
 from .worker import Busy
-
-log = logging.getLogger("bot.requests")
-
-
-def log_request(chat_id: int | None, kind: str, started: float, result: str, **extra) -> None:
-    details = "".join(f" {key}={value}" for key, value in extra.items())
-    log.info("request chat=%s kind=%s latency_ms=%d result=%s%s", chat_id, kind,
-             (time.monotonic() - started) * 1000, result, details)
-
-
-def why_keyboard(key: str) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[InlineKeyboardButton(messages.WHY_BUTTON, callback_data=f"why:{key}")]])
 
 
 def _bot_username(context: ContextTypes.DEFAULT_TYPE) -> str:
@@ -50,14 +38,16 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/start: greeting plus the help text."""
     svc = services(context)
     await update.effective_message.reply_text(messages.start_text(
-        svc.classifier.class_names, _bot_username(context), svc.settings.confidence_threshold, feedback.is_on(context)))
+        svc.classifier.class_names, _bot_username(context), svc.settings.confidence_threshold,
+        feedback_stored=svc.feedback is not None))
 
 
 async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/help: classes, confidence, /why, limits, how to address the bot in groups."""
     svc = services(context)
     await update.effective_message.reply_text(messages.help_text(
-        svc.classifier.class_names, _bot_username(context), svc.settings.confidence_threshold, feedback.is_on(context)))
+        svc.classifier.class_names, _bot_username(context), svc.settings.confidence_threshold,
+        feedback_stored=svc.feedback is not None))
 
 
 async def photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -103,13 +93,19 @@ async def classify_and_reply(update: Update, context: ContextTypes.DEFAULT_TYPE,
         await message.reply_text(messages.BUSY, do_quote=True)
         log_request(chat_id, kind, started, "busy", reason=json.dumps(str(error)))
         return
-    key = await asyncio.to_thread(svc.store.remember, chat_id, photo_ref)
+    key = await asyncio.to_thread(remember, svc, chat_id, photo_ref, prediction)
     text = messages.answer_text(prediction, svc.classifier.class_names, svc.settings.confidence_threshold,
                                 svc.settings.unsure_threshold)
-    keyboard = feedback.answer_keyboard(why_keyboard(key), context, prediction, key)
-    await message.reply_text(text, reply_markup=keyboard, do_quote=True)
+    await message.reply_text(text, reply_markup=answer_keyboard(key, svc.feedback is not None), do_quote=True)
     svc.stats.answered(time.monotonic() - started)
     log_request(chat_id, kind, started, "answered", label=prediction.label, confidence=f"{prediction.confidence:.3f}")
+
+
+def remember(svc: BotServices, chat_id: int, photo_ref: StoredPhoto, prediction) -> str:
+    """The chat's latest photo and the answer given for it (for /why and feedback); returns the button key."""
+    key = svc.store.remember(chat_id, photo_ref)
+    svc.store.remember_answer(key, StoredAnswer(prediction.label, prediction.confidence, svc.classifier.checkpoint_id))
+    return key
 
 
 async def fetch_bytes(update: Update, context: ContextTypes.DEFAULT_TYPE, svc: BotServices,
@@ -146,6 +142,15 @@ async def text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     log_request(update.effective_chat.id, "text", time.monotonic(), "hint")
 
 
+async def other_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Stickers, videos, voice, locations...: say what the bot can read (in groups only when addressed)."""
+    message = update.effective_message
+    if not _addressed(message, context):
+        return
+    await message.reply_text(messages.ONLY_PHOTOS)
+    log_request(update.effective_chat.id, "other", time.monotonic(), "hint")
+
+
 async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Any command not handled above (unless it is addressed to another bot): point to /help."""
     message = update.effective_message
@@ -154,6 +159,11 @@ async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     await message.reply_text(messages.UNKNOWN_COMMAND)
     log_request(update.effective_chat.id, "unknown_command", time.monotonic(), "hint",
                 command=json.dumps((message.text or "").split(maxsplit=1)[0][:40]))
+
+
+async def stale_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A button this bot version does not know (old message, other version): stop its spinner politely."""
+    await update.callback_query.answer(messages.WHY_EXPIRED)
 
 
 async def stats_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -180,7 +190,7 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     trace = "".join(traceback.format_exception(type(error), error, error.__traceback__)) if error else ""
     summary = update.to_dict() if isinstance(update, Update) else repr(update)
     logging.getLogger("bot.errors").error("unhandled error for update %s\n%s",
-                                          html.unescape(json.dumps(summary, default=str)[:2000]), trace)
+                                          json.dumps(summary, default=str)[:2000], trace)
     svc = context.application.bot_data.get("services")
     if svc is not None:
         svc.stats.errors += 1

@@ -89,6 +89,7 @@ COMMANDS = (
 )
 
 TEXT_HINT = "Send me a photo of a clothing product (or an image file) and I'll tell you what it is. /help for more."
+ONLY_PHOTOS = "I can only look at photos and image files. Send me a photo of a clothing product."
 UNKNOWN_COMMAND = "I don't know that command. Try /help."
 WHY_NO_PHOTO = "Send me a photo first, then /why (or reply /why to a photo) and I'll show what I looked at."
 WHY_BUTTON = "Why?"
@@ -98,7 +99,6 @@ TOO_LARGE = f"That file is too big for me: Telegram lets bots download up to {FI
 DOWNLOAD_FAILED = "I couldn't download that file from Telegram. Please try sending it again."
 SOMETHING_WRONG = "Sorry, something went wrong on my side. Please try again."
 NOT_ADMIN = "Sorry, /stats is only for the bot's operators."
-WORKING_ON_WHY = "Working on the heat map…"
 
 
 def bad_image(reason: str) -> str:

@@ -1,12 +1,26 @@
-"""Operator counters for /stats and the admin check; updated from the event loop only."""
+"""The operator's view: one structured log line per request, counters for /stats, the admin check.
+
+Counters are updated from the event loop only, so they need no lock.
+"""
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
+
+
+request_log = logging.getLogger("bot.requests")
+
+
+def log_request(chat_id: int | None, kind: str, started: float, result: str, **extra) -> None:
+    """``request chat=.. kind=.. latency_ms=.. result=.. [key=value ...]``: one line per request, grep-able."""
+    details = "".join(f" {key}={value}" for key, value in extra.items())
+    request_log.info("request chat=%s kind=%s latency_ms=%d result=%s%s", chat_id, kind,
+                     (time.monotonic() - started) * 1000, result, details)
 
 
 def is_admin(user_id: int | None, admin_ids: Iterable[int]) -> bool:

@@ -1,6 +1,7 @@
 """What the bot remembers across restarts, in one SQLite file under DATA_DIR.
 
 - the last photo of each chat (its Telegram ``file_id``, never the bytes), for a bare /why;
+- the answer given for each photo (for feedback records);
 - the photos behind "Why?" buttons: ``callback_data`` must stay under 64 bytes, so the button carries
   a short key and the ``file_id`` (often longer than 64 bytes) lives here.
 
@@ -24,6 +25,12 @@ CREATE TABLE IF NOT EXISTS last_photo (
     message_id INTEGER,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS answer (
+    key TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    checkpoint_id TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS photo_key (
     key TEXT PRIMARY KEY,
     file_id TEXT NOT NULL,
@@ -38,6 +45,13 @@ class StoredPhoto:
     file_id: str
     file_unique_id: str
     message_id: int | None = None
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    label: str
+    confidence: float
+    checkpoint_id: str
 
 
 def photo_key(file_unique_id: str) -> str:
@@ -72,6 +86,16 @@ class PhotoStore:
             self._db.execute("INSERT OR REPLACE INTO photo_key VALUES (?, ?, ?, ?)",
                              (key, photo.file_id, photo.file_unique_id, now))
         return key
+
+    def remember_answer(self, key: str, answer: StoredAnswer) -> None:
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO answer VALUES (?, ?, ?, ?)",
+                             (key, answer.label, answer.confidence, answer.checkpoint_id))
+
+    def answer(self, key: str) -> StoredAnswer | None:
+        with self._lock:
+            row = self._db.execute("SELECT label, confidence, checkpoint_id FROM answer WHERE key = ?", (key,)).fetchone()
+        return StoredAnswer(*row) if row else None
 
     def last_photo(self, chat_id: int) -> StoredPhoto | None:
         with self._lock:

@@ -19,8 +19,9 @@ from telegram.ext import ContextTypes
 from model import ImageError
 
 from . import messages
-from .handlers import fetch_bytes, log_request
+from .handlers import fetch_bytes
 from .services import services
+from .stats import log_request
 from .store import StoredPhoto
 from .telegram_io import choose_photo_size
 from .worker import Busy

@@ -114,7 +114,7 @@ async def test_feedback_off_shows_no_buttons_and_stores_nothing(fake_api, runnin
         _, answer = await send_photo(fake_api, 2)
         assert [[text for text, _ in row] for row in buttons(answer.params["reply_markup"])] == [["Why?"]]
         forged = answer.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"].replace("why:", "")
-        answered, _ = await press(fake_api, answer.result, f"fb:r:{forged}:0:900:abcdef12")
+        answered, _ = await press(fake_api, answer.result, f"fb:{forged}:ok")
         assert answered.params["text"] == "Feedback is switched off on this bot."
         mark = fake_api.mark()
         await fake_api.push(fake_api.command_update("/help"))
@@ -150,15 +150,20 @@ async def test_help_stats_and_forget_when_feedback_is_on(fake_api, running_bot, 
 
 
 async def test_stale_or_forged_buttons_are_answered_not_crashed(fake_api, running_bot, tmp_path):
+    from bot.store import StoredAnswer
+
     inbox_dir = tmp_path / "feedback"
-    async with running_bot(FEEDBACK_DIR=str(inbox_dir)):
+    async with running_bot(FEEDBACK_DIR=str(inbox_dir)) as app:
         _, answer = await send_photo(fake_api, 4)
-        right = button_data(answer.params["reply_markup"], "✓ Right")
-        parts = right.split(":")
-        older_model = ":".join(parts[:5] + ["00000000"])
-        answered, _ = await press(fake_api, answer.result, older_model)
+        key = button_data(answer.params["reply_markup"], "✓ Right").split(":")[1]
+        answered, _ = await press(fake_api, answer.result, f"fb:{key}:99")  # no class 99
         assert "older model" in answered.params["text"]
-        for junk in ("fb:c:zz", "fb:", "fb:c:" + ":".join(parts[2:]) + ":99"):
+        store = app.bot_data["services"].store
+        stored = store.answer(key)
+        store.remember_answer(key, StoredAnswer(stored.label, stored.confidence, "0" * 64))  # made by another model
+        answered, _ = await press(fake_api, answer.result, f"fb:{key}:1")
+        assert "older model" in answered.params["text"]
+        for junk in ("fb:zz", "fb:", f"fb:{key}:maybe", "fb:unknownkey000:ok"):
             answered, _ = await press(fake_api, answer.result, junk)
             assert answered.ok
         errors = [c for c in fake_api.calls if c.method == "sendMessage" and "went wrong" in c.text]

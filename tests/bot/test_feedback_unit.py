@@ -4,12 +4,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup
-
 from bot import feedback, messages
-from bot.feedback import FeedbackData, answer_rows, choice_rows, thanks_rows, with_feedback_rows
+from bot.feedback import FeedbackData, answer_keyboard, choice_rows, thanks_rows, with_feedback_rows
 from bot.feedback_store import FeedbackStore
-from model import Prediction
 from model.inbox import Inbox
 
 KEY = "0123456789ab"  # the bot's photo keys are 12 hex characters
@@ -18,38 +15,38 @@ CHECKPOINT = "f" * 64
 
 def test_callback_data_round_trips_and_stays_under_64_bytes():
     many = [f"class_with_a_long_name_{i}" for i in range(999)]
-    prediction = Prediction(many[998], 1.0, ((many[998], 1.0),))
-    [[right, wrong]] = answer_rows(KEY, prediction, many, CHECKPOINT)
-    choices = choice_rows(FeedbackData.decode(wrong.callback_data), many)
-    every = [right, wrong] + [button for row in choices for button in row]
+    [why], [right, wrong] = answer_keyboard(KEY, feedback_on=True).inline_keyboard
+    choices = choice_rows(KEY, many)
+    every = [why, right, wrong] + [button for row in choices for button in row] + thanks_rows(KEY, "x" * 60)[0]
     assert max(len(b.callback_data.encode()) for b in every) <= 64
     assert sum(len(row) for row in choices) <= 100  # Telegram's limit on buttons per keyboard
-    decoded = FeedbackData.decode(right.callback_data)
-    assert decoded == FeedbackData("r", KEY, 998, 1000, CHECKPOINT[:8])
-    assert FeedbackData.decode(choices[-1][0].callback_data).choice == feedback.NONE_CHOICE
+    assert FeedbackData.decode(right.callback_data) == FeedbackData(KEY, "ok")
+    assert FeedbackData.decode(wrong.callback_data) == FeedbackData(KEY, "no")
+    assert FeedbackData.decode(choices[0][2].callback_data) == FeedbackData(KEY, "2")
+    assert FeedbackData.decode(choices[-1][0].callback_data) == FeedbackData(KEY, feedback.NONE_CHOICE)
 
 
-@pytest.mark.parametrize("junk", [None, "", "fb", "fb:", "fb:x:1:2:3:4", "fb:r:k:1:2", "fb:c:k:1:2:ab:",
-                                  "fb:r:k/..:1:2:ab", "fb:c:k:1:2:ab:-1", "why:abc", "fb:r:k:-1:2:ab"])
+def test_feedback_off_shows_only_why():
+    assert [[b.text for b in row] for row in answer_keyboard(KEY, feedback_on=False).inline_keyboard] == [["Why?"]]
+
+
+@pytest.mark.parametrize("junk", [None, "", "fb", "fb:", "fb:abc", "fb::ok", "fb:abc:yes", "fb:abc:-1", "fb:a/b:ok",
+                                  "fb:a:b:c", "why:abc", "fb:abc:1.5"])
 def test_malformed_callback_data_is_refused(junk):
     assert FeedbackData.decode(junk) is None
 
 
 def test_choice_rows_offer_every_class_then_none_of_these():
-    data = FeedbackData("w", KEY, 1, 640, "abcd1234")
-    rows = choice_rows(data, ["kurti", "saree", "shirt", "t_shirt"])
+    rows = choice_rows(KEY, ["kurti", "saree", "shirt", "t_shirt"])
     assert [[b.text for b in row] for row in rows] == [["Kurti", "Saree", "Shirt"], ["T shirt"], ["None of these"]]
-    assert FeedbackData.decode(rows[0][1].callback_data) == FeedbackData("c", KEY, 1, 640, "abcd1234", "1")
 
 
 def test_feedback_rows_are_replaced_other_rows_kept():
-    why = [InlineKeyboardButton("Why?", callback_data=f"why:{KEY}")]
-    prediction = Prediction("saree", 0.93, (("saree", 0.93),))
-    markup = with_feedback_rows(InlineKeyboardMarkup([why]), answer_rows(KEY, prediction, ["kurti", "saree"], CHECKPOINT))
+    markup = answer_keyboard(KEY, feedback_on=True)
     assert [[b.text for b in row] for row in markup.inline_keyboard] == [["Why?"], ["✓ Right", "✗ Wrong"]]
-    done = with_feedback_rows(markup, thanks_rows("saree"))
+    done = with_feedback_rows(markup, thanks_rows(KEY, "saree"))
     assert [[b.text for b in row] for row in done.inline_keyboard] == [["Why?"], ["Thanks — noted as saree"]]
-    assert with_feedback_rows(done, []).inline_keyboard == (tuple(why),)
+    assert with_feedback_rows(done, []).inline_keyboard == markup.inline_keyboard[:1]
 
 
 def test_thanks_text():
