@@ -83,16 +83,18 @@ def cache_key(train: Sequence[Sample], test: Sequence[Sample], backbone_hash: st
     return digest.hexdigest()
 
 
-@torch.inference_mode()
 def extract_features(backbone: nn.Module, photos: Dataset, batch_size: int, description: str = "features") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``backbone`` over a photo dataset in batches (channels_last, inference mode) with a progress bar:
     (features, labels, photo indices), in the dataset's order."""
+    # Outside inference mode: parameters converted inside it would become inference tensors, which a
+    # later fine-tuning of layer4 could not train.
     backbone.eval().to(memory_format=torch.channels_last)
     features, labels, photo_indices = [], [], []
     loader = DataLoader(photos, batch_size=batch_size, shuffle=False)
     with tqdm(total=len(photos), desc=description, unit="img", leave=False) as bar:
         for batch, batch_labels, batch_photos in loader:
-            features.append(backbone(batch.contiguous(memory_format=torch.channels_last)).float())
+            with torch.inference_mode():
+                features.append(backbone(batch.contiguous(memory_format=torch.channels_last)).float())
             labels.append(batch_labels)
             photo_indices.append(batch_photos)
             bar.update(len(batch))

@@ -12,7 +12,6 @@ import asyncio
 import io
 import itertools
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -20,30 +19,15 @@ from typing import Any, Callable
 from aiohttp import web
 from PIL import Image
 
-from fake_telegram_checks import BadRequest, check_parse_mode, check_reply_markup
+from fake_telegram_checks import BadRequest
+from fake_telegram_methods import DOWNLOAD_LIMIT, BotApiMethods  # noqa: F401  (DOWNLOAD_LIMIT: for tests)
+from fake_telegram_updates import UpdateBuilders
 
-DOWNLOAD_LIMIT = 20 * 1024 * 1024  # getFile refuses bigger files, like the public Bot API
 BOT_ID = 7000001
 TOKEN = f"{BOT_ID}:AAH-fake-token-for-tests-only"
 PHOTO_SIDES = (90, 320, 800, 1280)  # the sizes Telegram makes of a photo (long side)
 # Parameters whose value is a plain string even when it looks like JSON ("42", "true").
 TEXT_PARAMS = {"text", "caption", "callback_query_id", "file_id", "parse_mode", "action", "url", "secret_token"}
-
-
-def entities_of(text: str | None) -> list[dict] | None:
-    """The entities Telegram attaches: a leading bot_command and every @mention (offsets in UTF-16 units)."""
-    if not text:
-        return None
-    entities = []
-    if text.startswith("/"):
-        entities.append({"type": "bot_command", "offset": 0, "length": len(text.split()[0])})
-    for match in re.finditer(r"(?<![/\w])@\w{5,32}", text):
-        entities.append({"type": "mention", "offset": utf16_len(text[: match.start()]), "length": utf16_len(match.group())})
-    return entities or None
-
-
-def utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
 
 
 @dataclass
@@ -103,7 +87,7 @@ class StoredFile:
     size: int  # what Telegram reports; may be larger than ``data`` to fake big files
 
 
-class FakeTelegram:
+class FakeTelegram(UpdateBuilders, BotApiMethods):
     """The server and its state. ``await start()``, point the bot at ``api_base_url``/``file_base_url``."""
 
     def __init__(self, token: str = TOKEN, username: str = "ProductIdBot") -> None:
@@ -198,74 +182,6 @@ class FakeTelegram:
             file_id, unique_id = self.add_file(blob, kind="photos", suffix="jpg")
             sizes.append({"file_id": file_id, "file_unique_id": unique_id, "width": w, "height": h, "file_size": len(blob)})
         return sizes
-
-    # ---- building updates ------------------------------------------------------------------------
-    def chat(self, chat_id: int, chat_type: str = "private") -> dict:
-        if chat_id not in self.chats:
-            if chat_type == "private":
-                self.chats[chat_id] = {"id": chat_id, "type": "private", "first_name": f"User{chat_id}"}
-            else:
-                self.chats[chat_id] = {"id": chat_id, "type": chat_type, "title": f"Group {chat_id}"}
-        return self.chats[chat_id]
-
-    def _user_message(self, user_id: int, chat_id: int | None, chat_type: str, reply_to: dict | None, **content) -> dict:
-        chat = self.chat(user_id if chat_id is None else chat_id, chat_type)
-        user = {"id": user_id, "is_bot": False, "first_name": f"User{user_id}", "username": f"user{user_id}", "language_code": "en"}
-        message = {"message_id": self._next_message_id(chat["id"]), "from": user, "chat": chat, "date": int(time.time())}
-        if reply_to is not None:
-            message["reply_to_message"] = {k: v for k, v in reply_to.items() if k != "reply_to_message"}
-        message.update({k: v for k, v in content.items() if v is not None})
-        self.messages[(chat["id"], message["message_id"])] = message
-        return message
-
-    def _update(self, **payload) -> dict:
-        return {"update_id": next(self._update_ids), **payload}
-
-    def photo_update(self, image: bytes, *, user_id: int = 1001, chat_id: int | None = None, caption: str | None = None,
-                     media_group_id: str | None = None, chat_type: str = "private", reply_to: dict | None = None,
-                     variants: bool = True) -> dict:
-        """A user sends ``image`` as a photo (Telegram's several sizes, unless ``variants=False``)."""
-        message = self._user_message(user_id, chat_id, chat_type, reply_to, photo=self._photo_sizes(image, variants),
-                                     caption=caption, caption_entities=entities_of(caption), media_group_id=media_group_id)
-        return self._update(message=message)
-
-    def document_update(self, data: bytes, *, file_name: str = "file.bin", mime_type: str | None = "application/octet-stream",
-                        reported_size: int | None = None, user_id: int = 1001, chat_id: int | None = None,
-                        caption: str | None = None, chat_type: str = "private") -> dict:
-        """A user sends ``data`` as a file; ``reported_size`` fakes its size (e.g. over the 20 MB limit)."""
-        file_id, unique_id = self.add_file(data, reported_size=reported_size, suffix=file_name.rsplit(".", 1)[-1])
-        document = {"file_id": file_id, "file_unique_id": unique_id, "file_name": file_name,
-                    "file_size": self.files[file_id].size}
-        if mime_type:
-            document["mime_type"] = mime_type
-        message = self._user_message(user_id, chat_id, chat_type, None, document=document, caption=caption,
-                                     caption_entities=entities_of(caption))
-        return self._update(message=message)
-
-    def text_update(self, text: str, *, user_id: int = 1001, chat_id: int | None = None, chat_type: str = "private",
-                    reply_to: dict | None = None) -> dict:
-        """A text message; a leading "/command" (or "/command@bot") and @mentions get their entities."""
-        message = self._user_message(user_id, chat_id, chat_type, reply_to, text=text, entities=entities_of(text))
-        return self._update(message=message)
-
-    def command_update(self, command: str, **kwargs) -> dict:
-        return self.text_update(command, **kwargs)
-
-    def callback_update(self, data: str, message: dict, *, user_id: int | None = None) -> dict:
-        """A user presses an inline button with ``data`` under the bot's ``message`` (a sent Message dict)."""
-        chat = message["chat"]
-        user_id = chat["id"] if user_id is None else user_id
-        query_id = f"CB{next(self._callback_ids)}"
-        self._open_callbacks.add(query_id)
-        user = {"id": user_id, "is_bot": False, "first_name": f"User{user_id}", "username": f"user{user_id}"}
-        query = {"id": query_id, "from": user, "message": message, "chat_instance": f"ci{chat['id']}", "data": data}
-        return self._update(callback_query=query)
-
-    async def push(self, update: dict) -> dict:
-        """Queue an update for the bot's next getUpdates; returns it (its ``message`` is handy for replies)."""
-        self._updates.append(update)
-        await self._notify()
-        return update
 
     # ---- waiting and looking ---------------------------------------------------------------------
     def mark(self) -> int:
@@ -392,186 +308,3 @@ class FakeTelegram:
 
     def _methods(self) -> dict[str, Callable]:
         return {name[len("api_"):].lower(): getattr(self, name) for name in dir(self) if name.startswith("api_")}
-
-    # ---- the Bot API methods ---------------------------------------------------------------------
-    def _next_message_id(self, chat_id: int) -> int:
-        return next(self._message_ids.setdefault(chat_id, itertools.count(1)))
-
-    def _known_chat(self, params: dict) -> dict:
-        chat_id = params.get("chat_id")
-        if chat_id not in self.chats:
-            raise BadRequest("chat not found")
-        return self.chats[chat_id]
-
-    def _existing_message(self, params: dict, what: str = "message to edit not found") -> dict:
-        chat = self._known_chat(params)
-        message = self.messages.get((chat["id"], params.get("message_id")))
-        if message is None:
-            raise BadRequest(what)
-        return message
-
-    def _bot_message(self, params: dict, **content) -> dict:
-        chat = self._known_chat(params)
-        check_reply_markup(params.get("reply_markup"))
-        reply = params.get("reply_parameters") or {}
-        reply_id = reply.get("message_id", params.get("reply_to_message_id"))
-        message = {"message_id": 0, "from": self.bot_user, "chat": chat, "date": int(time.time())}
-        if reply_id is not None:
-            target = self.messages.get((chat["id"], reply_id))
-            if target is not None:
-                message["reply_to_message"] = {k: v for k, v in target.items() if k != "reply_to_message"}
-            elif not (reply.get("allow_sending_without_reply") or params.get("allow_sending_without_reply")):
-                raise BadRequest("message to be replied not found")
-        message.update({k: v for k, v in content.items() if v is not None})
-        if params.get("reply_markup"):
-            message["reply_markup"] = params["reply_markup"]
-        message["message_id"] = self._next_message_id(chat["id"])
-        self.messages[(chat["id"], message["message_id"])] = message
-        return message
-
-    def _caption(self, params: dict) -> str | None:
-        caption = params.get("caption")
-        if caption is not None:
-            if len(caption) > 1024:
-                raise BadRequest("message caption is too long")
-            check_parse_mode(caption, params.get("parse_mode"))
-        return caption
-
-    def _uploaded_photo(self, ref: Any, files: dict[str, bytes], name: str) -> list[dict]:
-        if isinstance(ref, str) and ref in self.files:
-            return self._photo_sizes(self.files[ref].data, with_variants=False)
-        data = files.get(ref[len("attach://"):]) if isinstance(ref, str) and ref.startswith("attach://") else files.get(name)
-        if data is None:
-            raise BadRequest("wrong remote file identifier specified")
-        try:
-            return self._photo_sizes(data)
-        except Exception:  # what Telegram says for bytes that are not a picture
-            raise BadRequest("IMAGE_PROCESS_FAILED") from None
-
-    async def api_getMe(self, params, files):
-        return self.bot_user
-
-    async def api_deleteWebhook(self, params, files):
-        return True
-
-    async def api_getWebhookInfo(self, params, files):
-        return {"url": "", "has_custom_certificate": False, "pending_update_count": len(self._updates)}
-
-    async def api_setMyCommands(self, params, files):
-        self.commands = list(params.get("commands") or [])
-        return True
-
-    async def api_setMyDescription(self, params, files):
-        return True
-
-    async def api_setMyShortDescription(self, params, files):
-        return True
-
-    async def api_getUpdates(self, params, files):
-        offset, limit = params.get("offset"), int(params.get("limit") or 100)
-        if offset:
-            self._updates = [u for u in self._updates if u["update_id"] >= offset]  # confirmed ones go
-        assert self._changed is not None
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self._updates or self._closing),
-                                       float(params.get("timeout") or 0))
-            except TimeoutError:
-                pass
-        return self._updates[:limit]
-
-    async def api_sendMessage(self, params, files):
-        text = params.get("text")
-        if not text or not str(text).strip():
-            raise BadRequest("message text is empty")
-        if len(text) > 4096:
-            raise BadRequest("message is too long")
-        check_parse_mode(text, params.get("parse_mode"))
-        return self._bot_message(params, text=text)
-
-    async def api_sendPhoto(self, params, files):
-        caption = self._caption(params)
-        return self._bot_message(params, photo=self._uploaded_photo(params.get("photo"), files, "photo"), caption=caption)
-
-    async def api_sendDocument(self, params, files):
-        data = files.get("document", b"")
-        file_id, unique_id = self.add_file(data)
-        document = {"file_id": file_id, "file_unique_id": unique_id, "file_name": "document", "file_size": len(data)}
-        return self._bot_message(params, document=document, caption=self._caption(params))
-
-    async def api_sendChatAction(self, params, files):
-        self._known_chat(params)
-        if params.get("action") not in {"typing", "upload_photo", "upload_document", "find_location", "record_video",
-                                        "upload_video", "record_voice", "upload_voice", "choose_sticker"}:
-            raise BadRequest("wrong parameter action in request")
-        return True
-
-    async def api_answerCallbackQuery(self, params, files):
-        if params.get("callback_query_id") not in self._open_callbacks:
-            raise BadRequest("query is too old and response timeout expired or query ID is invalid")
-        self._open_callbacks.discard(params["callback_query_id"])
-        return True
-
-    async def api_getFile(self, params, files):
-        stored = self.files.get(params.get("file_id"))
-        if stored is None:
-            raise BadRequest("invalid file_id")
-        if stored.size > DOWNLOAD_LIMIT:
-            raise BadRequest("file is too big")
-        return {"file_id": stored.file_id, "file_unique_id": stored.unique_id, "file_size": stored.size, "file_path": stored.path}
-
-    async def api_editMessageText(self, params, files):
-        message = self._existing_message(params)
-        text = params.get("text") or ""
-        if not text.strip():
-            raise BadRequest("message text is empty")
-        check_parse_mode(text, params.get("parse_mode"))
-        check_reply_markup(params.get("reply_markup"))
-        if text == message.get("text") and params.get("reply_markup") == message.get("reply_markup"):
-            raise BadRequest("message is not modified: specified new message content and reply markup are exactly the same")
-        message["text"] = text
-        return self._apply_markup(message, params)
-
-    async def api_editMessageCaption(self, params, files):
-        message = self._existing_message(params)
-        caption = self._caption(params)
-        if caption == message.get("caption") and params.get("reply_markup") == message.get("reply_markup"):
-            raise BadRequest("message is not modified: specified new message content and reply markup are exactly the same")
-        message["caption"] = caption
-        return self._apply_markup(message, params)
-
-    async def api_editMessageReplyMarkup(self, params, files):
-        message = self._existing_message(params)
-        check_reply_markup(params.get("reply_markup"))
-        return self._apply_markup(message, params)
-
-    async def api_editMessageMedia(self, params, files):
-        message = self._existing_message(params)
-        media = params.get("media")
-        if not isinstance(media, dict) or media.get("type") != "photo":
-            raise BadRequest("can't parse InputMedia: media type is not supported")
-        if "photo" not in message:
-            raise BadRequest("there is no media in the message to edit")
-        caption = media.get("caption")
-        if caption is not None and len(caption) > 1024:
-            raise BadRequest("message caption is too long")
-        check_parse_mode(caption or "", media.get("parse_mode"))
-        message["photo"] = self._uploaded_photo(media.get("media"), files, "media")
-        message.pop("caption", None)
-        if caption:
-            message["caption"] = caption
-        check_reply_markup(params.get("reply_markup"))
-        return self._apply_markup(message, params)
-
-    async def api_deleteMessage(self, params, files):
-        message = self._existing_message(params, "message to delete not found")
-        del self.messages[(message["chat"]["id"], message["message_id"])]
-        return True
-
-    def _apply_markup(self, message: dict, params: dict) -> dict:
-        if params.get("reply_markup"):
-            message["reply_markup"] = params["reply_markup"]
-        else:
-            message.pop("reply_markup", None)
-        message["edit_date"] = int(time.time())
-        return message

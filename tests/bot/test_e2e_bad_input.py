@@ -1,6 +1,8 @@
 """End to end: every kind of bad input gets a short friendly reply, and the user's next photo is answered."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from e2e_support import (PDF, TEXT_FILE, assert_prediction, assert_short_notice, decompression_bomb,
@@ -23,7 +25,9 @@ BAD_DOCUMENTS = {
 
 
 @pytest.mark.parametrize("kind", list(BAD_DOCUMENTS))
-async def test_bad_file_gets_a_short_reply_and_the_next_photo_is_answered(fake_api, running_bot, classifier, kind):
+async def test_bad_file_gets_a_short_reply_and_the_next_photo_is_answered(fake_api, running_bot, classifier, kind,
+                                                                         caplog):
+    caplog.set_level(logging.INFO)
     photo = jpeg(seed=7)
     async with running_bot():
         mark = fake_api.mark()
@@ -36,6 +40,8 @@ async def test_bad_file_gets_a_short_reply_and_the_next_photo_is_answered(fake_a
     assert_prediction(answer, expected_prediction(classifier, photo))
     assert len(fake_api.find_calls("sendMessage", lambda c: c.chat_id == chat_id, after=mark)) == 2, \
         "exactly one notice for the bad file and one answer for the photo"
+    operator_lines = [r.getMessage() for r in caplog.records if r.name.startswith("bot") and str(chat_id) in r.getMessage()]
+    assert len(operator_lines) >= 2, "the operator log has a line for the bad file (and one for the photo)"
 
 
 async def test_file_over_the_download_limit_is_not_downloaded(fake_api, running_bot):
@@ -64,3 +70,14 @@ async def test_one_bad_file_in_an_album_fails_alone(fake_api, running_bot, class
         assert_prediction(answer, expected_prediction(classifier, picture))
     (notice,) = [call for call in replies if call not in answers]
     assert_short_notice(notice)
+
+
+async def test_file_refused_by_get_file_without_a_declared_size(fake_api, running_bot):
+    async with running_bot():
+        mark = fake_api.mark()
+        update = fake_api.document_update(**BAD_DOCUMENTS["over 20 MB"]())
+        del update["message"]["document"]["file_size"]  # Telegram may leave it out; getFile still refuses
+        await fake_api.push(update)
+        notice = await fake_api.wait_for_call("sendMessage", after=mark)
+    assert_short_notice(notice)
+    assert fake_api.find_calls("getFile", ok=False, after=mark), "getFile was never tried"

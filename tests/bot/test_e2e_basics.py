@@ -22,7 +22,9 @@ async def test_start_registers_commands_and_help_lists_classes(fake_api, running
                                                   after=mark)
             text = answer.text.lower()
             assert all(name in text for name in CLASS_NAMES), answer.text
-            assert "/why" in text and "%" in text, "help explains /why and what the percentage means"
+            assert "/why" in text, "help explains /why"
+            assert "%" in text or "percent" in text or "confiden" in text, "and what the confidence means"
+            assert "mb" in text, "and the file size limit"
 
 
 async def test_photo_gets_class_and_confidence_with_why_button(fake_api, running_bot, classifier):

@@ -115,3 +115,14 @@ async def test_second_why_of_the_same_photo_reuses_the_map(fake_api, running_bot
     assert_heat_map(second)
     assert second.text == finer.text
     assert not fake_api.find_calls("editMessageMedia", after=mark)
+
+
+async def test_a_heat_map_does_not_hold_up_other_users(fake_api, running_bot, classifier):
+    # A fine map of 27 x 27 = 729 occluded passes takes far longer than one classification here.
+    async with running_bot(WHY_PATCH=16, WHY_STRIDE=8):
+        (photo,) = await send_photos(fake_api, 0)
+        rough, _ = await ask_why(fake_api, reply_to=photo)  # the fine map is now being computed
+        other = await fake_api.push(fake_api.photo_update(jpeg(6), user_id=1002))
+        answer = await fake_api.wait_for_answer(other["message"], timeout=20)
+        assert not fake_api.find_calls("editMessageMedia"), "the other user waited for the whole heat map"
+    assert "%" in answer.text
