@@ -60,9 +60,9 @@ class Settings:
     webhook_port: int = 8443
     admin_user_ids: frozenset[int] = frozenset()
     poll_timeout: float = 10.0
-    retry_after_max_retries: int = 3
     feedback_dir: Path | None = None  # unset: no feedback buttons, nothing stored (see bot/feedback.py)
     feedback_salt: str = field(default="", repr=False)  # unset: made and kept in FEEDBACK_DIR on first use
+    retry_after_max_retries: int = 3
 
     def __post_init__(self) -> None:
         if not self.token:
@@ -148,9 +148,9 @@ ENV_NAMES: dict[str, str] = {
     "webhook_port": "WEBHOOK_PORT",
     "admin_user_ids": "ADMIN_USER_IDS",
     "poll_timeout": "POLL_TIMEOUT",
-    "retry_after_max_retries": "RETRY_AFTER_MAX_RETRIES",
     "feedback_dir": "FEEDBACK_DIR",
     "feedback_salt": "FEEDBACK_SALT",
+    "retry_after_max_retries": "RETRY_AFTER_MAX_RETRIES",
 }
 
 _INT_FIELDS = ("workers", "torch_threads", "queue_size", "per_chat_queue", "max_batch", "why_patch", "why_stride",
