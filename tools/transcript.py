@@ -96,7 +96,17 @@ async def session(args: argparse.Namespace, checkpoint: Path, data_dir: Path) ->
             lines.append(f"[{time.monotonic() - started:6.2f} s] user → {label}")
             await fake.push(update)
             await wait_for(mark)
-            lines.extend(describe(c, started) for c in fake.calls[mark:] if c.method in SHOWN and c.ok)
+            repeats = 0  # Telegram shows a chat action for 5 s, so the bot renews it: one line per run of them
+            for call in (c for c in fake.calls[mark:] if c.method in SHOWN and c.ok):
+                if call.method == "sendChatAction" and lines[-1].endswith(f"(chat shows: {call.params['action']})"):
+                    repeats += 1
+                    continue
+                if repeats:
+                    lines[-1] += f" (renewed {repeats}x while it works)"
+                    repeats = 0
+                lines.append(describe(call, started))
+            if repeats:
+                lines[-1] += f" (renewed {repeats}x while it works)"
 
         def a_message(mark):
             return fake.wait_for_call("sendMessage", after=mark, timeout=60)

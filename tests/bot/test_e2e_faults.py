@@ -76,3 +76,15 @@ async def test_busy_queue_says_busy_and_leaves_nobody_unanswered(fake_api, runni
     assert busy, "a queue of 1 under a burst of 10 should turn someone away"
     assert answered, "and still answer someone"
     assert len(busy) + len(answered) == len(users)
+
+
+async def test_one_users_album_does_not_starve_another_user(fake_api, running_bot):
+    async with running_bot(MAX_BATCH=2):
+        mark = fake_api.mark()
+        album = [await fake_api.push(fake_api.photo_update(jpeg(i), user_id=3001, media_group_id="big"))
+                 for i in range(10)]
+        await fake_api.push(fake_api.photo_update(jpeg(20), user_id=3002))
+        await fake_api.wait_for_calls("sendMessage", 11, after=mark, timeout=40)
+    order = [call.chat_id for call in fake_api.find_calls("sendMessage", after=mark)]
+    assert order.count(3001) == len(album) and order.count(3002) == 1
+    assert order.index(3002) < 5, f"the other user waited behind the album: {order}"

@@ -45,3 +45,15 @@ async def test_why_in_a_group_by_reply_to_a_photo(fake_api, running_bot):
         await fake_api.push(fake_api.command_update("/why@ProductIdBot", user_id=42, reply_to=photo["message"], **in_group))
         heat_map = await fake_api.wait_for_call("sendPhoto", lambda c: c.chat_id == GROUP, after=mark, timeout=30)
     assert "red" in heat_map.text.lower()
+
+
+async def test_group_photo_replying_to_the_bot_is_answered(fake_api, running_bot, classifier):
+    in_group = dict(chat_id=GROUP, chat_type="group")
+    async with running_bot():
+        mark = fake_api.mark()
+        await fake_api.push(fake_api.command_update("/help@ProductIdBot", user_id=51, **in_group))
+        help_call = await fake_api.wait_for_call("sendMessage", after=mark)
+        photo = jpeg(seed=12)
+        reply = await fake_api.push(fake_api.photo_update(photo, user_id=52, reply_to=help_call.result, **in_group))
+        answer = await fake_api.wait_for_answer(reply["message"])
+    assert_prediction(answer, expected_prediction(classifier, photo))

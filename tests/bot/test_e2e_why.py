@@ -126,3 +126,14 @@ async def test_a_heat_map_does_not_hold_up_other_users(fake_api, running_bot, cl
         answer = await fake_api.wait_for_answer(other["message"], timeout=20)
         assert not fake_api.find_calls("editMessageMedia"), "the other user waited for the whole heat map"
     assert "%" in answer.text
+
+
+async def test_why_replying_to_the_bots_answer_explains_that_photo(fake_api, running_bot):
+    async with running_bot():
+        first = await fake_api.push(fake_api.photo_update(jpeg(0)))
+        answer = await fake_api.wait_for_answer(first["message"])
+        await send_photos(fake_api, 1)
+        heat_map, mark = await ask_why(fake_api, reply_to=answer.result)
+    assert_heat_map(heat_map)
+    fetched = fetched_files(fake_api, mark)
+    assert fetched & file_ids(first["message"]), fetched
