@@ -25,9 +25,8 @@ from telegram.ext import (Application, ApplicationBuilder, CallbackQueryHandler,
 
 from model import CheckpointError, Classifier, load_classifier
 
-from . import feedback_flow, handlers, messages, why
+from . import feedback, handlers, messages, why
 from .config import ConfigError, Settings
-from .feedback import FeedbackInbox
 from .logging_setup import configure_logging
 from .services import SERVICES_KEY, BotServices
 from .stats import BotStats
@@ -70,6 +69,7 @@ class BotApplication(Application):
 
 
 async def start_services(settings: Settings, classifier: Classifier | None) -> BotServices:
+    feedback_store = await feedback.open_store(settings)  # before any thread starts: a bad FEEDBACK_DIR stops here
     if classifier is None:
         classifier = await asyncio.to_thread(load_classifier, settings.checkpoint_path)
     inference = InferenceService(classifier, ServiceConfig(
@@ -87,11 +87,8 @@ async def start_services(settings: Settings, classifier: Classifier | None) -> B
     store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir)
     log.info("model loaded: classes=%s checkpoint=%s torch_threads=%d decode_workers=%d",
              ",".join(classifier.class_names), classifier.checkpoint_id[:12], settings.torch_threads, settings.workers)
-    feedback = None
-    if settings.feedback_dir is not None:
-        feedback = await asyncio.to_thread(FeedbackInbox, settings.feedback_dir, settings.feedback_salt)
     return BotServices(settings=settings, classifier=classifier, inference=inference, store=store, stats=BotStats(),
-                       feedback=feedback)
+                       feedback=feedback_store)
 
 
 async def register_commands(application: Application) -> None:
@@ -130,7 +127,7 @@ def add_handlers(application: Application) -> None:
     application.add_handler(CommandHandler("why", why.why_command, filters=new_message))
     application.add_handler(CommandHandler("stats", handlers.stats_command, filters=new_message))
     application.add_handler(CallbackQueryHandler(why.why_button, pattern=r"^why:"))
-    application.add_handler(CallbackQueryHandler(feedback_flow.feedback_button, pattern=r"^fb:"))
+    feedback.add_handlers(application)
     application.add_handler(CallbackQueryHandler(handlers.stale_button))
     application.add_handler(MessageHandler(new_message & filters.PHOTO, handlers.photo))
     application.add_handler(MessageHandler(new_message & filters.Document.ALL, handlers.document))

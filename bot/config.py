@@ -60,8 +60,8 @@ class Settings:
     webhook_port: int = 8443
     admin_user_ids: frozenset[int] = frozenset()
     poll_timeout: float = 10.0
-    feedback_dir: Path | None = None
-    feedback_salt: str = field(default="", repr=False)
+    feedback_dir: Path | None = None  # unset: no feedback buttons, nothing stored (see bot/feedback.py)
+    feedback_salt: str = field(default="", repr=False)  # unset: made and kept in FEEDBACK_DIR on first use
     retry_after_max_retries: int = 3
 
     def __post_init__(self) -> None:

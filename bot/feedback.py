@@ -1,143 +1,249 @@
-"""The feedback inbox: users' "right / wrong" judgements with their photos, on disk, for retraining.
+"""The buttons under an answer — "Why?", and "✓ Right" / "✗ Wrong" when FEEDBACK_DIR is set — the
+feedback callbacks, /forget, and the feedback lines of /stats.
 
-Layout under FEEDBACK_DIR (only when the operator sets it):
+The flow: "✓ Right" keeps the answer as the label; "✗ Wrong" swaps the feedback row for the known classes
+and "None of these"; a choice is stored (:mod:`bot.feedback_store`, on disk as :mod:`model.inbox`),
+acknowledged with ``answerCallbackQuery``, and the buttons become "Thanks — noted as saree". The "Why?" row
+stays as it is.
 
-    photos/<file_unique_id>.<ext>          each photo once, however often it is judged
-    labels/<class>/<file_unique_id>.<ext>  hard link (or copy) per label: ``python -m training --extra
-                                           FEEDBACK_DIR/labels`` trains on it; ``none_of_these/`` is ignored
-    records/<time>-<random>.json           one JSON record per judgement (see ``FeedbackRecord``)
-    .salt                                  the salt of the chat-id hashes (created once, mode 0600)
+callback_data (under Telegram's 64 bytes; ``<key>`` is the photo's 12-hex key in :mod:`bot.store`, which
+also keeps the answer given for it, so buttons keep working after a restart)::
 
-Every file appears atomically: written to a hidden ``.tmp`` name in the same folder, flushed, then renamed.
-A crash leaves at most a hidden temporary file, never half a record, and readers (training, the report)
-can scan the folders while the bot writes; they skip hidden files.
+    why:<key>        heat map (bot.why)
+    fb:<key>:ok      the answer was right
+    fb:<key>:no      the answer was wrong: show the classes
+    fb:<key>:<i>     the user's class, by index into the checkpoint's class names
+    fb:<key>:x       none of these
+    fb:<key>:d       the "Thanks" button (does nothing)
 """
 from __future__ import annotations
 
-import datetime as dtm
-import hashlib
-import io
+import asyncio
 import json
-import os
-import re
-import secrets
-import shutil
-from dataclasses import asdict, dataclass
-from pathlib import Path
+import logging
+import time
+from dataclasses import dataclass
 
-from PIL import Image
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, filters
 
-NONE_OF_THESE = "none_of_these"
+from model.inbox import NONE_OF_THESE
+
+from . import messages
+from .config import ConfigError
+from .feedback_store import FeedbackStore
+from .services import services
+from .stats import is_admin, log_request
+from .store import StoredPhoto
+from .telegram_io import download
+
+log = logging.getLogger(__name__)
+
+PREFIX = "fb"
+RIGHT, WRONG, NONE_CHOICE, DONE = "ok", "no", "x", "d"
+CLASSES_PER_ROW = 3
+MAX_CLASS_BUTTONS = 90  # Telegram allows 100 buttons per keyboard; the rest is for "None of these" and "Why?"
 
 
 @dataclass(frozen=True)
-class FeedbackRecord:
-    """One judgement. ``label`` is the class the user chose (``predicted`` when they said "right"),
-    or ``none_of_these``; ``chat`` is a salted hash, never the chat id."""
+class FeedbackData:
+    """What a feedback button carries: the photo key and the choice (see the module docstring)."""
 
-    time: str
-    file_unique_id: str
-    photo: str  # relative to FEEDBACK_DIR
-    predicted: str
-    confidence: float
-    label: str
-    correct: bool
-    checkpoint_id: str
-    chat: str
+    key: str
+    choice: str
+
+    def encode(self) -> str:
+        data = f"{PREFIX}:{self.key}:{self.choice}"
+        assert len(data.encode()) <= 64, data  # Telegram's limit; keys are 12 hex characters
+        return data
+
+    @classmethod
+    def decode(cls, data: str | None) -> "FeedbackData | None":
+        """``None`` for anything that is not a well-formed feedback button (old or forged data)."""
+        parts = (data or "").split(":")
+        if len(parts) != 3 or parts[0] != PREFIX or not parts[1].isalnum():
+            return None
+        if parts[2] not in (RIGHT, WRONG, NONE_CHOICE, DONE) and not parts[2].isdigit():
+            return None
+        return cls(parts[1], parts[2])
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """``path`` gets ``data`` whole or not at all (temp file + fsync + rename in the same folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+# ---- keyboards -----------------------------------------------------------------------------------------
+def why_row(key: str) -> list[InlineKeyboardButton]:
+    return [InlineKeyboardButton(messages.WHY_BUTTON, callback_data=f"why:{key}")]
+
+
+def answer_keyboard(key: str, feedback_on: bool) -> InlineKeyboardMarkup:
+    """"Why?", plus "✓ Right" / "✗ Wrong" when feedback is on (asking users to judge answers nobody keeps
+    would waste their time, so the row is hidden when it is off)."""
+    rows = [why_row(key)]
+    if feedback_on:
+        rows.append([InlineKeyboardButton(messages.RIGHT_BUTTON, callback_data=FeedbackData(key, RIGHT).encode()),
+                     InlineKeyboardButton(messages.WRONG_BUTTON, callback_data=FeedbackData(key, WRONG).encode())])
+    return InlineKeyboardMarkup(rows)
+
+
+def choice_rows(key: str, class_names: list[str]) -> list[list[InlineKeyboardButton]]:
+    """Every known class (the predicted one too: "Wrong" may have been a slip), then "None of these"."""
+    buttons = [InlineKeyboardButton(messages.display_name(name), callback_data=FeedbackData(key, str(index)).encode())
+               for index, name in enumerate(class_names)][:MAX_CLASS_BUTTONS]
+    rows = [buttons[i : i + CLASSES_PER_ROW] for i in range(0, len(buttons), CLASSES_PER_ROW)]
+    rows.append([InlineKeyboardButton(messages.NONE_OF_THESE_BUTTON, callback_data=FeedbackData(key, NONE_CHOICE).encode())])
+    return rows
+
+
+def thanks_rows(key: str, label: str | None) -> list[list[InlineKeyboardButton]]:
+    return [[InlineKeyboardButton(messages.feedback_thanks(label), callback_data=FeedbackData(key, DONE).encode())]]
+
+
+def is_feedback_button(button: InlineKeyboardButton) -> bool:
+    return str(button.callback_data or "").startswith(f"{PREFIX}:")
+
+
+def with_feedback_rows(markup: InlineKeyboardMarkup | None, rows: list[list[InlineKeyboardButton]]) -> InlineKeyboardMarkup:
+    """``markup`` with its feedback rows replaced by ``rows``; rows of other buttons ("Why?") are kept."""
+    kept = [list(row) for row in (markup.inline_keyboard if markup else ()) if not any(map(is_feedback_button, row))]
+    return InlineKeyboardMarkup(kept + rows)
+
+
+# ---- the button callback ---------------------------------------------------------------------------------
+async def _photo_behind(message: Message | None, key: str, context: ContextTypes.DEFAULT_TYPE) -> StoredPhoto | None:
+    """The photo the answer is about: the message it replies to (the same size the bot classified), or the
+    bot's photo store by the button's key (when the user deleted their message)."""
+    from .why import photo_in  # here, not at the top: bot.why imports bot.handlers, which imports this module
+
+    replied = message.reply_to_message if isinstance(message, Message) else None
+    photo = photo_in(replied)
+    if photo is None:
+        photo = await asyncio.to_thread(services(context).store.by_key, key)
+    return photo
+
+
+async def _answer(query, text: str | None = None, alert: bool = False) -> None:
+    """answerCallbackQuery; a query Telegram already dropped (answered too late) is only logged: the
+    judgement is stored either way, and the user should not be told that something went wrong."""
     try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+        await query.answer(text, show_alert=alert)
+    except BadRequest as error:
+        log.warning("feedback: could not answer the button press: %s", error)
 
 
-def _safe_name(text: str) -> str:
-    """File-system safe (Telegram ids are already [A-Za-z0-9_-]; this only guards against surprises)."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", text)[:100] or "unnamed"
-
-
-def image_extension(data: bytes) -> str:
-    """The extension that matches the bytes (so training's decoder and file browsers agree)."""
+async def _edit_buttons(message: Message | None, rows: list[list[InlineKeyboardButton]]) -> None:
+    """Swap the feedback row; a message that can no longer be edited keeps its old buttons (logged)."""
+    if not isinstance(message, Message):  # too old for Telegram to send it: nothing to edit
+        return
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}.get(
-                image.format or "", "img")
-    except Exception:
-        return "img"
+        await message.edit_reply_markup(with_feedback_rows(message.reply_markup, rows))
+    except BadRequest as error:
+        if "not modified" not in str(error).lower():  # "not modified": a double press, the buttons already say so
+            log.warning("feedback: could not edit the buttons: %s", error)
 
 
-class FeedbackInbox:
-    """Synchronous on purpose (small files); the handlers call it through ``asyncio.to_thread``."""
+def _chosen_label(choice: str, predicted: str, class_names: list[str]) -> str | None:
+    """The label a press means; ``None`` when a class index does not fit the classes."""
+    if choice == RIGHT:
+        return predicted
+    if choice == NONE_CHOICE:
+        return NONE_OF_THESE
+    index = int(choice)
+    return class_names[index] if index < len(class_names) else None
 
-    def __init__(self, directory: Path, salt: str = ""):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.salt = salt or self._stored_salt()
 
-    def _stored_salt(self) -> str:
-        path = self.directory / ".salt"
-        if not path.exists():
-            write_atomically(path, secrets.token_hex(16).encode())
-            path.chmod(0o600)
-        return path.read_text().strip()
+async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Any ``fb:`` button. "Wrong" shows the classes; "Right" or a class stores the judgement, answers the
+    query and turns the buttons into "Thanks — noted as …". Every press is answered, even a stale one."""
+    svc = services(context)
+    query = update.callback_query
+    started = time.monotonic()
+    chat_id = update.effective_chat.id if update.effective_chat else None
+    data = FeedbackData.decode(query.data)
+    if data is None or data.choice == DONE:
+        await _answer(query)
+        return
+    if svc.feedback is None:
+        await _answer(query, messages.FEEDBACK_OFF)
+        await _edit_buttons(query.message, [])
+        return
+    class_names = svc.classifier.class_names
+    if data.choice == WRONG:
+        await _answer(query, messages.FEEDBACK_WHICH)
+        await _edit_buttons(query.message, choice_rows(data.key, class_names))
+        return
+    answer, photo = await asyncio.gather(asyncio.to_thread(svc.store.answer, data.key),
+                                         _photo_behind(query.message, data.key, context))
+    if answer is None or photo is None or chat_id is None:
+        await _answer(query, messages.FEEDBACK_PHOTO_GONE, alert=True)
+        log_request(chat_id, "feedback", started, "photo_gone")
+        return
+    label = _chosen_label(data.choice, answer.label, class_names)
+    # A class index means a class of the model serving now; if another checkpoint gave the answer, its
+    # classes may differ, so ask for the photo again rather than store a guess.
+    if label is None or (data.choice.isdigit() and answer.checkpoint_id != svc.classifier.checkpoint_id):
+        await _answer(query, messages.FEEDBACK_OUTDATED, alert=True)
+        await _edit_buttons(query.message, [])
+        log_request(chat_id, "feedback", started, "outdated", data=json.dumps(query.data))
+        return
+    try:
+        record = await svc.feedback.record(
+            photo_id=photo.file_unique_id,
+            fetch_photo=lambda: download(context.bot, photo.file_id),
+            predicted=answer.label,
+            confidence=answer.confidence,
+            label=label,
+            checkpoint_id=answer.checkpoint_id,
+            chat_id=chat_id,
+        )
+    except (TelegramError, OSError, ValueError) as error:
+        log.warning("feedback not stored for chat %s: %s", chat_id, error)
+        await _answer(query, messages.FEEDBACK_SAVE_FAILED, alert=True)
+        log_request(chat_id, "feedback", started, "save_failed", error=json.dumps(str(error)))
+        return
+    shown = None if label == NONE_OF_THESE else label
+    await _answer(query, messages.feedback_thanks(shown))
+    await _edit_buttons(query.message, thanks_rows(data.key, shown))
+    log_request(chat_id, "feedback", started, "stored", predicted=record.predicted, label=record.label)
 
-    def chat_hash(self, chat_id: int) -> str:
-        return hashlib.sha256(f"{self.salt}:{chat_id}".encode()).hexdigest()[:16]
 
-    def photo_path(self, file_unique_id: str) -> Path | None:
-        """The stored photo, if this photo was stored before (by any user)."""
-        matches = sorted((self.directory / "photos").glob(f"{_safe_name(file_unique_id)}.*"))
-        return next((p for p in matches if not p.name.startswith(".")), None)
+# ---- /forget and /stats --------------------------------------------------------------------------------
+async def forget_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/forget: delete this chat's judgements and the photos nobody else judged."""
+    store = services(context).feedback
+    chat_id = update.effective_chat.id
+    if store is None:
+        await update.effective_message.reply_text(messages.FORGET_OFF)
+        return
+    records, photos = await store.forget(chat_id)
+    await update.effective_message.reply_text(messages.forget_done(records, photos))
+    log_request(chat_id, "forget", time.monotonic(), "deleted", records=records, photos=photos)
 
-    def save_photo(self, file_unique_id: str, data: bytes) -> Path:
-        existing = self.photo_path(file_unique_id)
-        if existing is not None:
-            return existing
-        path = self.directory / "photos" / f"{_safe_name(file_unique_id)}.{image_extension(data)}"
-        write_atomically(path, data)
-        return path
 
-    def record(self, *, chat_id: int, file_unique_id: str, photo: Path, predicted: str, confidence: float,
-               label: str, checkpoint_id: str, now: dtm.datetime | None = None) -> FeedbackRecord:
-        """Link the photo under ``labels/<label>/`` and write the record; returns what was written."""
-        now = now or dtm.datetime.now(dtm.timezone.utc)
-        self._link_label(photo, label)
-        record = FeedbackRecord(
-            time=now.isoformat(timespec="seconds"), file_unique_id=file_unique_id,
-            photo=str(photo.relative_to(self.directory)), predicted=predicted, confidence=round(float(confidence), 4),
-            label=label, correct=label == predicted, checkpoint_id=checkpoint_id, chat=self.chat_hash(chat_id))
-        name = f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}.json"
-        write_atomically(self.directory / "records" / name, json.dumps(asdict(record), indent=1).encode())
-        return record
+async def stats_lines(context: ContextTypes.DEFAULT_TYPE, user_id: int | None) -> str:
+    """Feedback counts and live accuracy for /stats, read from the inbox (so they survive restarts);
+    operators only, empty when feedback is off."""
+    svc = services(context)
+    if svc.feedback is None or not is_admin(user_id, svc.settings.admin_user_ids):
+        return ""
+    live, photos = await svc.feedback.live_accuracy()
+    return "\n" + messages.feedback_stats(live.judged, live.right, live.none_of_these, photos,
+                                          live.per_class(svc.classifier.class_names))
 
-    def _link_label(self, photo: Path, label: str) -> None:
-        target = self.directory / "labels" / _safe_name(label) / photo.name
-        if target.exists():
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            try:
-                os.link(photo, temporary)  # no second copy of the bytes
-            except OSError:
-                shutil.copyfile(photo, temporary)
-            os.replace(temporary, target)
-        finally:
-            temporary.unlink(missing_ok=True)
 
-    def records(self) -> list[FeedbackRecord]:
-        """Every complete record (hidden temporary files are not records)."""
-        folder = self.directory / "records"
-        if not folder.is_dir():
-            return []
-        return [FeedbackRecord(**json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))
-                if not p.name.startswith(".")]
+async def open_store(settings) -> FeedbackStore | None:
+    """The store for ``settings.feedback_dir``, or ``None`` (feedback off) when it is not set.
+    A folder that cannot be used stops the bot at start-up with one line (``ConfigError``)."""
+    if settings.feedback_dir is None:
+        return None
+    try:
+        store = await FeedbackStore.open(settings.feedback_dir, settings.feedback_salt)
+    except OSError as error:
+        raise ConfigError(f"FEEDBACK_DIR={settings.feedback_dir} cannot be used ({error.strerror or error}); "
+                          "point it at a writable folder or unset it") from None
+    log.info("feedback on: storing judged photos in %s", settings.feedback_dir)
+    return store
+
+
+def add_handlers(application: Application) -> None:
+    """Register before the catch-all "unknown command" and stale-button handlers, so these reach us."""
+    application.add_handler(CallbackQueryHandler(feedback_button, pattern=rf"^{PREFIX}:"))
+    application.add_handler(CommandHandler("forget", forget_command, filters=filters.UpdateType.MESSAGE))

@@ -17,8 +17,8 @@ from telegram.ext import ContextTypes
 
 from model import ImageError
 
-from . import messages
-from .feedback_flow import answer_keyboard
+from . import feedback, messages
+from .feedback import answer_keyboard
 from .services import BotServices, services
 from .stats import is_admin, log_request
 from .store import StoredAnswer, StoredPhoto
@@ -171,6 +171,7 @@ async def stats_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     svc = services(context)
     user = update.effective_user
     text_out = stats_reply(user.id if user else None, svc)
+    text_out += await feedback.stats_lines(context, user.id if user else None)
     await update.effective_message.reply_text(text_out)
 
 

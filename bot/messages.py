@@ -60,13 +60,8 @@ def help_text(class_names: Sequence[str], bot_username: str, confidence_threshol
               feedback_stored: bool = False) -> str:
     mention = f"@{bot_username}" if bot_username else "the bot"
     known = ", ".join(name.replace("_", " ") for name in class_names) or "(no classes loaded)"
-    feedback = (
-        "Feedback: the \"Right\" / \"Wrong\" buttons under an answer tell me whether I was right. When you press "
-        "them, the photo, my answer and your label are stored to improve the model (your chat only as an "
-        "anonymous code). To have them deleted, ask the bot's operator."
-        if feedback_stored else
-        "Nothing you send is stored except the id of your latest photo in this chat, so /why can find it."
-    )
+    feedback = FEEDBACK_HELP if feedback_stored else ("Nothing you send is stored except the id of your last "
+                                                      "photo in this chat, so /why can find it.")
     return (
         "Send me a photo of a clothing product and I'll tell you what it is.\n"
         f"I know: {known}.\n\n"
@@ -104,19 +99,6 @@ TOO_LARGE = f"That file is too big for me: Telegram lets bots download up to {FI
 DOWNLOAD_FAILED = "I couldn't download that file from Telegram. Please try sending it again."
 SOMETHING_WRONG = "Sorry, something went wrong on my side. Please try again."
 NOT_ADMIN = "Sorry, /stats is only for the bot's operators."
-RIGHT_BUTTON = "✓ Right"
-WRONG_BUTTON = "✗ Wrong"
-NONE_OF_THESE_BUTTON = "None of these"
-WHICH_ONE = "Which one is it?"
-FEEDBACK_OFF = "Feedback is not collected on this bot."
-FEEDBACK_ALREADY = "Already noted, thank you!"
-
-
-def feedback_thanks(label: str | None) -> str:
-    """Replaces the feedback buttons; ``None`` means "none of these"."""
-    if label is None:
-        return "Thanks — noted as none of these."
-    return f"Thanks — noted as {label.replace('_', ' ')}."
 
 
 def bad_image(reason: str) -> str:
@@ -141,7 +123,48 @@ def stats_text(snapshot: dict) -> str:
         f"Queue: {snapshot['queue_length']}",
         f"Latency p50 {snapshot['latency_p50']}, p95 {snapshot['latency_p95']} (last {snapshot['latency_samples']})",
         f"Heat maps served: {snapshot['heatmaps']} (from cache: {snapshot['heatmaps_cached']})",
-        f"Feedback: {snapshot['feedback_right']} right, {snapshot['feedback_wrong']} wrong "
-        f"(live accuracy {snapshot['live_accuracy']})",
     ]
+    return "\n".join(lines)
+
+
+# ---- feedback buttons (bot/feedback.py), shown only when the operator sets FEEDBACK_DIR -------------------
+FEEDBACK_HELP = (
+    "Under each answer, \"✓ Right\" and \"✗ Wrong\" tell me how I did. When you press them, this is stored to "
+    "improve the model: the photo itself (photos are kept), what I answered and how sure I was, what you chose, "
+    "and the time. "
+    "Your chat is kept only as an anonymous code, never your name or id. "
+    "Send /forget to delete everything you judged, photos included."
+)
+RIGHT_BUTTON = "✓ Right"
+WRONG_BUTTON = "✗ Wrong"
+NONE_OF_THESE_BUTTON = "None of these"
+FEEDBACK_WHICH = "Which one is it?"
+FEEDBACK_SAVE_FAILED = "Sorry, I couldn't save that. Please try again."
+FEEDBACK_OUTDATED = "That answer came from an older model. Send the photo again to give feedback."
+FEEDBACK_PHOTO_GONE = "I no longer have that photo. Send it again to give feedback."
+FEEDBACK_OFF = "Feedback is switched off on this bot."
+FORGET_OFF = "Nothing from your feedback is stored here, so there is nothing to forget."
+
+
+def feedback_thanks(label: str | None) -> str:
+    """``"Thanks — noted as saree"``; ``None`` for "None of these"."""
+    return f"Thanks — noted as {label.replace('_', ' ') if label else 'none of these'}"
+
+
+def forget_done(records: int, photos: int) -> str:
+    if not records:
+        return "There was no feedback from this chat. Nothing is stored about it."
+    return f"Done: deleted {records} judgement(s) and {photos} photo(s) from this chat."
+
+
+def feedback_stats(judged: int, right: int, none_of_these: int, photos: int,
+                   per_class: dict[str, dict]) -> str:
+    """The /stats lines: counts and live accuracy as users judged it (latest judgement per photo and chat)."""
+    if not judged:
+        return f"Feedback: none yet (photos kept: {photos})"
+    lines = [f"Feedback: {judged} judged, {right} right ({percent(right / judged)} live accuracy), "
+             f"{none_of_these} none of these; photos kept: {photos}"]
+    for name, score in per_class.items():
+        if score["answered"]:
+            lines.append(f"  {name}: {score['right']}/{score['answered']} answers right ({percent(score['precision'])})")
     return "\n".join(lines)

@@ -8,7 +8,7 @@ from telegram.ext import ContextTypes
 from model import Classifier
 
 from .config import Settings
-from .feedback import FeedbackInbox
+from .feedback_store import FeedbackStore
 from .stats import BotStats
 from .store import PhotoStore
 from .worker import InferenceService
@@ -23,7 +23,7 @@ class BotServices:
     inference: InferenceService
     store: PhotoStore
     stats: BotStats
-    feedback: FeedbackInbox | None = None  # None: feedback is off (FEEDBACK_DIR unset)
+    feedback: FeedbackStore | None = None  # None: feedback is off (FEEDBACK_DIR unset)
 
     @property
     def why_levels(self) -> list[tuple[int, int]]:

@@ -59,8 +59,6 @@ class BotStats:
     bad_input: int = 0
     heatmaps: int = 0
     heatmaps_cached: int = 0
-    feedback_right: int = 0
-    feedback_wrong: int = 0
     latencies: deque = field(default_factory=lambda: deque(maxlen=1000))
 
     def __post_init__(self) -> None:
@@ -87,8 +85,4 @@ class BotStats:
             "latency_samples": len(self.latencies),
             "heatmaps": self.heatmaps,
             "heatmaps_cached": self.heatmaps_cached,
-            "feedback_right": self.feedback_right,
-            "feedback_wrong": self.feedback_wrong,
-            "live_accuracy": (f"{self.feedback_right / judged:.0%}" if (judged := self.feedback_right + self.feedback_wrong)
-                              else "n/a"),
         }

@@ -1,0 +1,63 @@
+"""Live accuracy: how the bot's answers fared with the users who judged them (from inbox records).
+
+Shared by the bot's /stats and ``python -m training.feedback report`` so both count the same way.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .inbox import NONE_OF_THESE, FeedbackRecord
+
+
+def latest_judgements(records: Iterable[FeedbackRecord]) -> list[FeedbackRecord]:
+    """One judgement per (photo, chat): the latest, so a user who changes their mind counts once."""
+    latest: dict[tuple[str, str], FeedbackRecord] = {}
+    for record in sorted(records, key=lambda r: r.time):
+        latest[(record.photo_id, record.chat)] = record
+    return list(latest.values())
+
+
+@dataclass(frozen=True)
+class LiveAccuracy:
+    """How the bot's answers fared with users: counts of (user's label, predicted class) pairs."""
+
+    pairs: Counter = field(default_factory=Counter)
+
+    @classmethod
+    def of(cls, records: Iterable[FeedbackRecord]) -> "LiveAccuracy":
+        return cls(Counter((r.label, r.predicted) for r in latest_judgements(records)))
+
+    @property
+    def judged(self) -> int:
+        return sum(self.pairs.values())
+
+    @property
+    def right(self) -> int:
+        return sum(n for (label, predicted), n in self.pairs.items() if label == predicted)
+
+    @property
+    def none_of_these(self) -> int:
+        return sum(n for (label, _), n in self.pairs.items() if label == NONE_OF_THESE)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.right / self.judged if self.judged else None
+
+    def per_class(self, class_names: Iterable[str]) -> dict[str, dict]:
+        """Per class: answers judged and right (precision as users saw it), photos users labelled with it
+        and found (recall)."""
+        scores = {}
+        for name in class_names:
+            answered = sum(n for (_, predicted), n in self.pairs.items() if predicted == name)
+            labelled = sum(n for (label, _), n in self.pairs.items() if label == name)
+            right = self.pairs.get((name, name), 0)
+            scores[name] = {
+                "answered": answered,
+                "right": right,
+                "precision": right / answered if answered else None,
+                "labelled": labelled,
+                "recall": right / labelled if labelled else None,
+            }
+        return scores

@@ -1,0 +1,91 @@
+"""The pure parts of the feedback buttons, and the async store (one download per photo, off the loop)."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from bot import feedback, messages
+from bot.feedback import FeedbackData, answer_keyboard, choice_rows, thanks_rows, with_feedback_rows
+from bot.feedback_store import FeedbackStore
+from model.inbox import Inbox
+
+KEY = "0123456789ab"  # the bot's photo keys are 12 hex characters
+CHECKPOINT = "f" * 64
+
+
+def test_callback_data_round_trips_and_stays_under_64_bytes():
+    many = [f"class_with_a_long_name_{i}" for i in range(999)]
+    [why], [right, wrong] = answer_keyboard(KEY, feedback_on=True).inline_keyboard
+    choices = choice_rows(KEY, many)
+    every = [why, right, wrong] + [button for row in choices for button in row] + thanks_rows(KEY, "x" * 60)[0]
+    assert max(len(b.callback_data.encode()) for b in every) <= 64
+    assert sum(len(row) for row in choices) <= 100  # Telegram's limit on buttons per keyboard
+    assert FeedbackData.decode(right.callback_data) == FeedbackData(KEY, "ok")
+    assert FeedbackData.decode(wrong.callback_data) == FeedbackData(KEY, "no")
+    assert FeedbackData.decode(choices[0][2].callback_data) == FeedbackData(KEY, "2")
+    assert FeedbackData.decode(choices[-1][0].callback_data) == FeedbackData(KEY, feedback.NONE_CHOICE)
+
+
+def test_feedback_off_shows_only_why():
+    assert [[b.text for b in row] for row in answer_keyboard(KEY, feedback_on=False).inline_keyboard] == [["Why?"]]
+
+
+@pytest.mark.parametrize("junk", [None, "", "fb", "fb:", "fb:abc", "fb::ok", "fb:abc:yes", "fb:abc:-1", "fb:a/b:ok",
+                                  "fb:a:b:c", "why:abc", "fb:abc:1.5"])
+def test_malformed_callback_data_is_refused(junk):
+    assert FeedbackData.decode(junk) is None
+
+
+def test_choice_rows_offer_every_class_then_none_of_these():
+    rows = choice_rows(KEY, ["kurti", "saree", "shirt", "t_shirt"])
+    assert [[b.text for b in row] for row in rows] == [["Kurti", "Saree", "Shirt"], ["T shirt"], ["None of these"]]
+
+
+def test_feedback_rows_are_replaced_other_rows_kept():
+    markup = answer_keyboard(KEY, feedback_on=True)
+    assert [[b.text for b in row] for row in markup.inline_keyboard] == [["Why?"], ["✓ Right", "✗ Wrong"]]
+    done = with_feedback_rows(markup, thanks_rows(KEY, "saree"))
+    assert [[b.text for b in row] for row in done.inline_keyboard] == [["Why?"], ["Thanks — noted as saree"]]
+    assert with_feedback_rows(done, []).inline_keyboard == markup.inline_keyboard[:1]
+
+
+def test_thanks_text():
+    assert messages.feedback_thanks("t_shirt") == "Thanks — noted as t shirt"
+    assert messages.feedback_thanks(None) == "Thanks — noted as none of these"
+
+
+async def test_store_downloads_a_photo_once_even_for_simultaneous_presses(tmp_path):
+    store = await FeedbackStore.open(tmp_path / "inbox", salt="")
+    fetches = []
+
+    async def fetch() -> bytes:
+        fetches.append(1)
+        await asyncio.sleep(0)  # let the other presses run into the lock
+        return b"\xff\xd8\xff-photo"
+
+    async def judge(label: str, chat_id: int):
+        return await store.record(photo_id="AgADphoto", fetch_photo=fetch, predicted="saree", confidence=0.93,
+                                  label=label, checkpoint_id=CHECKPOINT, chat_id=chat_id)
+
+    records = await asyncio.gather(judge("saree", 1), judge("kurti", 2), judge("saree", 1))
+    assert len(fetches) == 1
+    assert not store._photo_locks and not store._photo_users  # no lock left behind per photo
+    inbox = Inbox(tmp_path / "inbox")
+    assert inbox.photo_count() == 1 and len(inbox.records()) == 3
+    assert {r.photo_file for r in records} == {"photos/AgADphoto.jpg"}
+    assert records[0].chat == records[2].chat != records[1].chat
+    assert (tmp_path / "inbox" / "salt").exists()  # made on first use, since no salt was given
+
+
+async def test_store_uses_the_configured_salt_and_a_failed_download_stores_nothing(tmp_path):
+    store = await FeedbackStore.open(tmp_path / "inbox", salt="operator-salt")
+    assert not (tmp_path / "inbox" / "salt").exists()
+
+    async def broken() -> bytes:
+        raise OSError("network down")
+
+    with pytest.raises(OSError):
+        await store.record(photo_id="U1", fetch_photo=broken, predicted="a", confidence=0.5, label="b",
+                           checkpoint_id=CHECKPOINT, chat_id=5)
+    live, photos = await store.live_accuracy()
+    assert live.judged == 0 and photos == 0
