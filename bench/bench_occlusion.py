@@ -5,7 +5,8 @@
 Every measurement runs in a fresh spawned process (so its peak resident memory can be read) with
 torch threads set to 2, one after the other in one run, so the ratios are comparable even on a shared
 machine. Naive at settings with more than --naive-limit positions is timed on an evenly spread subset
-and extrapolated (and said so); its map is then compared on that subset only.
+and extrapolated (and said so); its map is then compared on that subset only, and captum's per-pixel
+attribution with ours averaged the same way (marked px*).
 """
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def main() -> None:
         subset = [grid[i] for i in np.linspace(0, len(grid) - 1, args.naive_sample).round().astype(int)] if sampled else grid
         results = {}
         for method in methods:
-            if method == "naive":
+            if method == "naive":  # measured first so that its subset is known to the others
                 seconds, drops, peak, extra = run(context, "naive", *common, patch, stride, 1, positions=subset)
                 seconds *= len(grid) / len(subset)
             else:
@@ -134,8 +135,14 @@ def main() -> None:
         for method, (seconds, drops, extra_mib, extra) in results.items():
             if naive is None or method == "naive":
                 diff = "-"
-            elif method == "captum":  # per pixel: compare with the naive map averaged the way captum does
-                diff = "n/a (sampled)" if sampled else f"{np.abs(per_pixel_average(naive.reshape(count, count), patch, stride) - drops).max():.2e} px"
+            elif method == "captum":  # per pixel: compare with a map averaged the way captum does
+                if not sampled:
+                    diff = f"{np.abs(per_pixel_average(naive.reshape(count, count), patch, stride) - drops).max():.2e} px"
+                elif "incremental" in results:  # no full naive map: compare with ours, itself checked above
+                    ours = results["incremental"][1]
+                    diff = f"{np.abs(per_pixel_average(ours, patch, stride) - drops).max():.2e} px*"
+                else:
+                    diff = "n/a (sampled)"
             else:
                 mine = np.array([drops[r, c] for r, c in subset])
                 diff = f"{np.abs(mine - naive).max():.2e}"
