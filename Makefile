@@ -12,11 +12,14 @@ STAMP := $(VENV)/.installed
 WEIGHTS ?= imagenet
 SAMPLE_MIRROR ?=
 DATA ?= images/sample
-CHECKPOINT ?= checkpoints/model.pt
+CHECKPOINT ?= $(or $(CHECKPOINT_PATH),checkpoints/model.pt)
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
+FEEDBACK_DIR ?= data/feedback
+# e.g. https://download.pytorch.org/whl/cpu on a server: a CPU-only torch is ~0.4 GB lighter in memory
+TORCH_INDEX ?=
 
-.PHONY: run test train sample install bot demo bench clean
+.PHONY: run test train sample install demo bench feedback-report clean
 
 ## run: install, fetch the sample photos, train if there is no checkpoint, start the bot
 run: install sample
@@ -41,9 +44,19 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if [ -n "$(TORCH_INDEX)" ]; then $(PY) -m pip install --disable-pip-version-check -q --index-url "$(TORCH_INDEX)" torch torchvision; fi
 	@echo "installing into $(VENV) (the first time takes minutes: torch is large)"
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]' 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@touch $(STAMP)
+
+## demo: the bot in a scripted chat against a local fake Telegram (no token, no network); saves its heat map
+demo: install
+	@if [ ! -f "$(CHECKPOINT)" ]; then echo "no $(CHECKPOINT): run make train first (or make run)"; exit 2; fi
+	$(PY) tools/transcript.py --checkpoint "$(CHECKPOINT)" --heat-map images/demo-why.png --set WHY_PATCH=32 --set WHY_STRIDE=16
+
+## feedback-report: live accuracy per class from the users' Right/Wrong answers (FEEDBACK_DIR)
+feedback-report: install
+	$(PY) -m training.feedback report --inbox "$(FEEDBACK_DIR)"
 
 ## bench: the benchmark scripts (numbers, not pass/fail)
 bench: install

@@ -20,6 +20,7 @@ from typing import Iterable
 
 from tqdm import tqdm
 
+from model.inbox import Inbox
 from model.preprocess import ImageError, open_image
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,12 @@ def _extra_photos(
         directory = Path(directory)
         if not directory.is_dir():
             raise DataError(f"--extra folder {directory} does not exist")
+        if Inbox.looks_like_inbox(directory):  # the bot's FEEDBACK_DIR: labels come from its records
+            from .feedback import labelled_photos  # imported here: feedback.py pulls in matplotlib
+
+            for name, photos in labelled_photos(directory, class_names).items():
+                extra[name] += photos
+            continue
         for folder in _class_folders(directory):
             if folder.name not in class_names:
                 reason = "not a training class" if folder.name not in IGNORED_EXTRA_FOLDERS else "no class to learn"

@@ -113,3 +113,10 @@ def test_cli(inbox, tmp_path, capsys):
     assert "1 kurti, 2 saree" in capsys.readouterr().out
     assert main(["report", "--inbox", str(tmp_path / "nowhere")]) == 2
     assert "not a feedback inbox" in capsys.readouterr().err
+
+
+def test_extra_can_be_the_inbox_itself(inbox, tiny_data):
+    plain = load_dataset(tiny_data, seed=0)
+    more = load_dataset(tiny_data, seed=0, extra_dirs=[inbox.root])
+    grown = {name: more.counts("train")[name] - plain.counts("train")[name] for name in plain.class_names}
+    assert grown == {"kurti": 1, "saree": 2, "shirt": 0}

@@ -1,0 +1,32 @@
+""".env.example documents every bot setting, each with a comment, and parses into Settings as it is."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.config import ENV_NAMES, Settings
+
+ENV_EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
+
+
+def test_every_setting_is_listed_with_a_comment():
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    keys = {}
+    for index, line in enumerate(lines):
+        if line and not line.startswith("#") and "=" in line:
+            keys[line.split("=", 1)[0]] = index
+    missing = set(ENV_NAMES.values()) - set(keys)
+    assert not missing, f".env.example lacks {sorted(missing)}"
+    for key, index in keys.items():
+        above = lines[index - 1]
+        assert above.startswith("#") or ("=" in above and not above.startswith("#")), key
+        # a key right under another key shares that key's comment; walk up to the comment
+        while not lines[index - 1].startswith("#"):
+            index -= 1
+        assert len(lines[index - 1]) > 10, f"{key} has no comment"
+
+
+def test_the_example_parses_once_a_token_is_given():
+    settings = Settings.from_env({"TELEGRAM_BOT_TOKEN": "123:abc"}, env_file=ENV_EXAMPLE)
+    assert settings.checkpoint_path == Path("checkpoints/model.pt")
+    assert settings.why_patch == 16 and settings.why_coarse_patch == 56
+    assert settings.webhook_url == "" and not settings.feedback_dir
