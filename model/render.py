@@ -116,7 +116,7 @@ def render_overlay(
         bar.solids.set_alpha(1.0)
         bar.ax.tick_params(labelsize=13)
         bar.set_ticks([-limit, 0.0, limit])
-        bar.set_ticklabels([f"{-limit:+.2f}", "0", f"{limit:+.2f}"])
+        bar.set_ticklabels([_tick_label(-limit), "0", _tick_label(limit)])
         bar.set_label(f"drop in P({label}) when the patch is covered", fontsize=13)
         figure.text(0.5, 0.3 / height_in, f"Red: covering this area lowers the '{label}' score the most",
                     ha="center", va="center", fontsize=16)
@@ -125,3 +125,8 @@ def render_overlay(
         return buffer.getvalue()
     finally:
         plt.close(figure)
+
+
+def _tick_label(value: float) -> str:
+    """Two significant digits, so a confident model's tiny drops (e.g. 0.00031) do not all read "+0.00"."""
+    return f"{value:+.2g}"

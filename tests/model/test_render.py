@@ -64,3 +64,10 @@ def test_upsampled_map_puts_each_value_at_its_patch_centre():
     assert heat[111, 215] == pytest.approx(occlusion_map[1, 2], abs=0.1)
     assert heat.shape == (224, 224)
     assert heat.min() == pytest.approx(0) and heat.max() == pytest.approx(8)
+
+
+def test_colour_bar_labels_keep_small_values_readable():
+    from model.render import _tick_label
+
+    assert _tick_label(0.00031) == "+0.00031"
+    assert _tick_label(-0.25) == "-0.25"
