@@ -135,20 +135,20 @@ async def fetch_bytes(update: Update, context: ContextTypes.DEFAULT_TYPE, svc: B
 
 async def text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Plain text: a short hint (in groups only when the text is addressed to the bot)."""
-    message = update.effective_message
-    if not _addressed(message, context):
-        return
-    await message.reply_text(messages.TEXT_HINT)
-    log_request(update.effective_chat.id, "text", time.monotonic(), "hint")
+    await _hint_if_addressed(update, context, messages.TEXT_HINT, "text")
 
 
 async def other_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Stickers, videos, voice, locations...: say what the bot can read (in groups only when addressed)."""
+    await _hint_if_addressed(update, context, messages.ONLY_PHOTOS, "other")
+
+
+async def _hint_if_addressed(update: Update, context: ContextTypes.DEFAULT_TYPE, hint: str, kind: str) -> None:
     message = update.effective_message
     if not _addressed(message, context):
         return
-    await message.reply_text(messages.ONLY_PHOTOS)
-    log_request(update.effective_chat.id, "other", time.monotonic(), "hint")
+    await message.reply_text(hint)
+    log_request(update.effective_chat.id, kind, time.monotonic(), "hint")
 
 
 async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
