@@ -160,8 +160,11 @@ class HeatMapWorker:
     def _explainer(self, patch: int, stride: int) -> OcclusionExplainer:
         key = (patch, stride)
         if key not in self._explainers:
-            self._explainers[key] = OcclusionExplainer(self.classifier.network, patch=patch, stride=stride,
-                                                       batch_size=self._batch_size)
+            if self._explainers:  # coarse and fine maps share one folded copy of the network
+                self._explainers[key] = next(iter(self._explainers.values())).with_settings(patch, stride)
+            else:
+                self._explainers[key] = OcclusionExplainer(self.classifier.network, patch=patch, stride=stride,
+                                                           batch_size=self._batch_size)
         return self._explainers[key]
 
     def _yield_to_classification(self, module, args):

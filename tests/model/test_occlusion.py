@@ -192,3 +192,14 @@ def test_grid_positions_follow_the_definition():
     assert len(grid_positions(224, 8, 4)) == 55
     assert grid_positions(224, 15, 7)[-1] == 203  # 203 + 15 = 218 <= 224 < 210 + 15
     assert len(grid_positions(224, 56, 28)) == 7
+
+
+def test_with_settings_shares_the_folded_network_and_gives_the_same_map(network, image, target):
+    coarse = OcclusionExplainer(network, patch=112, stride=56)
+    other = coarse.with_settings(56, 84)
+    assert other._engine is coarse._engine and (other.patch, other.stride) == (56, 84)
+    assert (coarse.patch, coarse.stride) == (112, 56)
+    fresh = OcclusionExplainer(network, patch=56, stride=84)
+    np.testing.assert_allclose(other(image, target), fresh(image, target), atol=1e-6)
+    with pytest.raises(ValueError):
+        coarse.with_settings(0, 8)
