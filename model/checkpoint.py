@@ -66,9 +66,14 @@ def save_checkpoint(
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__)},
     }
+    return torch_save_atomically(payload, path)
+
+
+def torch_save_atomically(payload: dict, path: str | Path) -> Path:
+    """``torch.save`` to a hidden temporary file, fsync, then rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from model.checkpoint import torch_save_atomically
 from model.preprocess import PreprocessConfig
 
 from .augment import AugmentConfig
@@ -118,18 +117,6 @@ def compute_features(backbone: nn.Module, train: Sequence[Sample], test: Sequenc
     }
 
 
-def _save_atomically(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _load(path: Path, key: str) -> dict | None:
     """The cached payload, or None when the file is missing, damaged or for another key."""
     if not path.is_file():
@@ -160,7 +147,7 @@ def cached_features(
         payload = compute_features(backbone, train, test, settings)
         payload["key"] = key
         if cache_dir:
-            _save_atomically(payload, path)
+            torch_save_atomically(payload, path)
     return Features(
         train=payload["train"],
         train_labels=payload["train_labels"],

@@ -9,7 +9,6 @@ after its hash matched: a failed download or a mismatch never leaves a partial o
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
+
+from model.checkpoint import file_sha256
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "images" / "sample-manifest.json"
 DEFAULT_DEST = Path("images/sample")
@@ -49,14 +50,6 @@ def read_manifest(path: Path) -> list[SampleFile]:
     return files
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 16), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _copy_from(sample: SampleFile, mirror: Path | None, target: Path) -> None:
     if mirror is not None:
         source = mirror / sample.path
@@ -77,7 +70,7 @@ def _copy_from(sample: SampleFile, mirror: Path | None, target: Path) -> None:
 def fetch_one(sample: SampleFile, dest: Path, mirror: Path | None) -> bool:
     """Make ``dest/sample.path`` exist with the right hash. Returns True when it had to be fetched."""
     target = dest / sample.path
-    if target.is_file() and sha256_of(target) == sample.sha256:
+    if target.is_file() and file_sha256(target) == sample.sha256:
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".fetch-", dir=target.parent)
@@ -85,7 +78,7 @@ def fetch_one(sample: SampleFile, dest: Path, mirror: Path | None) -> bool:
     tmp = Path(tmp_name)
     try:
         _copy_from(sample, mirror, tmp)
-        actual = sha256_of(tmp)
+        actual = file_sha256(tmp)
         if actual != sample.sha256:
             where = f"the mirror {mirror}" if mirror else sample.url
             raise FetchError(
