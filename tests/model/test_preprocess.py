@@ -98,6 +98,19 @@ def test_preprocess_shape_and_normalization():
     assert torch.allclose(white[:, 0, 0], expected, atol=1e-5)
 
 
+def test_normalize_matches_torchvision_to_float_precision():
+    from torchvision.transforms import v2
+
+    from model.preprocess import normalize
+
+    image = make_photo(224, 224)
+    reference = v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
+                            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(image)
+    tensor = normalize(image)
+    assert tensor.is_contiguous() and tensor.dtype == torch.float32
+    assert torch.allclose(tensor, reference, atol=1e-5), float((tensor - reference).abs().max())
+
+
 def test_centre_crop_keeps_the_centre():
     wide = np.zeros((256, 512, 3), dtype=np.uint8)
     wide[:, 200:312] = 255  # a white band in the middle
