@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere: the project's pa
 
 from model import build_network, load_classifier, save_checkpoint  # noqa: E402
 from model.predict import Classifier  # noqa: E402
+from model.memory import keep_freed_memory  # noqa: E402
 from model.threads import available_cores, configure_torch_threads  # noqa: E402
 
 # shared/ sits beside the checkout (the layout of this project's machines and CI).
@@ -148,6 +149,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     batches = tuple(int(b) for b in args.batches.split(",") if b.strip())
     threads = configure_torch_threads(args.threads or None)
+    keep_freed_memory()  # as the bot does (model/memory.py)
     photo = seed_photo_path(args.photo)
     print(f"torch {torch.__version__}, {threads} intra-op threads, {available_cores()} cores available, photo {photo.name}")
     with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -37,6 +38,7 @@ from bench_model import SEED_PHOTO, best, format_table, make_random_checkpoint, 
 from fake_telegram import FakeTelegram  # noqa: E402
 
 from model import load_classifier  # noqa: E402
+from model.memory import keep_freed_memory  # noqa: E402
 from model.threads import available_cores, configure_torch_threads  # noqa: E402
 
 FIRST_USER_ID = 500_000
@@ -53,6 +55,7 @@ class Burst:
     rss_after_mb: float
     cpu_seconds: float  # the bot process's CPU time (all threads) during the burst
     fake_cpu_seconds: float  # this process's CPU time meanwhile: the fake Telegram server's share of the cores
+    thread_cpu_seconds: dict[str, float]  # the bot's CPU time during the burst per thread name (cpu_by_thread)
 
     @property
     def answered(self) -> int:
@@ -92,6 +95,22 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_thread(pid: int) -> dict[str, float]:
+    """CPU seconds so far per thread name (/proc/PID/task/*/comm): the bot names its threads (classify,
+    decode_N, heatmaps; OpenMP threads take the name of the thread that started them); ``python`` is the
+    event loop and asyncio's helper threads. Threads that ended are not counted."""
+    totals: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        group = name.rstrip("0123456789_") or name
+        totals[group] = totals.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return totals
 
 
 def memory_breakdown(pid: int) -> dict[str, float]:
@@ -156,7 +175,7 @@ async def burst(fake: FakeTelegram, pid: int, users: int, photo: bytes, first_us
     updates = [fake.photo_update(photo, user_id=first_user + i) for i in range(users)]
     wanted = {(u["message"]["chat"]["id"], u["message"]["message_id"]) for u in updates}
     mark = fake.mark()
-    cpu_before, fake_cpu_before = cpu_seconds(pid), time.process_time()
+    cpu_before, fake_cpu_before, threads_before = cpu_seconds(pid), time.process_time(), cpu_by_thread(pid)
     started = time.monotonic()
     for update in updates:  # push() does not yield to the loop: all N are queued before the bot's poll returns
         await fake.push(update)
@@ -164,10 +183,12 @@ async def burst(fake: FakeTelegram, pid: int, users: int, photo: bytes, first_us
         None, users, lambda c: c.method in ("sendMessage", "sendPhoto") and (c.chat_id, c.reply_to) in wanted,
         after=mark, timeout=timeout)
     status, cpu, fake_cpu = proc_status(pid), cpu_seconds(pid) - cpu_before, time.process_time() - fake_cpu_before
+    threads_cpu = {name: seconds - threads_before.get(name, 0.0) for name, seconds in cpu_by_thread(pid).items()}
     latencies = [call.at - started for call in answers if call.ok and not is_busy(call.text)]
     busy = sum(1 for call in answers if is_busy(call.text))
     other = [repr(call) for call in answers if not call.ok]
-    return Burst(users, latencies, busy, other, status["VmHWM"] / 1024, status["VmRSS"] / 1024, cpu, fake_cpu)
+    return Burst(users, latencies, busy, other, status["VmHWM"] / 1024, status["VmRSS"] / 1024, cpu, fake_cpu,
+                 {name: seconds for name, seconds in threads_cpu.items() if seconds > 0})
 
 
 async def operator_stats(fake: FakeTelegram, timeout: float) -> str:
@@ -220,6 +241,9 @@ def print_bursts(bursts: list[Burst], bare_best_pps: float, bare_b1_ms: float, b
         print(f"{b.users:>5} | {b.answered:>8} | {b.busy:>4} | {b.percentile(0.5):>6.2f} | {b.percentile(0.95):>6.2f} | "
               f"{max(b.latencies, default=float('nan')):>6.2f} | {b.photos_per_second:>8.2f} | {efficiency:>10.2f} | "
               f"{b.cpu_ms_per_photo:>12.0f} | {cpu_efficiency:>8.2f} | {b.cores_used:>10} | {b.peak_rss_mb:>11.0f}")
+        if b.answered:
+            shares = sorted(b.thread_cpu_seconds.items(), key=lambda item: -item[1])
+            print("      CPU ms/photo by thread: " + ", ".join(f"{name} {1000 * sec / b.answered:.0f}" for name, sec in shares))
         for problem in b.other:
             print(f"      failed call: {problem}")
     print(f"efficiency = photos/s / bare model best {bare_best_pps:.2f} photos/s (one photo alone at batch 1: "
@@ -237,6 +261,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--photo", type=Path, default=SEED_PHOTO, help="the photo every user sends")
     parser.add_argument("--bare-batches", default="1,2,4,8,16,32", help="bare model batch sizes")
     parser.add_argument("--bare-repeats", type=int, default=3, help="timed passes per bare batch size (the fastest counts)")
+    parser.add_argument("--keep-log", type=Path, metavar="PATH", help="copy the bot's log here at the end")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--burst-timeout", type=float, default=120.0, help="seconds per burst, plus 3 s per user")
     return parser.parse_args(argv)
@@ -249,6 +274,7 @@ async def run(args: argparse.Namespace) -> int:
     users_list = [int(n) for n in args.users.split(",") if n.strip()]
     bare_batches = tuple(int(b) for b in args.bare_batches.split(",") if b.strip())
     threads = configure_torch_threads()
+    keep_freed_memory()  # the bare model runs with the bot's malloc settings, so the comparison is like for like
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         workdir = Path(tmp)
         checkpoint = make_random_checkpoint(workdir)
@@ -293,6 +319,9 @@ async def run(args: argparse.Namespace) -> int:
                 print(f"SIGTERM -> exit status {code} in {took:.1f} s")
                 if code not in (0, None):
                     print(tail(workdir / "bot.log"))
+                if args.keep_log:
+                    shutil.copyfile(workdir / "bot.log", args.keep_log)
+                    print(f"the bot's log: {args.keep_log}")
             await fake.stop()
     return 0
 
