@@ -24,6 +24,7 @@ from telegram.ext import (Application, ApplicationBuilder, CallbackQueryHandler,
                           MessageHandler, filters)
 
 from model import CheckpointError, Classifier, load_classifier
+from model.memory import keep_freed_memory
 
 from . import feedback, handlers, messages, why
 from .config import ConfigError, Settings
@@ -35,6 +36,8 @@ from .telegram_io import RetryAfterLimiter
 from .worker import InferenceService, ServiceConfig
 
 log = logging.getLogger(__name__)
+
+HTTP_CONNECTIONS = 32  # Bot API connections kept open at most (see build_application)
 
 
 class BotApplication(Application):
@@ -82,6 +85,7 @@ async def start_services(settings: Settings, classifier: Classifier | None) -> B
         torch_threads=settings.torch_threads,
         explain_batch_size=settings.why_batch_size,
         explain_cache_size=settings.explain_cache_size,
+        warm_up_batch=settings.warm_up_photos,
     ))
     inference.start()
     store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir)
@@ -110,6 +114,12 @@ def build_application(settings: Settings, classifier: Classifier | None = None) 
         # Every answer quotes what it answers (albums, busy groups), even if that message was deleted meanwhile.
         .defaults(Defaults(do_quote=True, allow_sending_without_reply=True))
         .concurrent_updates(256)  # handlers await the worker; without this, micro-batches would never form
+        # httpcore scans every pooled connection (a syscall each) to place each request: a burst of 100 photos
+        # opened 100+ connections and made the event loop the second-busiest thread. 32 covers what the
+        # model can use (20 photos/s x a few tenths of a second per Telegram round trip), with room for
+        # downloads; the rest wait their turn, up to pool_timeout.
+        .connection_pool_size(HTTP_CONNECTIONS)
+        .pool_timeout(30.0)
         .rate_limiter(RetryAfterLimiter(max_retries=settings.retry_after_max_retries))
         .get_updates_read_timeout(settings.poll_timeout + 5)
         .build()
@@ -155,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*retry_after.*", category=PTBDeprecationWarning)
     try:
         # Loaded before any network call, so a bad checkpoint fails at once instead of after getMe retries.
+        keep_freed_memory()  # before the model's threads start; see model/memory.py
         classifier = load_classifier(settings.checkpoint_path)
     except CheckpointError as error:
         print(f"error: cannot load {settings.checkpoint_path}: {error} (retrain with `make train`)", file=sys.stderr)

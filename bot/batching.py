@@ -3,7 +3,11 @@
 Pure bookkeeping with an explicit ``now`` (no clock, no threads, no torch), so the policy can be tested
 exactly; :mod:`bot.worker` holds the lock and the clock.
 
-- A batch is due when ``max_batch`` requests wait, or when the oldest has waited ``max_wait_s``.
+- A batch is due when ``max_batch`` requests wait, or when the oldest has waited ``max_wait_s``, or,
+  when the caller says how many more requests are on their way (admitted, still downloading or
+  decoding), as soon as none are: a photo that arrives alone never waits, and the first batch of a burst
+  waits (up to ``max_wait_s``) for the photos being decoded instead of leaving with one or two of them
+  and making the rest queue behind a small, slow batch.
 - Requests are taken round-robin across chats, so one chat's album of ten cannot push another chat's
   single photo into a later batch.
 """
@@ -45,18 +49,21 @@ class BatchQueue:
     def oldest_arrival(self) -> float | None:
         return min((waiting[0].arrived for waiting in self._chats.values()), default=None)
 
-    def due_in(self, now: float) -> float | None:
-        """Seconds until a batch is due (0 if due now), or ``None`` when nothing waits."""
+    def due_in(self, now: float, on_the_way: int | None = None) -> float | None:
+        """Seconds until a batch is due (0 if due now), or ``None`` when nothing waits.
+
+        ``on_the_way``: requests that will join the queue soon (``None``: unknown, so wait for the bound).
+        """
         oldest = self.oldest_arrival()
         if oldest is None:
             return None
-        if self._count >= self.max_batch:
+        if self._count >= self.max_batch or on_the_way == 0:
             return 0.0
         return max(0.0, oldest + self.max_wait_s - now)
 
-    def take(self, now: float, force: bool = False) -> list[PendingRequest]:
+    def take(self, now: float, force: bool = False, on_the_way: int | None = None) -> list[PendingRequest]:
         """The next batch if one is due at ``now`` (or anything waiting, with ``force``), else ``[]``."""
-        due = self.due_in(now)
+        due = self.due_in(now, on_the_way)
         if due is None or (due > 0 and not force):
             return []
         batch: list[PendingRequest] = []

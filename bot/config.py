@@ -44,7 +44,8 @@ class Settings:
     queue_size: int = 64
     per_chat_queue: int = 20
     max_batch: int = 16
-    max_batch_wait_ms: float = 10.0
+    max_batch_wait_ms: float = 200.0
+    warm_up_batch: int | None = None  # photos in the start-up warm-up pass; None: MAX_BATCH; 0: no warm-up
     why_patch: int = 16
     why_stride: int = 8
     why_coarse_patch: int = 56
@@ -75,11 +76,16 @@ class Settings:
                      "why_stride", "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size"):
             _check(getattr(self, name) >= 1, f"{ENV_NAMES[name]} must be at least 1")
         _check(self.max_batch_wait_ms >= 0, "MAX_BATCH_WAIT_MS must not be negative")
+        _check(self.warm_up_batch is None or self.warm_up_batch >= 0, "WARM_UP_BATCH must not be negative")
         _check(self.why_patch <= 224 and self.why_coarse_patch <= 224, "WHY_PATCH and WHY_COARSE_PATCH must be at most 224")
         _check(self.log_level in _LOG_LEVELS, f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
         _check(self.webhook_secret == "" or re.fullmatch(r"[A-Za-z0-9_-]{1,256}", self.webhook_secret) is not None,
                "WEBHOOK_SECRET may only contain A-Z, a-z, 0-9, _ and - (1 to 256 characters)")
         _check(not self.webhook_url or self.webhook_url.startswith("https://"), "WEBHOOK_URL must start with https://")
+
+    @property
+    def warm_up_photos(self) -> int:
+        return self.max_batch if self.warm_up_batch is None else self.warm_up_batch
 
     @property
     def max_batch_wait_s(self) -> float:
@@ -133,6 +139,7 @@ ENV_NAMES: dict[str, str] = {
     "per_chat_queue": "PER_CHAT_QUEUE",
     "max_batch": "MAX_BATCH",
     "max_batch_wait_ms": "MAX_BATCH_WAIT_MS",
+    "warm_up_batch": "WARM_UP_BATCH",
     "why_patch": "WHY_PATCH",
     "why_stride": "WHY_STRIDE",
     "why_coarse_patch": "WHY_COARSE_PATCH",
@@ -153,8 +160,8 @@ ENV_NAMES: dict[str, str] = {
     "retry_after_max_retries": "RETRY_AFTER_MAX_RETRIES",
 }
 
-_INT_FIELDS = ("workers", "torch_threads", "queue_size", "per_chat_queue", "max_batch", "why_patch", "why_stride",
-               "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size",
+_INT_FIELDS = ("workers", "torch_threads", "queue_size", "per_chat_queue", "max_batch", "warm_up_batch", "why_patch",
+               "why_stride", "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size",
                "max_file_bytes",
                "webhook_port", "retry_after_max_retries")
 _FLOAT_FIELDS = ("confidence_threshold", "unsure_threshold", "max_batch_wait_ms", "poll_timeout")

@@ -78,27 +78,38 @@ async def classify_and_reply(update: Update, context: ContextTypes.DEFAULT_TYPE,
     chat_id = update.effective_chat.id
     started = time.monotonic()
     svc.stats.requests += 1
-    data = await fetch_bytes(update, context, svc, photo_ref, file_size, kind, started)
-    if data is None:
-        return
     try:
-        prediction = await svc.inference.classify(chat_id, data)
-    except ImageError as error:
-        svc.stats.bad_input += 1
-        await message.reply_text(messages.bad_image(str(error)), do_quote=True)
-        log_request(chat_id, kind, started, "bad_image", reason=json.dumps(str(error)))
-        return
+        # Before the download: a full queue refuses at once, and the batcher knows this photo is coming.
+        reservation = svc.inference.reserve(chat_id)
     except Busy as error:
-        svc.stats.busy += 1
-        await message.reply_text(messages.BUSY, do_quote=True)
-        log_request(chat_id, kind, started, "busy", reason=json.dumps(str(error)))
+        await reply_busy(svc, message, chat_id, kind, started, error)
         return
+    with reservation:
+        data = await fetch_bytes(update, context, svc, photo_ref, file_size, kind, started)
+        if data is None:
+            return
+        try:
+            prediction = await reservation.classify(data)
+        except ImageError as error:
+            svc.stats.bad_input += 1
+            await message.reply_text(messages.bad_image(str(error)), do_quote=True)
+            log_request(chat_id, kind, started, "bad_image", reason=json.dumps(str(error)))
+            return
+        except Busy as error:  # the bot is shutting down
+            await reply_busy(svc, message, chat_id, kind, started, error)
+            return
     key = await asyncio.to_thread(remember, svc, chat_id, photo_ref, prediction)
     text = messages.answer_text(prediction, svc.classifier.class_names, svc.settings.confidence_threshold,
                                 svc.settings.unsure_threshold)
     await message.reply_text(text, reply_markup=answer_keyboard(key, svc.feedback is not None), do_quote=True)
     svc.stats.answered(time.monotonic() - started)
     log_request(chat_id, kind, started, "answered", label=prediction.label, confidence=f"{prediction.confidence:.3f}")
+
+
+async def reply_busy(svc: BotServices, message: Message, chat_id: int, kind: str, started: float, error: Busy) -> None:
+    svc.stats.busy += 1
+    await message.reply_text(messages.BUSY, do_quote=True)
+    log_request(chat_id, kind, started, "busy", reason=json.dumps(str(error)))
 
 
 def remember(svc: BotServices, chat_id: int, photo_ref: StoredPhoto, prediction) -> str:

@@ -22,6 +22,7 @@ from model import Classifier
 from model.explain_cache import ExplanationCache
 from model.occlusion import OcclusionExplainer
 from model.render import render_overlay
+from model.threads import name_os_thread
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class HeatMapWorker:
             self._hook = None
 
     def _loop(self) -> None:
+        name_os_thread()
         torch.set_num_threads(self._torch_threads)  # OpenMP keeps this per thread
         self._thread_id = threading.get_ident()
         while True:

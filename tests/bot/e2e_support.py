@@ -75,6 +75,7 @@ def settings_env(fake, checkpoint: Path, data_dir: Path, **extra: str) -> dict[s
         "WHY_PATCH": "112",
         "WHY_STRIDE": "56",
         "LOG_LEVEL": "INFO",
+        "WARM_UP_BATCH": "0",  # a second of ResNet50 per bot start, in every test; tested on its own
     }
     env.update({key: str(value) for key, value in extra.items()})
     return env

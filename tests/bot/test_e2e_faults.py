@@ -76,6 +76,8 @@ async def test_busy_queue_says_busy_and_leaves_nobody_unanswered(fake_api, runni
     assert busy, "a queue of 1 under a burst of 10 should turn someone away"
     assert answered, "and still answer someone"
     assert len(busy) + len(answered) == len(users)
+    # The queue's place is taken before the download: a user turned away cost no download.
+    assert len(fake_api.find_calls("getFile", after=mark)) == len(answered)
 
 
 async def test_one_users_album_does_not_starve_another_user(fake_api, running_bot):

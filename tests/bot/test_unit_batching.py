@@ -1,4 +1,5 @@
-"""The micro-batching policy with an explicit clock: size bound, wait bound, round-robin across chats."""
+"""The micro-batching policy with an explicit clock: size bound, wait bound, round-robin across chats, and
+waiting only for photos known to be on their way."""
 import pytest
 
 from bot.batching import BatchQueue, PendingRequest
@@ -51,6 +52,40 @@ def test_force_takes_what_waits_and_drain_empties():
     queue.add(request("b", 3, arrived=0.0))
     assert sorted(r.payload for r in queue.drain()) == [2, 3]
     assert len(queue) == 0
+
+
+def test_nothing_on_the_way_means_no_wait():
+    queue = BatchQueue(max_batch=8, max_wait_s=5.0)
+    queue.add(request("a", 1, arrived=0.0))
+    assert queue.due_in(0.0, on_the_way=0) == 0.0
+    assert [r.payload for r in queue.take(0.0, on_the_way=0)] == [1]
+
+
+def test_waits_for_photos_on_their_way_up_to_the_bound():
+    queue = BatchQueue(max_batch=8, max_wait_s=0.2)
+    queue.add(request("a", 1, arrived=0.0))
+    assert queue.due_in(0.05, on_the_way=3) == pytest.approx(0.15)
+    assert queue.take(0.05, on_the_way=3) == []
+    queue.add(request("b", 2, arrived=0.06))
+    assert queue.take(0.07, on_the_way=2) == []
+    queue.add(request("c", 3, arrived=0.08))
+    assert [r.payload for r in queue.take(0.2, on_the_way=1)] == [1, 2, 3]  # the bound: the last one is late
+
+
+def test_the_last_photo_on_its_way_makes_the_batch_due():
+    queue = BatchQueue(max_batch=8, max_wait_s=10.0)
+    queue.add(request("a", 1, arrived=0.0))
+    assert queue.take(0.01, on_the_way=1) == []
+    queue.add(request("b", 2, arrived=0.02))
+    assert [r.payload for r in queue.take(0.02, on_the_way=0)] == [1, 2]
+
+
+def test_a_full_batch_does_not_wait_for_more_on_their_way():
+    queue = BatchQueue(max_batch=2, max_wait_s=10.0)
+    for i in range(3):
+        queue.add(request(f"c{i}", i, arrived=0.0))
+    assert [r.payload for r in queue.take(0.0, on_the_way=5)] == [0, 1]
+    assert queue.take(0.0, on_the_way=5) == []  # one left, more coming: wait
 
 
 def test_invalid_bounds():

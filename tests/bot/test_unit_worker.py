@@ -1,10 +1,12 @@
 """The inference service: micro-batches give the same answers as one-by-one, errors stay per request,
 a full queue says Busy, shutdown drains, heat maps come coarse then fine, cached, and yield to classification.
 
-Batch composition is forced with a frozen clock (a batch forms only when ``max_batch`` requests wait), so
-nothing here depends on timing.
+Batch composition is forced with a frozen clock: a batch forms when ``max_batch`` requests wait, or when
+no photo is on its way any more. A reservation whose photo is never sent ("still downloading") holds
+partial batches for as long as a test needs, so nothing here depends on timing.
 """
 import asyncio
+import dataclasses
 import io
 
 import numpy as np
@@ -100,18 +102,23 @@ async def test_malformed_tensor_in_a_batch_fails_alone(make_service, classifier)
 
 
 async def test_full_queue_is_busy_and_shutdown_drains(make_service, classifier):
-    service = make_service(max_batch=10, max_batch_wait_s=1000.0, queue_size=3, per_chat_queue=2)
+    service = make_service(max_batch=10, max_batch_wait_s=1000.0, queue_size=4, per_chat_queue=2)
     tensor = classifier.preprocess(make_photo())
-    waiting = [asyncio.create_task(service.classify_tensor(chat, tensor)) for chat in ("a", "a", "b")]
-    await wait_until(lambda: service.queue_length() == 3, "three queued")
-    with pytest.raises(Busy):
-        await service.classify_tensor("c", tensor)  # the whole queue is full
-    assert not any(task.done() for task in waiting)  # nothing ran: the batch is neither full nor due
-    async with asyncio.timeout(STEP):
-        await service.stop()  # drains: the queued requests are answered, not dropped
-        results = await asyncio.gather(*waiting)
+    with service.reserve("downloading"):  # counts in the queue, and holds the partial batch
+        waiting = [asyncio.create_task(service.classify_tensor(chat, tensor)) for chat in ("a", "a", "b")]
+        await wait_until(lambda: service.waiting_for_batch() == 3, "three queued")
+        assert service.queue_length() == 4
+        with pytest.raises(Busy):
+            await service.classify_tensor("c", tensor)  # the whole queue is full
+        with pytest.raises(Busy):
+            service.reserve("c")  # refused before its download
+        assert not any(task.done() for task in waiting)  # nothing ran: the batch is neither full nor due
+        async with asyncio.timeout(STEP):
+            await service.stop()  # drains: the queued requests are answered, not dropped
+            results = await asyncio.gather(*waiting)
     assert [r.label for r in results] == [results[0].label] * 3
     assert list(service.batch_sizes) == [3]
+    assert service.queue_length() == 0
     with pytest.raises(Busy):
         await service.classify_tensor("a", tensor)  # stopped
 
@@ -119,14 +126,74 @@ async def test_full_queue_is_busy_and_shutdown_drains(make_service, classifier):
 async def test_per_chat_cap(make_service, classifier):
     service = make_service(max_batch=10, max_batch_wait_s=1000.0, queue_size=10, per_chat_queue=2)
     tensor = classifier.preprocess(make_photo())
-    waiting = [asyncio.create_task(service.classify_tensor("album", tensor)) for _ in range(2)]
-    await wait_until(lambda: service.queue_length() == 2, "two queued")
-    with pytest.raises(Busy):
-        await service.classify_tensor("album", tensor)
-    other = asyncio.create_task(service.classify_tensor("someone-else", tensor))
-    await wait_until(lambda: service.queue_length() == 3, "other chat admitted")
-    await service.stop()
-    await asyncio.gather(*waiting, other)
+    with service.reserve("downloading"):
+        waiting = [asyncio.create_task(service.classify_tensor("album", tensor)) for _ in range(2)]
+        await wait_until(lambda: service.waiting_for_batch() == 2, "two queued")
+        with pytest.raises(Busy):
+            await service.classify_tensor("album", tensor)
+        other = asyncio.create_task(service.classify_tensor("someone-else", tensor))
+        await wait_until(lambda: service.waiting_for_batch() == 3, "other chat admitted")
+    async with asyncio.timeout(STEP):
+        await asyncio.gather(*waiting, other)  # the last one on its way gave up: the batch is due
+
+
+async def test_a_photo_alone_never_waits_for_the_bound(make_service):
+    service = make_service(max_batch=8, max_batch_wait_s=1000.0)  # frozen clock: the bound never comes
+    async with asyncio.timeout(STEP):
+        await service.classify("a", photos(1)[0])
+    assert list(service.batch_sizes) == [1]
+
+
+async def test_a_batch_waits_for_a_photo_still_downloading(make_service):
+    service = make_service(max_batch=8, max_batch_wait_s=1000.0)
+    first, second = photos(2)
+    with service.reserve("a") as early, service.reserve("b") as late:
+        early_answer = asyncio.create_task(early.classify(first))
+        await wait_until(lambda: service.waiting_for_batch() == 1, "the first photo decoded")
+        await asyncio.sleep(0.2)  # the classifier thread has had every chance to take it alone
+        assert not early_answer.done()
+        async with asyncio.timeout(STEP):
+            await asyncio.gather(early_answer, late.classify(second))
+    assert list(service.batch_sizes) == [2]
+    with pytest.raises(RuntimeError):
+        await early.classify(first)  # one photo per reservation
+
+
+async def test_a_download_that_fails_does_not_hold_the_batch(make_service):
+    service = make_service(max_batch=8, max_batch_wait_s=1000.0)
+    with service.reserve("a") as early:
+        failed = service.reserve("b")
+        early_answer = asyncio.create_task(early.classify(photos(1)[0]))
+        await wait_until(lambda: service.waiting_for_batch() == 1, "the first photo decoded")
+        with failed:  # the download failed: the handler leaves the reservation without a photo
+            pass
+        async with asyncio.timeout(STEP):
+            await early_answer
+    assert list(service.batch_sizes) == [1]
+    assert service.queue_length() == 0
+
+
+async def test_a_bad_photo_does_not_hold_the_batch(make_service):
+    service = make_service(max_batch=8, max_batch_wait_s=1000.0)
+    async with asyncio.timeout(STEP):
+        results = await asyncio.gather(service.classify("a", photos(1)[0]), service.classify("b", b"not an image"),
+                                       return_exceptions=True)
+    assert isinstance(results[1], ImageError) and not isinstance(results[0], BaseException)
+
+
+async def test_warm_up_pass_runs_before_the_first_request(classifier):
+    shapes = []
+    spy = dataclasses.replace(classifier)
+    spy.probabilities = lambda batch: (shapes.append(tuple(batch.shape)), classifier.probabilities(batch))[1]
+    service = InferenceService(spy, ServiceConfig(torch_threads=torch.get_num_threads(), warm_up_batch=3),
+                               clock=FrozenClock())
+    service.start()
+    try:
+        async with asyncio.timeout(STEP):
+            await service.classify("a", photos(1)[0])
+    finally:
+        await service.stop()
+    assert shapes == [(3, 3, 224, 224), (1, 3, 224, 224)]
 
 
 async def test_heat_maps_coarse_then_fine_then_cached(make_service):
@@ -154,38 +221,40 @@ async def test_heat_map_pauses_for_waiting_classification(make_service, classifi
     service = make_service(clock=clock, max_batch=8, max_batch_wait_s=1.0)
     tensor = classifier.preprocess(make_photo())
     order = []
-    classification = asyncio.create_task(service.classify_tensor("b", tensor))
-    classification.add_done_callback(lambda _: order.append("classification"))
-    await wait_until(lambda: service.queue_length() == 1, "classification queued")
+    with service.reserve("downloading"):  # the classification's batch waits for the bound (frozen clock)
+        classification = asyncio.create_task(service.classify_tensor("b", tensor))
+        classification.add_done_callback(lambda _: order.append("classification"))
+        await wait_until(lambda: service.waiting_for_batch() == 1, "classification queued")
 
-    async def first_map():
-        async for explanation in service.explain("a", photos(1)[0], [(112, 112)]):
-            order.append("heat map")
-            return explanation
+        async def first_map():
+            async for explanation in service.explain("a", photos(1)[0], [(112, 112)]):
+                order.append("heat map")
+                return explanation
 
-    heat_map = asyncio.create_task(first_map())
-    # The classification waits for its batch (the clock is frozen); the heat map must stop and wait for it.
-    await wait_until(lambda: service.heatmap_pauses >= 1, "heat map paused")
-    assert order == []
-    clock.now += 2.0  # the classification's batch is now due
-    async with asyncio.timeout(STEP):
-        await asyncio.gather(classification, heat_map)
-    assert order == ["classification", "heat map"]
+        heat_map = asyncio.create_task(first_map())
+        # The classification waits for its batch (the clock is frozen); the heat map must stop and wait for it.
+        await wait_until(lambda: service.heatmap_pauses >= 1, "heat map paused")
+        assert order == []
+        clock.now += 2.0  # the classification's batch is now due
+        async with asyncio.timeout(STEP):
+            await asyncio.gather(classification, heat_map)
+        assert order == ["classification", "heat map"]
 
 
 async def test_stop_cancels_a_running_heat_map(make_service, classifier):
     clock = FrozenClock()
     service = make_service(clock=clock, max_batch=8, max_batch_wait_s=1000.0)
-    blocker = asyncio.create_task(service.classify_tensor("b", classifier.preprocess(make_photo())))
-    await wait_until(lambda: service.queue_length() == 1, "classification queued")
+    with service.reserve("downloading"):  # the blocker waits for its batch: the frozen clock never brings it
+        blocker = asyncio.create_task(service.classify_tensor("b", classifier.preprocess(make_photo())))
+        await wait_until(lambda: service.waiting_for_batch() == 1, "classification queued")
 
-    async def whole_map():
-        return [e async for e in service.explain("a", photos(1)[0], [(112, 112)])]
+        async def whole_map():
+            return [e async for e in service.explain("a", photos(1)[0], [(112, 112)])]
 
-    heat_map = asyncio.create_task(whole_map())
-    await wait_until(lambda: service.heatmap_pauses >= 1, "heat map paused")
-    async with asyncio.timeout(STEP):
-        await service.stop()
-        with pytest.raises(Busy):
-            await heat_map
-        await blocker  # the queued classification was still answered
+        heat_map = asyncio.create_task(whole_map())
+        await wait_until(lambda: service.heatmap_pauses >= 1, "heat map paused")
+        async with asyncio.timeout(STEP):
+            await service.stop()
+            with pytest.raises(Busy):
+                await heat_map
+            await blocker  # the queued classification was still answered
