@@ -114,9 +114,8 @@ async def reply_busy(svc: BotServices, message: Message, chat_id: int, kind: str
 
 def remember(svc: BotServices, chat_id: int, photo_ref: StoredPhoto, prediction) -> str:
     """The chat's latest photo and the answer given for it (for /why and feedback); returns the button key."""
-    key = svc.store.remember(chat_id, photo_ref)
-    svc.store.remember_answer(key, StoredAnswer(prediction.label, prediction.confidence, svc.classifier.checkpoint_id))
-    return key
+    return svc.store.remember(chat_id, photo_ref,
+                              StoredAnswer(prediction.label, prediction.confidence, svc.classifier.checkpoint_id))
 
 
 async def fetch_bytes(update: Update, context: ContextTypes.DEFAULT_TYPE, svc: BotServices,

@@ -66,17 +66,20 @@ class PhotoStore:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a crash of the bot loses nothing; a power cut may lose the last few photos' records
+        # (a bare /why then asks for a photo again). FULL would fsync twice for every photo answered.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
 
     @classmethod
     def in_dir(cls, data_dir: Path) -> "PhotoStore":
         return cls(Path(data_dir) / "bot.sqlite3")
 
-    def remember(self, chat_id: int, photo: StoredPhoto) -> str:
-        """Make ``photo`` the chat's latest and return its button key."""
+    def remember(self, chat_id: int, photo: StoredPhoto, answer: StoredAnswer | None = None) -> str:
+        """Make ``photo`` the chat's latest (with the ``answer`` given for it) and return its button key."""
         key = photo_key(photo.file_unique_id)
         now = time.time()
-        with self._lock, self._db:
+        with self._lock, self._db:  # one transaction
             self._db.execute(
                 "INSERT INTO last_photo VALUES (?, ?, ?, ?, ?) ON CONFLICT(chat_id) DO UPDATE SET "
                 "file_id=excluded.file_id, file_unique_id=excluded.file_unique_id, "
@@ -85,12 +88,17 @@ class PhotoStore:
             )
             self._db.execute("INSERT OR REPLACE INTO photo_key VALUES (?, ?, ?, ?)",
                              (key, photo.file_id, photo.file_unique_id, now))
+            if answer is not None:
+                self._insert_answer(key, answer)
         return key
 
     def remember_answer(self, key: str, answer: StoredAnswer) -> None:
         with self._lock, self._db:
-            self._db.execute("INSERT OR REPLACE INTO answer VALUES (?, ?, ?, ?)",
-                             (key, answer.label, answer.confidence, answer.checkpoint_id))
+            self._insert_answer(key, answer)
+
+    def _insert_answer(self, key: str, answer: StoredAnswer) -> None:
+        self._db.execute("INSERT OR REPLACE INTO answer VALUES (?, ?, ?, ?)",
+                         (key, answer.label, answer.confidence, answer.checkpoint_id))
 
     def answer(self, key: str) -> StoredAnswer | None:
         with self._lock:
