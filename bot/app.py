@@ -37,8 +37,6 @@ from .worker import InferenceService, ServiceConfig
 
 log = logging.getLogger(__name__)
 
-HTTP_CONNECTIONS = 32  # Bot API connections kept open at most (see build_application)
-
 
 class BotApplication(Application):
     """PTB's Application plus the bot's services (model, inference threads, photo store)."""
@@ -114,11 +112,11 @@ def build_application(settings: Settings, classifier: Classifier | None = None) 
         # Every answer quotes what it answers (albums, busy groups), even if that message was deleted meanwhile.
         .defaults(Defaults(do_quote=True, allow_sending_without_reply=True))
         .concurrent_updates(256)  # handlers await the worker; without this, micro-batches would never form
-        # httpcore scans every pooled connection (a syscall each) to place each request: a burst of 100 photos
-        # opened 100+ connections and made the event loop the second-busiest thread. 32 covers what the
-        # model can use (20 photos/s x a few tenths of a second per Telegram round trip), with room for
-        # downloads; the rest wait their turn, up to pool_timeout.
-        .connection_pool_size(HTTP_CONNECTIONS)
+        # httpcore checks every pooled connection (a few syscalls each) to place each request: with PTB's
+        # 256, a burst of 100 photos opened 100+ connections and the scan took over half the event loop's
+        # CPU. 16 still covers what the model can use (~20 photos/s x 3 requests x a tenth of a second per
+        # Telegram round trip); the rest wait their turn, up to pool_timeout.
+        .connection_pool_size(settings.http_connections)
         .pool_timeout(30.0)
         .rate_limiter(RetryAfterLimiter(max_retries=settings.retry_after_max_retries))
         .get_updates_read_timeout(settings.poll_timeout + 5)

@@ -61,6 +61,7 @@ class Settings:
     webhook_port: int = 8443
     admin_user_ids: frozenset[int] = frozenset()
     poll_timeout: float = 10.0
+    http_connections: int = 16  # Bot API connections kept open at most (see bot.app.build_application)
     feedback_dir: Path | None = None  # unset: no feedback buttons, nothing stored (see bot/feedback.py)
     feedback_salt: str = field(default="", repr=False)  # unset: made and kept in FEEDBACK_DIR on first use
     retry_after_max_retries: int = 3
@@ -73,7 +74,7 @@ class Settings:
         _check(0.0 <= self.confidence_threshold <= 1.0, "CONFIDENCE_THRESHOLD must be between 0 and 1")
         _check(0.0 <= self.unsure_threshold <= 1.0, "UNSURE_THRESHOLD must be between 0 and 1")
         for name in ("workers", "torch_threads", "queue_size", "per_chat_queue", "max_batch", "why_patch",
-                     "why_stride", "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size"):
+                     "why_stride", "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size", "http_connections"):
             _check(getattr(self, name) >= 1, f"{ENV_NAMES[name]} must be at least 1")
         _check(self.max_batch_wait_ms >= 0, "MAX_BATCH_WAIT_MS must not be negative")
         _check(self.warm_up_batch is None or self.warm_up_batch >= 0, "WARM_UP_BATCH must not be negative")
@@ -155,6 +156,7 @@ ENV_NAMES: dict[str, str] = {
     "webhook_port": "WEBHOOK_PORT",
     "admin_user_ids": "ADMIN_USER_IDS",
     "poll_timeout": "POLL_TIMEOUT",
+    "http_connections": "HTTP_CONNECTIONS",
     "feedback_dir": "FEEDBACK_DIR",
     "feedback_salt": "FEEDBACK_SALT",
     "retry_after_max_retries": "RETRY_AFTER_MAX_RETRIES",
@@ -163,7 +165,7 @@ ENV_NAMES: dict[str, str] = {
 _INT_FIELDS = ("workers", "torch_threads", "queue_size", "per_chat_queue", "max_batch", "warm_up_batch", "why_patch",
                "why_stride", "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size",
                "max_file_bytes",
-               "webhook_port", "retry_after_max_retries")
+               "webhook_port", "retry_after_max_retries", "http_connections")
 _FLOAT_FIELDS = ("confidence_threshold", "unsure_threshold", "max_batch_wait_ms", "poll_timeout")
 _PARSERS: dict[str, Callable[[str], object]] = {
     **{name: int for name in _INT_FIELDS},
