@@ -1,12 +1,12 @@
 """The bot under a burst: N users each send one photo at the same moment; how fast are they all answered?
 
-    python bench/bench_serving.py [--users 1,8,30,100] [--env QUEUE_SIZE=128 ...]
+    python bench/bench_serving.py [--users 1,8,30,100] [--repeats 3] [--env QUEUE_SIZE=128 ...]
 
 Runs the real bot (``python -m bot``, its own process, random-init checkpoint) against the project's
 fake Telegram Bot API server on 127.0.0.1 (tests/bot/fake_telegram.py), and reports:
 
 - start-up time: from launching the process to its first ``getUpdates`` (torch import + model load);
-- per burst of N: time from pushing the N updates to each ``sendMessage`` answer (p50, p95, max),
+- per burst of N (every N once per round, ``--repeats`` rounds, then the median per N): time from pushing the N updates to each ``sendMessage`` answer (p50, p95, max),
   photos per second (answered photos / time to the last answer), busy refusals, the bot's peak RSS
   (VmHWM from /proc, so the true peak, not a sample);
 - the bare model (bench_model.py) at batch 1 and its best batch, measured in this same run, before and
@@ -56,6 +56,7 @@ class Burst:
     cpu_seconds: float  # the bot process's CPU time (all threads) during the burst
     fake_cpu_seconds: float  # this process's CPU time meanwhile: the fake Telegram server's share of the cores
     thread_cpu_seconds: dict[str, float]  # the bot's CPU time during the burst per thread name (cpu_by_thread)
+    page_faults: int  # the bot's minor page faults during the burst
 
     @property
     def answered(self) -> int:
@@ -92,9 +93,18 @@ def proc_status(pid: int) -> dict[str, int]:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a live process (all its threads), from /proc/PID/stat."""
+    return stat_fields(pid)[0]
+
+
+def page_faults(pid: int) -> int:
+    """Minor page faults of a live process so far (all its threads): each is a fresh page the kernel zeroed."""
+    return stat_fields(pid)[1]
+
+
+def stat_fields(pid: int) -> tuple[float, int]:
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
 
 
 def cpu_by_thread(pid: int) -> dict[str, float]:
@@ -176,6 +186,7 @@ async def burst(fake: FakeTelegram, pid: int, users: int, photo: bytes, first_us
     wanted = {(u["message"]["chat"]["id"], u["message"]["message_id"]) for u in updates}
     mark = fake.mark()
     cpu_before, fake_cpu_before, threads_before = cpu_seconds(pid), time.process_time(), cpu_by_thread(pid)
+    faults_before = page_faults(pid)
     started = time.monotonic()
     for update in updates:  # push() does not yield to the loop: all N are queued before the bot's poll returns
         await fake.push(update)
@@ -188,7 +199,7 @@ async def burst(fake: FakeTelegram, pid: int, users: int, photo: bytes, first_us
     busy = sum(1 for call in answers if is_busy(call.text))
     other = [repr(call) for call in answers if not call.ok]
     return Burst(users, latencies, busy, other, status["VmHWM"] / 1024, status["VmRSS"] / 1024, cpu, fake_cpu,
-                 {name: seconds for name, seconds in threads_cpu.items() if seconds > 0})
+                 {name: seconds for name, seconds in threads_cpu.items() if seconds > 0}, page_faults(pid) - faults_before)
 
 
 async def operator_stats(fake: FakeTelegram, timeout: float) -> str:
@@ -243,7 +254,8 @@ def print_bursts(bursts: list[Burst], bare_best_pps: float, bare_b1_ms: float, b
               f"{b.cpu_ms_per_photo:>12.0f} | {cpu_efficiency:>8.2f} | {b.cores_used:>10} | {b.peak_rss_mb:>11.0f}")
         if b.answered:
             shares = sorted(b.thread_cpu_seconds.items(), key=lambda item: -item[1])
-            print("      CPU ms/photo by thread: " + ", ".join(f"{name} {1000 * sec / b.answered:.0f}" for name, sec in shares))
+            print("      CPU ms/photo by thread: " + ", ".join(f"{name} {1000 * sec / b.answered:.0f}" for name, sec in shares)
+                  + f"; page faults/photo: {b.page_faults / b.answered:.0f}")
         for problem in b.other:
             print(f"      failed call: {problem}")
     print(f"efficiency = photos/s / bare model best {bare_best_pps:.2f} photos/s (one photo alone at batch 1: "
@@ -253,9 +265,27 @@ def print_bursts(bursts: list[Burst], bare_best_pps: float, bare_b1_ms: float, b
           f"cores used = CPU seconds / seconds to the last answer: the bot + the fake Telegram server (this process).")
 
 
+def print_summary(bursts: list[Burst], bare_best_pps: float) -> None:
+    """Per N, the median of the rounds (the machine is shared and noisy: one burst can be an outlier)."""
+    print(f"median of {len(bursts) // len({b.users for b in bursts})} rounds per N:")
+    print(f"{'users':>5} | {'p50 s':>6} | {'p95 s':>6} | {'photos/s':>8} | {'efficiency':>10} | {'range':>11} | {'CPU/photo':>9}")
+    for users in dict.fromkeys(b.users for b in bursts):
+        rounds = [b for b in bursts if b.users == users and b.answered]
+        if not rounds:
+            continue
+        efficiencies = [b.photos_per_second / bare_best_pps for b in rounds]
+        median = sorted(rounds, key=lambda b: b.photos_per_second)[len(rounds) // 2]
+        cpu_eff = statistics.median(b.cpu_ms_per_photo for b in rounds)
+        print(f"{users:>5} | {statistics.median(b.percentile(0.5) for b in rounds):>6.2f} | "
+              f"{statistics.median(b.percentile(0.95) for b in rounds):>6.2f} | {median.photos_per_second:>8.2f} | "
+              f"{median.photos_per_second / bare_best_pps:>10.2f} | {min(efficiencies):.2f}-{max(efficiencies):.2f} | "
+              f"{cpu_eff:>6.0f} ms")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", default="1,8,30,100", help="burst sizes, comma-separated (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of bursts; the summary gives the median per N")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a bot setting for this run, e.g. --env QUEUE_SIZE=128 --env MAX_BATCH=32")
     parser.add_argument("--photo", type=Path, default=SEED_PHOTO, help="the photo every user sends")
@@ -295,9 +325,10 @@ async def run(args: argparse.Namespace) -> int:
             print(format_table(before, f"bare model before the bursts ({threads} threads)"))
 
             bursts, first_user = [], FIRST_USER_ID
-            for users in users_list:
-                bursts.append(await burst(fake, process.pid, users, photo, first_user, args.burst_timeout + 3 * users))
-                first_user += users
+            for _ in range(args.repeats):  # round after round, so slow drift of the machine hits every N alike
+                for users in users_list:
+                    bursts.append(await burst(fake, process.pid, users, photo, first_user, args.burst_timeout + 3 * users))
+                    first_user += users
 
             after = await asyncio.to_thread(bare_model, checkpoint, photo_path, (1, best(before).batch), args.bare_repeats)
             best_pps = statistics.mean([best(before).photos_per_second, after[-1].photos_per_second])
@@ -307,6 +338,9 @@ async def run(args: argparse.Namespace) -> int:
                   f"{after[-1].ms_per_photo:.0f} ms/photo ({after[-1].photos_per_second:.2f} photos/s)")
             print()
             print_bursts(bursts, best_pps, b1_ms, best_cpu_ms)
+            if args.repeats > 1:
+                print()
+                print_summary(bursts, best_pps)
             print()
             print("operator view (/stats):\n  " + (await operator_stats(fake, 30)).replace("\n", "\n  "))
             print()
