@@ -1,0 +1,85 @@
+"""Why the bot shortens Python's GIL turns: a forward pass beside a busy Python thread, side by side.
+
+    python bench/bench_gil.py [--batch 16] [--intervals 5,1,0.5]
+
+torch releases the GIL inside each operator but takes it back between them (module calls, the residual
+add...), a few hundred times per ResNet50 forward pass. When another thread is running Python (the bot's
+event loop parsing HTTP), each of those hand-backs can wait for that thread's whole turn: 5 ms by default
+(``sys.getswitchinterval()``). This prints ms per photo for the bare forward pass alone, then beside a
+thread that runs pure Python, at each switch interval. Numbers, not pass/fail.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
+
+from bench_model import SEED_PHOTO, make_random_checkpoint, seed_photo_path  # noqa: E402
+
+from model import load_classifier  # noqa: E402
+from model.threads import configure_torch_threads  # noqa: E402
+
+
+def ms_per_photo(forward, batch: torch.Tensor, repeats: int) -> float:
+    forward(batch)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        forward(batch)
+        times.append(time.perf_counter() - start)
+    return 1000 * min(times) / len(batch)
+
+
+class BusyPythonThread:
+    """A thread that runs pure Python (holding the GIL for whole turns) until the block ends."""
+
+    def __enter__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+        return self
+
+    def _spin(self) -> None:
+        while not self._stop.is_set():
+            sum(range(200))
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per case (the fastest counts)")
+    parser.add_argument("--intervals", default="5,1,0.5", help="switch intervals to try, in ms")
+    args = parser.parse_args(argv)
+    threads = configure_torch_threads()
+    with tempfile.TemporaryDirectory(prefix="bench-gil-") as tmp:
+        classifier = load_classifier(make_random_checkpoint(Path(tmp)))
+    photo = classifier.preprocess(classifier.open(seed_photo_path(SEED_PHOTO)))
+    batch = photo.unsqueeze(0).repeat(args.batch, 1, 1, 1)
+    default = sys.getswitchinterval()
+    print(f"batch {args.batch}, {threads} torch threads; ms per photo, the fastest of {args.repeats} passes")
+    print(f"  alone: {ms_per_photo(classifier.probabilities, batch, args.repeats):.1f}")
+    try:
+        for interval_ms in (float(value) for value in args.intervals.split(",")):
+            sys.setswitchinterval(interval_ms / 1000)
+            with BusyPythonThread():
+                took = ms_per_photo(classifier.probabilities, batch, args.repeats)
+            print(f"  beside a busy Python thread, GIL turns of {interval_ms:g} ms: {took:.1f}")
+    finally:
+        sys.setswitchinterval(default)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
