@@ -68,17 +68,23 @@ class ResNetPlan:
     tail: Callable[[torch.Tensor], torch.Tensor]  # N x C pooled features -> logits
 
 
-def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, relu: bool, name: str) -> ConvOp:
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | nn.Identity, relu: bool, name: str) -> ConvOp:
+    """The conv with ``bn`` folded in; ``bn`` may be an Identity where it was folded at load
+    (model.fold.fold_batch_norms), and then the conv's own tensors are used, not copied."""
     if conv.groups != 1 or conv.dilation != (1, 1) or len(set(conv.kernel_size)) != 1 or len(set(conv.stride)) != 1:
         raise UnsupportedNetwork(f"{name}: only square, ungrouped, undilated convs are supported")
     if not isinstance(conv.padding, tuple) or len(set(conv.padding)) != 1:
         raise UnsupportedNetwork(f"{name}: only symmetric numeric padding is supported")
-    if bn.training or bn.running_mean is None:
+    if isinstance(bn, nn.Identity):
+        weight = conv.weight.detach().float()
+        bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros(conv.out_channels)
+    elif isinstance(bn, nn.BatchNorm2d) and not bn.training and bn.running_mean is not None:
+        scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
+        weight = conv.weight.detach().float() * scale.view(-1, 1, 1, 1)
+        conv_bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros_like(scale)
+        bias = bn.bias.detach().float() + (conv_bias - bn.running_mean.float()) * scale
+    else:
         raise UnsupportedNetwork(f"{name}: BatchNorm must be in eval mode with running statistics to be folded")
-    scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
-    weight = conv.weight.detach().float() * scale.view(-1, 1, 1, 1)
-    conv_bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros_like(scale)
-    bias = bn.bias.detach().float() + (conv_bias - bn.running_mean.float()) * scale
     return ConvOp(
         weight=weight.contiguous(memory_format=torch.channels_last),
         bias=bias.contiguous(),
@@ -108,7 +114,7 @@ def _block_op(block: nn.Module, name: str) -> BlockOp:
     if block.downsample is not None:
         ds = block.downsample
         if not (isinstance(ds, nn.Sequential) and len(ds) == 2 and isinstance(ds[0], nn.Conv2d)
-                and isinstance(ds[1], nn.BatchNorm2d)):
+                and isinstance(ds[1], (nn.BatchNorm2d, nn.Identity))):
             raise UnsupportedNetwork(f"{name}.downsample: expected Sequential(Conv2d, BatchNorm2d)")
         shortcut = fold_conv_bn(ds[0], ds[1], False, f"{name}.downsample")
     return BlockOp(main=main, shortcut=shortcut, name=name)

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import Checkpoint, load_checkpoint
+from .fold import fold_batch_norms
 from .preprocess import DEFAULT_MAX_PIXELS, PreprocessConfig, open_image, preprocess
 
 
@@ -75,7 +76,7 @@ class Classifier:
 
 
 def classifier_from_checkpoint(checkpoint: Checkpoint) -> Classifier:
-    network = checkpoint.network.eval().to(memory_format=torch.channels_last)
+    network = fold_batch_norms(checkpoint.network.eval()).to(memory_format=torch.channels_last)
     for param in network.parameters():
         param.requires_grad_(False)
     return Classifier(
