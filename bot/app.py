@@ -163,13 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, [settings.token, settings.webhook_secret, settings.feedback_salt])
     # PTB warns on every 429 that RetryAfter.retry_after will become a timedelta; bot.telegram_io handles both.
     warnings.filterwarnings("ignore", message=".*retry_after.*", category=PTBDeprecationWarning)
+    keep_freed_memory()  # before the model's threads start; see model/memory.py
+    # The classifier thread takes the GIL back between layers, hundreds of times a forward pass; while the
+    # event loop is busy it waited up to Python's default 5 ms turn each time. bench/bench_gil.py: a
+    # forward pass beside a busy Python thread, 200 ms/photo at 5 ms turns, 149 at 1 ms, 130 at 0.5 ms.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         # Loaded before any network call, so a bad checkpoint fails at once instead of after getMe retries.
-        keep_freed_memory()  # before the model's threads start; see model/memory.py
-        # The classifier thread takes the GIL back between layers, hundreds of times a forward pass; while the
-        # event loop is busy it waited up to Python's default 5 ms turn each time. bench/bench_gil.py: a
-        # forward pass beside a busy Python thread, 200 ms/photo at 5 ms turns, 149 at 1 ms, 130 at 0.5 ms.
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         classifier = load_classifier(settings.checkpoint_path)
     except CheckpointError as error:
         print(f"error: cannot load {settings.checkpoint_path}: {error} (retrain with `make train`)", file=sys.stderr)
