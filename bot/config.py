@@ -41,7 +41,7 @@ class Settings:
     unsure_threshold: float = 0.8
     workers: int = field(default_factory=_default_workers)
     torch_threads: int = field(default_factory=_default_torch_threads)
-    queue_size: int = 64
+    queue_size: int = 128
     per_chat_queue: int = 20
     max_batch: int = 16
     max_batch_wait_ms: float = 200.0

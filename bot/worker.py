@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 class ServiceConfig:
     max_batch: int = 16
     max_batch_wait_s: float = 0.01
-    queue_size: int = 64
+    queue_size: int = 128
     per_chat_queue: int = 20
     why_queue_size: int = 8
     decode_workers: int = 2
