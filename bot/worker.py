@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ServiceConfig:
     max_batch: int = 16
-    max_batch_wait_s: float = 0.01
+    max_batch_wait_s: float = 0.2
     queue_size: int = 128
     per_chat_queue: int = 20
     why_queue_size: int = 8
@@ -74,7 +74,7 @@ class InferenceService:
         self.heatmaps = HeatMapWorker(classifier, self._classify_idle, config.explain_batch_size,
                                       config.explain_cache_size, config.torch_threads)
         self._stopping = False
-        self._on_the_way = 0  # classifications being decoded: the next batch may wait for them (under _cond)
+        self._on_the_way = 0  # reserved, not yet queued (downloading, decoding): a batch may wait for them (under _cond)
         self._threads: list[threading.Thread] = []
         self._decoder: ThreadPoolExecutor | None = None
 
