@@ -9,8 +9,9 @@ fake Telegram Bot API server on 127.0.0.1 (tests/bot/fake_telegram.py), and repo
 - per burst of N (every N once per round, ``--repeats`` rounds, then the median per N): time from pushing the N updates to each ``sendMessage`` answer (p50, p95, max),
   photos per second (answered photos / time to the last answer), busy refusals, the bot's peak RSS
   (VmHWM from /proc, so the true peak, not a sample);
-- the bare model (bench_model.py) at batch 1 and its best batch, measured in this same run, before and
-  after the bursts, and the efficiency: serving photos/s / bare model best photos/s;
+- the bare model (bench_model.py) at batch 1 and its best batch, measured in this same run, before the
+  bursts, between rounds and after, and the efficiency: serving photos/s / the bare model's best photos/s
+  around the same round;
 - where the bot's resident memory goes (/proc/PID/smaps by mapping), and how long SIGTERM takes.
 
 Every wait is bounded and the script stops the bot itself; only 127.0.0.1 is ever contacted.
@@ -57,6 +58,11 @@ class Burst:
     fake_cpu_seconds: float  # this process's CPU time meanwhile: the fake Telegram server's share of the cores
     thread_cpu_seconds: dict[str, float]  # the bot's CPU time during the burst per thread name (cpu_by_thread)
     page_faults: int  # the bot's minor page faults during the burst
+    bare_pps: float = float("nan")  # the bare model's best photos/s around this burst's round (set by run)
+
+    @property
+    def efficiency(self) -> float:
+        return self.photos_per_second / self.bare_pps if self.answered else float("nan")
 
     @property
     def answered(self) -> int:
@@ -242,15 +248,14 @@ def bot_environment(fake: FakeTelegram, checkpoint: Path, data_dir: Path, extra:
     return env
 
 
-def print_bursts(bursts: list[Burst], bare_best_pps: float, bare_b1_ms: float, bare_best_cpu_ms: float) -> None:
+def print_bursts(bursts: list[Burst], bare_b1_ms: float, bare_best_cpu_ms: float) -> None:
     print(f"{'users':>5} | {'answered':>8} | {'busy':>4} | {'p50 s':>6} | {'p95 s':>6} | {'max s':>6} | "
           f"{'photos/s':>8} | {'efficiency':>10} | {'CPU ms/photo':>12} | {'CPU eff.':>8} | {'cores used':>10} | {'peak RSS MB':>11}")
     print("-" * 135)
     for b in bursts:
-        efficiency = b.photos_per_second / bare_best_pps if bare_best_pps else float("nan")
         cpu_efficiency = bare_best_cpu_ms / b.cpu_ms_per_photo if b.answered else float("nan")
         print(f"{b.users:>5} | {b.answered:>8} | {b.busy:>4} | {b.percentile(0.5):>6.2f} | {b.percentile(0.95):>6.2f} | "
-              f"{max(b.latencies, default=float('nan')):>6.2f} | {b.photos_per_second:>8.2f} | {efficiency:>10.2f} | "
+              f"{max(b.latencies, default=float('nan')):>6.2f} | {b.photos_per_second:>8.2f} | {b.efficiency:>10.2f} | "
               f"{b.cpu_ms_per_photo:>12.0f} | {cpu_efficiency:>8.2f} | {b.cores_used:>10} | {b.peak_rss_mb:>11.0f}")
         if b.answered:
             shares = sorted(b.thread_cpu_seconds.items(), key=lambda item: -item[1])
@@ -258,14 +263,15 @@ def print_bursts(bursts: list[Burst], bare_best_pps: float, bare_b1_ms: float, b
                   + f"; page faults/photo: {b.page_faults / b.answered:.0f}")
         for problem in b.other:
             print(f"      failed call: {problem}")
-    print(f"efficiency = photos/s / bare model best {bare_best_pps:.2f} photos/s (one photo alone at batch 1: "
+    print(f"efficiency = photos/s / the bare model's best photos/s, measured before and after each round "
+          f"({', '.join(f'{pps:.2f}' for pps in dict.fromkeys(b.bare_pps for b in bursts))}; one photo alone at batch 1: "
           f"{bare_b1_ms:.0f} ms of pure model time).\nCPU eff. = the bare model's CPU ms per photo at its best batch "
           f"({bare_best_cpu_ms:.0f}) / the bot's CPU ms per answered photo: the share of the bot's CPU that is "
           f"model work, steadier than wall time when other processes share the cores.\n"
           f"cores used = CPU seconds / seconds to the last answer: the bot + the fake Telegram server (this process).")
 
 
-def print_summary(bursts: list[Burst], bare_best_pps: float) -> None:
+def print_summary(bursts: list[Burst]) -> None:
     """Per N, the median of the rounds (the machine is shared and noisy: one burst can be an outlier)."""
     print(f"median of {len(bursts) // len({b.users for b in bursts})} rounds per N:")
     print(f"{'users':>5} | {'p50 s':>6} | {'p95 s':>6} | {'photos/s':>8} | {'efficiency':>10} | {'range':>11} | {'CPU/photo':>9}")
@@ -273,12 +279,12 @@ def print_summary(bursts: list[Burst], bare_best_pps: float) -> None:
         rounds = [b for b in bursts if b.users == users and b.answered]
         if not rounds:
             continue
-        efficiencies = [b.photos_per_second / bare_best_pps for b in rounds]
-        median = sorted(rounds, key=lambda b: b.photos_per_second)[len(rounds) // 2]
+        efficiencies = [b.efficiency for b in rounds]
+        median = sorted(rounds, key=lambda b: b.efficiency)[len(rounds) // 2]
         cpu_eff = statistics.median(b.cpu_ms_per_photo for b in rounds)
         print(f"{users:>5} | {statistics.median(b.percentile(0.5) for b in rounds):>6.2f} | "
               f"{statistics.median(b.percentile(0.95) for b in rounds):>6.2f} | {median.photos_per_second:>8.2f} | "
-              f"{median.photos_per_second / bare_best_pps:>10.2f} | {min(efficiencies):.2f}-{max(efficiencies):.2f} | "
+              f"{median.efficiency:>10.2f} | {min(efficiencies):.2f}-{max(efficiencies):.2f} | "
               f"{cpu_eff:>6.0f} ms")
 
 
@@ -324,23 +330,34 @@ async def run(args: argparse.Namespace) -> int:
             before = await asyncio.to_thread(bare_model, checkpoint, photo_path, bare_batches, args.bare_repeats)
             print(format_table(before, f"bare model before the bursts ({threads} threads)"))
 
-            bursts, first_user = [], FIRST_USER_ID
-            for _ in range(args.repeats):  # round after round, so slow drift of the machine hits every N alike
+            # Each round of bursts is compared with the bare model measured just before and just after it:
+            # the machine is shared, and its speed drifts by 10-30% within minutes.
+            bursts, first_user, round_bare = [], FIRST_USER_ID, [best(before).photos_per_second]
+            for round_number in range(args.repeats):  # round after round, so slow drift hits every N alike
+                this_round = []
                 for users in users_list:
-                    bursts.append(await burst(fake, process.pid, users, photo, first_user, args.burst_timeout + 3 * users))
+                    this_round.append(await burst(fake, process.pid, users, photo, first_user, args.burst_timeout + 3 * users))
                     first_user += users
+                if round_number < args.repeats - 1:
+                    between = await asyncio.to_thread(bare_model, checkpoint, photo_path, (best(before).batch,), args.bare_repeats)
+                    round_bare.append(between[-1].photos_per_second)
+                    reference = statistics.mean(round_bare[-2:])
+                else:
+                    after = await asyncio.to_thread(bare_model, checkpoint, photo_path, (1, best(before).batch), args.bare_repeats)
+                    reference = statistics.mean([round_bare[-1], after[-1].photos_per_second])
+                for item in this_round:
+                    item.bare_pps = reference
+                bursts += this_round
 
-            after = await asyncio.to_thread(bare_model, checkpoint, photo_path, (1, best(before).batch), args.bare_repeats)
-            best_pps = statistics.mean([best(before).photos_per_second, after[-1].photos_per_second])
             best_cpu_ms = statistics.mean([best(before).cpu_ms_per_photo, after[-1].cpu_ms_per_photo])
             b1_ms = statistics.mean([before[0].ms_per_photo, after[0].ms_per_photo]) if before[0].batch == 1 else float("nan")
             print(f"bare model after the bursts: batch 1 {after[0].ms_per_photo:.0f} ms/photo, batch {after[-1].batch} "
                   f"{after[-1].ms_per_photo:.0f} ms/photo ({after[-1].photos_per_second:.2f} photos/s)")
             print()
-            print_bursts(bursts, best_pps, b1_ms, best_cpu_ms)
+            print_bursts(bursts, b1_ms, best_cpu_ms)
             if args.repeats > 1:
                 print()
-                print_summary(bursts, best_pps)
+                print_summary(bursts)
             print()
             print("operator view (/stats):\n  " + (await operator_stats(fake, 30)).replace("\n", "\n  "))
             print()
