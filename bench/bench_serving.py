@@ -280,7 +280,7 @@ def print_summary(bursts: list[Burst]) -> None:
         if not rounds:
             continue
         efficiencies = [b.efficiency for b in rounds]
-        median = sorted(rounds, key=lambda b: b.efficiency)[len(rounds) // 2]
+        median = sorted(rounds, key=lambda b: b.efficiency)[(len(rounds) - 1) // 2]  # the lower one of an even count
         cpu_eff = statistics.median(b.cpu_ms_per_photo for b in rounds)
         print(f"{users:>5} | {statistics.median(b.percentile(0.5) for b in rounds):>6.2f} | "
               f"{statistics.median(b.percentile(0.95) for b in rounds):>6.2f} | {median.photos_per_second:>8.2f} | "

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ServiceConfig:
     max_batch: int = 16
-    max_batch_wait_s: float = 0.2
+    max_batch_wait_s: float = 0.05
     queue_size: int = 128
     per_chat_queue: int = 20
     why_queue_size: int = 8
