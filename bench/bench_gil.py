@@ -14,28 +14,15 @@ import argparse
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
-
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
-from bench_model import SEED_PHOTO, make_random_checkpoint, seed_photo_path  # noqa: E402
+from bench_model import SEED_PHOTO, make_random_checkpoint, measure_batches, seed_photo_path  # noqa: E402
 
 from model import load_classifier  # noqa: E402
 from model.threads import configure_torch_threads  # noqa: E402
-
-
-def ms_per_photo(forward, batch: torch.Tensor, repeats: int) -> float:
-    forward(batch)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        forward(batch)
-        times.append(time.perf_counter() - start)
-    return 1000 * min(times) / len(batch)
 
 
 class BusyPythonThread:
@@ -65,16 +52,19 @@ def main(argv=None) -> int:
     threads = configure_torch_threads()
     with tempfile.TemporaryDirectory(prefix="bench-gil-") as tmp:
         classifier = load_classifier(make_random_checkpoint(Path(tmp)))
-    photo = classifier.preprocess(classifier.open(seed_photo_path(SEED_PHOTO)))
-    batch = photo.unsqueeze(0).repeat(args.batch, 1, 1, 1)
+    photo = seed_photo_path(SEED_PHOTO)
+
+    def ms_per_photo() -> float:
+        return measure_batches(classifier, photo, (args.batch,), args.repeats)[0].ms_per_photo
+
     default = sys.getswitchinterval()
     print(f"batch {args.batch}, {threads} torch threads; ms per photo, the fastest of {args.repeats} passes")
-    print(f"  alone: {ms_per_photo(classifier.probabilities, batch, args.repeats):.1f}")
+    print(f"  alone: {ms_per_photo():.1f}")
     try:
         for interval_ms in (float(value) for value in args.intervals.split(",")):
             sys.setswitchinterval(interval_ms / 1000)
             with BusyPythonThread():
-                took = ms_per_photo(classifier.probabilities, batch, args.repeats)
+                took = ms_per_photo()
             print(f"  beside a busy Python thread, GIL turns of {interval_ms:g} ms: {took:.1f}")
     finally:
         sys.setswitchinterval(default)

@@ -99,17 +99,17 @@ def proc_status(pid: int) -> dict[str, int]:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a live process (all its threads), from /proc/PID/stat."""
-    return stat_fields(pid)[0]
+    return stat_fields(Path(f"/proc/{pid}/stat"))[0]
 
 
 def page_faults(pid: int) -> int:
     """Minor page faults of a live process so far (all its threads): each is a fresh page the kernel zeroed."""
-    return stat_fields(pid)[1]
+    return stat_fields(Path(f"/proc/{pid}/stat"))[1]
 
 
-def stat_fields(pid: int) -> tuple[float, int]:
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
+def stat_fields(stat_file: Path) -> tuple[float, int]:
+    """(CPU seconds, minor page faults) from a /proc/.../stat file: a process's or one of its threads'."""
+    fields = stat_file.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
 
 
@@ -121,11 +121,11 @@ def cpu_by_thread(pid: int) -> dict[str, float]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            seconds = stat_fields(task / "stat")[0]
         except OSError:  # the thread ended meanwhile
             continue
         group = name.rstrip("0123456789_") or name
-        totals[group] = totals.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        totals[group] = totals.get(group, 0.0) + seconds
     return totals
 
 

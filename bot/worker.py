@@ -307,9 +307,8 @@ class Reservation:
 
 
 def _decode_thread_setup() -> None:
-    # No torch.set_num_threads(1) here: torch keeps one process-wide count, and the classifier would drop
-    # to one thread too. Decoding uses PIL and NumPy only (model.preprocess.normalize), so it starts no
-    # OpenMP team of its own.
+    # No torch.set_num_threads(1) here: measured, it cut the whole bot to about one busy core. Decoding
+    # uses PIL and NumPy only (model.preprocess.normalize), so it starts no OpenMP team of its own.
     name_os_thread()
 
 

@@ -152,8 +152,8 @@ def normalize(image: Image.Image, config: PreprocessConfig = PreprocessConfig())
     """A ``crop`` x ``crop`` RGB image to a normalized float32 3 x H x W tensor.
 
     NumPy, not torch: the bot decodes in its own threads, and torch's elementwise ops there would start
-    OpenMP teams beside the classifier's (and torch.set_num_threads is process-wide, so it cannot be
-    lowered for those threads alone). One multiply-add instead of divide-subtract-divide, too.
+    OpenMP teams beside the classifier's (calling torch.set_num_threads(1) in those threads instead cut
+    the whole bot to about one busy core). One multiply-add instead of divide-subtract-divide, too.
     """
     std = np.asarray(config.std, dtype=np.float32)
     scale = 1.0 / (255.0 * std)
