@@ -157,6 +157,9 @@ def main(argv=None) -> int:
         classifier = load_classifier(checkpoint)
         eager = measure_batches(classifier, photo, batches, args.repeats)
         print(format_table(eager, "eager (inference_mode, channels_last)"))
+        if classifier.use_frozen_graph():
+            frozen = measure_batches(classifier, photo, batches, args.repeats)
+            print(format_table(frozen, "frozen TorchScript graph (what the bot serves with; model/graph.py)"))
         if args.compile:
             forward = compiled_forward(classifier, args.compile_budget)
             if forward is not None:

@@ -38,6 +38,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests" / "bot"), str(Path(__file__).resol
 from bench_model import SEED_PHOTO, best, format_table, make_random_checkpoint, measure_batches, seed_photo_path  # noqa: E402
 from fake_telegram import FakeTelegram  # noqa: E402
 
+from bot.config import Settings  # noqa: E402
 from model import load_classifier  # noqa: E402
 from model.memory import keep_freed_memory  # noqa: E402
 from model.threads import available_cores, configure_torch_threads  # noqa: E402
@@ -226,8 +227,10 @@ async def stop_bot(process, timeout: float = 20) -> tuple[float, int | None]:
     return time.monotonic() - started, process.returncode
 
 
-def bare_model(checkpoint: Path, photo: Path, batches: tuple[int, ...], repeats: int):
+def bare_model(checkpoint: Path, photo: Path, batches: tuple[int, ...], repeats: int, frozen_graph: bool):
     classifier = load_classifier(checkpoint)
+    if frozen_graph:  # what the bot serves with (FROZEN_GRAPH), so the two are compared like for like
+        classifier.use_frozen_graph()
     return measure_batches(classifier, photo, batches, repeats)
 
 
@@ -318,6 +321,7 @@ async def run(args: argparse.Namespace) -> int:
         process = None
         try:
             env = bot_environment(fake, checkpoint, workdir / "data", extra)
+            frozen_graph = Settings.from_env(env, env_file=None).frozen_graph
             print(f"{available_cores()} cores; bot settings from the bench: "
                   f"{ {k: v for k, v in env.items() if k not in ('PATH', 'HOME', 'LANG', 'TMPDIR', 'TELEGRAM_BOT_TOKEN')} }")
             process, startup = await start_bot(fake, env, workdir, args.startup_timeout)
@@ -327,8 +331,9 @@ async def run(args: argparse.Namespace) -> int:
 
             # The bare model in this process while the bot idles in its long poll (off the loop, so the
             # fake server keeps answering). Measured again after the bursts: the machine's load drifts.
-            before = await asyncio.to_thread(bare_model, checkpoint, photo_path, bare_batches, args.bare_repeats)
-            print(format_table(before, f"bare model before the bursts ({threads} threads)"))
+            before = await asyncio.to_thread(bare_model, checkpoint, photo_path, bare_batches, args.bare_repeats, frozen_graph)
+            print(format_table(before, f"bare model before the bursts ({threads} threads, "
+                                       f"{'frozen graph' if frozen_graph else 'eager'} like the bot)"))
 
             # Each round of bursts is compared with the bare model measured just before and just after it:
             # the machine is shared, and its speed drifts by 10-30% within minutes.
@@ -339,11 +344,13 @@ async def run(args: argparse.Namespace) -> int:
                     this_round.append(await burst(fake, process.pid, users, photo, first_user, args.burst_timeout + 3 * users))
                     first_user += users
                 if round_number < args.repeats - 1:
-                    between = await asyncio.to_thread(bare_model, checkpoint, photo_path, (best(before).batch,), args.bare_repeats)
+                    between = await asyncio.to_thread(bare_model, checkpoint, photo_path, (best(before).batch,), args.bare_repeats,
+                                                  frozen_graph)
                     round_bare.append(between[-1].photos_per_second)
                     reference = statistics.mean(round_bare[-2:])
                 else:
-                    after = await asyncio.to_thread(bare_model, checkpoint, photo_path, (1, best(before).batch), args.bare_repeats)
+                    after = await asyncio.to_thread(bare_model, checkpoint, photo_path, (1, best(before).batch), args.bare_repeats,
+                                                frozen_graph)
                     reference = statistics.mean([round_bare[-1], after[-1].photos_per_second])
                 for item in this_round:
                     item.bare_pps = reference

@@ -86,6 +86,7 @@ async def start_services(settings: Settings, classifier: Classifier | None) -> B
         explain_batch_size=settings.why_batch_size,
         explain_cache_size=settings.explain_cache_size,
         warm_up_batch=settings.warm_up_photos,
+        frozen_graph=settings.frozen_graph,
     ))
     inference.start()
     store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir)

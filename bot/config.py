@@ -46,6 +46,7 @@ class Settings:
     max_batch: int = 16
     max_batch_wait_ms: float = 50.0
     warm_up_batch: int | None = None  # photos in the start-up warm-up pass; None: MAX_BATCH; 0: no warm-up
+    frozen_graph: bool = True  # classify with a frozen TorchScript graph of the network (model/graph.py)
     why_patch: int = 16
     why_stride: int = 8
     why_coarse_patch: int = 56
@@ -126,6 +127,15 @@ def _parse_level(raw: str) -> str:
     return raw.upper()
 
 
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 ENV_NAMES: dict[str, str] = {
     "token": "TELEGRAM_BOT_TOKEN",
     "api_base_url": "TELEGRAM_API_BASE_URL",
@@ -141,6 +151,7 @@ ENV_NAMES: dict[str, str] = {
     "max_batch": "MAX_BATCH",
     "max_batch_wait_ms": "MAX_BATCH_WAIT_MS",
     "warm_up_batch": "WARM_UP_BATCH",
+    "frozen_graph": "FROZEN_GRAPH",
     "why_patch": "WHY_PATCH",
     "why_stride": "WHY_STRIDE",
     "why_coarse_patch": "WHY_COARSE_PATCH",
@@ -175,11 +186,13 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "feedback_dir": Path,
     "admin_user_ids": _parse_ids,
     "log_level": _parse_level,
+    "frozen_graph": _parse_bool,
 }
 _EXPECTED = {
     **{name: "a whole number" for name in _INT_FIELDS},
     **{name: "a number" for name in _FLOAT_FIELDS},
     "admin_user_ids": "comma-separated numeric Telegram user ids",
+    "frozen_graph": "1 or 0",
 }
 
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")

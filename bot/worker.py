@@ -47,6 +47,7 @@ class ServiceConfig:
     explain_batch_size: int = 16
     explain_cache_size: int = 64
     warm_up_batch: int = 0  # > 0: one forward pass of this many blank photos before serving (see _warm_up)
+    frozen_graph: bool = False  # classify with the network traced into one TorchScript graph (model/graph.py)
 
 
 @dataclass
@@ -203,6 +204,10 @@ class InferenceService:
     def _classify_loop(self) -> None:
         name_os_thread()
         torch.set_num_threads(self.config.torch_threads)  # per thread too: OpenMP keeps the setting per thread
+        if self.config.frozen_graph:
+            # Here, not at load: the half second of tracing overlaps the bot's start instead of delaying
+            # it; a photo that arrives meanwhile waits in the queue.
+            self.classifier.use_frozen_graph()
         self._warm_up()
         while True:
             with self._cond:

@@ -10,6 +10,7 @@ from PIL import Image
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .fold import fold_batch_norms
+from .graph import freeze_graph
 from .preprocess import DEFAULT_MAX_PIXELS, PreprocessConfig, open_image, preprocess
 
 
@@ -40,13 +41,25 @@ def prediction_from_probabilities(probabilities: torch.Tensor, class_names: Sequ
 @dataclass
 class Classifier:
     """A network ready to serve: ``network`` (normalized N x 3 x 224 x 224 -> logits), ``class_names``,
-    the preprocessing it was trained with, and ``checkpoint_id`` (the file's sha256, for cache keys)."""
+    the preprocessing it was trained with, and ``checkpoint_id`` (the file's sha256, for cache keys).
+
+    ``graph``, once :meth:`use_frozen_graph` made it, is the same network as one TorchScript graph: it
+    runs the classification forward pass (see :mod:`model.graph`); ``network`` stays for everything
+    that needs the modules (the heat-map explainer)."""
 
     network: torch.nn.Module
     class_names: list[str]
     preprocess_config: PreprocessConfig = field(default_factory=PreprocessConfig)
     checkpoint_id: str = ""
     metadata: dict = field(default_factory=dict)
+    graph: torch.jit.ScriptModule | None = None
+
+    def use_frozen_graph(self) -> bool:
+        """Trace and freeze the network for :meth:`probabilities` (about half a second); False, and
+        the eager network stays in use, where torch cannot (logged)."""
+        if self.graph is None:
+            self.graph = freeze_graph(self.network, self.preprocess_config.crop)
+        return self.graph is not None
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """PIL image -> normalized 3 x 224 x 224 tensor, exactly as in training evaluation."""
@@ -59,7 +72,8 @@ class Classifier:
     @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities for a normalized N x 3 x H x W batch (the seed's ``torch.exp`` on logits was a bug)."""
-        logits = self.network(batch.contiguous(memory_format=torch.channels_last))
+        forward = self.graph if self.graph is not None else self.network
+        logits = forward(batch.contiguous(memory_format=torch.channels_last))
         return torch.softmax(logits.float(), dim=1)
 
     def predict_tensors(self, tensors: Sequence[torch.Tensor], top_k: int = 3) -> list[Prediction]:

@@ -46,14 +46,15 @@ def running_bot(bot_settings, classifier):
     """``async with running_bot(**settings) as app:`` runs the real Application against the fake server.
 
     It stops the bot at the end, so a test can start a second one with the same ``data_dir`` (a restart).
-    The session's random-init classifier is shared so that each start does not reload the checkpoint.
+    The session's random-init classifier is shared so that each start does not reload the checkpoint;
+    ``own_classifier=True`` makes the bot load the checkpoint itself, as ``python -m bot`` does.
     """
     from bot.app import build_application
 
     @contextlib.asynccontextmanager
-    async def run(settings=None, **extra: str):
+    async def run(settings=None, own_classifier: bool = False, **extra: str):
         settings = settings or bot_settings(**extra)
-        app = build_application(settings, classifier=classifier)
+        app = build_application(settings, classifier=None if own_classifier else classifier)
         async with asyncio.timeout(STEP_TIMEOUT):
             await app.initialize()
             if app.post_init:

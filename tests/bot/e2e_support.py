@@ -76,6 +76,9 @@ def settings_env(fake, checkpoint: Path, data_dir: Path, **extra: str) -> dict[s
         "WHY_STRIDE": "56",
         "LOG_LEVEL": "INFO",
         "WARM_UP_BATCH": "0",  # a second of ResNet50 per bot start, in every test; tested on its own
+        # The shared session classifier stays eager, so tests do not depend on which bot traced it first;
+        # the graph (the default) is tested end to end on a bot that loads its own model.
+        "FROZEN_GRAPH": "0",
     }
     env.update({key: str(value) for key, value in extra.items()})
     return env

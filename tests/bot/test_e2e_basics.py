@@ -38,6 +38,16 @@ async def test_photo_gets_class_and_confidence_with_why_button(fake_api, running
     assert answer.result["reply_to_message"]["message_id"] == update["message"]["message_id"]
 
 
+async def test_default_bot_serves_from_the_frozen_graph(fake_api, running_bot, classifier):
+    photo = jpeg(seed=5)
+    async with running_bot(own_classifier=True, FROZEN_GRAPH="1") as app:
+        update = await fake_api.push(fake_api.photo_update(photo))
+        answer = await fake_api.wait_for_answer(update["message"])
+        served = app.bot_data["services"].classifier
+    assert served is not classifier and served.graph is not None
+    assert_prediction(answer, expected_prediction(classifier, photo))  # the eager session model's answer
+
+
 async def test_picks_a_photo_size_big_enough_for_the_model(fake_api, running_bot):
     big = jpeg(seed=3, width=1600, height=1200)  # Telegram offers 90, 320, 800, 1280 px and the original
     async with running_bot():

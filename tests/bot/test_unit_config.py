@@ -39,6 +39,12 @@ def test_real_environment_wins_over_env_file(tmp_path):
     assert settings.log_level == "DEBUG"
 
 
+@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("yes", True), ("0", False), ("False", False), ("off", False)])
+def test_frozen_graph_switch(raw, expected):
+    assert Settings.from_env(environ={"TELEGRAM_BOT_TOKEN": TOKEN}, env_file=None).frozen_graph is True  # the default
+    assert Settings.from_env(environ={"TELEGRAM_BOT_TOKEN": TOKEN, "FROZEN_GRAPH": raw}, env_file=None).frozen_graph is expected
+
+
 def test_missing_env_file_is_fine():
     settings = Settings.from_env(environ={"TELEGRAM_BOT_TOKEN": TOKEN}, env_file=Path("/nonexistent/.env"))
     assert settings.token == TOKEN
@@ -63,6 +69,7 @@ def test_missing_token_says_botfather(environ):
         ("WHY_PATCH", "300"),
         ("WEBHOOK_URL", "http://insecure.example"),
         ("WEBHOOK_SECRET", "has spaces"),
+        ("FROZEN_GRAPH", "maybe"),
     ],
 )
 def test_bad_values_name_the_variable(name, value):
