@@ -11,6 +11,7 @@ once and repeated to fill the batch. Numbers, not pass/fail: nothing here assert
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ class BatchTiming:
     batch: int
     seconds: float  # fastest wall time of one forward pass of the whole batch (the least disturbed one)
     cpu_seconds: float = float("nan")  # CPU time (all threads) of that pass: steadier on a shared machine
+    median_seconds: float = float("nan")  # the median pass: what the model sustains on this machine as it is now
 
     @property
     def cpu_ms_per_photo(self) -> float:
@@ -50,6 +52,10 @@ class BatchTiming:
     @property
     def photos_per_second(self) -> float:
         return self.batch / self.seconds
+
+    @property
+    def median_photos_per_second(self) -> float:
+        return self.batch / self.median_seconds
 
 
 def seed_photo_path(path: Path | None = None) -> Path:
@@ -71,7 +77,9 @@ def measure_batches(classifier: Classifier, photo: Path, batches=DEFAULT_BATCHES
     """The fastest of ``repeats`` forward passes per batch size, after one warm-up pass of each size.
 
     The minimum, not the median: other processes only ever add time, so the fastest pass is the closest
-    to what the model costs. CPU time is recorded too (it grows less than wall time under contention).
+    to what the model costs. CPU time is recorded too (it grows less than wall time under contention),
+    and the median pass: on a shared machine that is what a run of several seconds gets, the fair
+    thing to hold a serving run of several seconds against (bench_serving.py reports both).
 
     ``forward`` defaults to ``classifier.probabilities`` (network + softmax, inference mode, channels_last).
     """
@@ -87,7 +95,7 @@ def measure_batches(classifier: Classifier, photo: Path, batches=DEFAULT_BATCHES
             forward(inputs)
             samples.append((time.perf_counter() - start, time.process_time() - cpu_start))
         wall, cpu = min(samples)
-        timings.append(BatchTiming(batch, wall, cpu))
+        timings.append(BatchTiming(batch, wall, cpu, statistics.median(seconds for seconds, _ in samples)))
     return timings
 
 
@@ -96,10 +104,11 @@ def best(timings: list[BatchTiming]) -> BatchTiming:
 
 
 def format_table(timings: list[BatchTiming], title: str) -> str:
-    lines = [title, f"{'batch':>5} | {'ms/batch':>9} | {'ms/photo':>8} | {'photos/s':>8} | {'CPU ms/photo':>12}", "-" * 57]
+    lines = [title, f"{'batch':>5} | {'ms/batch':>9} | {'ms/photo':>8} | {'photos/s':>8} | {'CPU ms/photo':>12} | "
+                    f"{'median ms/photo':>15}", "-" * 75]
     for t in timings:
         lines.append(f"{t.batch:>5} | {1000 * t.seconds:>9.1f} | {t.ms_per_photo:>8.1f} | {t.photos_per_second:>8.2f} | "
-                     f"{t.cpu_ms_per_photo:>12.1f}")
+                     f"{t.cpu_ms_per_photo:>12.1f} | {1000 * t.median_seconds / t.batch:>15.1f}")
     top = best(timings)
     lines.append(f"best batch {top.batch}: {top.ms_per_photo:.1f} ms/photo ({top.photos_per_second:.2f} photos/s)")
     return "\n".join(lines)

@@ -59,11 +59,16 @@ class Burst:
     fake_cpu_seconds: float  # this process's CPU time meanwhile: the fake Telegram server's share of the cores
     thread_cpu_seconds: dict[str, float]  # the bot's CPU time during the burst per thread name (cpu_by_thread)
     page_faults: int  # the bot's minor page faults during the burst
-    bare_pps: float = float("nan")  # the bare model's best photos/s around this burst's round (set by run)
+    bare_pps: float = float("nan")  # the bare model's photos/s at its best batch, fastest pass, around this round
+    bare_median_pps: float = float("nan")  # the same from its median pass (set by run)
 
     @property
     def efficiency(self) -> float:
         return self.photos_per_second / self.bare_pps if self.answered else float("nan")
+
+    @property
+    def efficiency_vs_median(self) -> float:
+        return self.photos_per_second / self.bare_median_pps if self.answered else float("nan")
 
     @property
     def answered(self) -> int:
@@ -253,12 +258,14 @@ def bot_environment(fake: FakeTelegram, checkpoint: Path, data_dir: Path, extra:
 
 def print_bursts(bursts: list[Burst], bare_b1_ms: float, bare_best_cpu_ms: float) -> None:
     print(f"{'users':>5} | {'answered':>8} | {'busy':>4} | {'p50 s':>6} | {'p95 s':>6} | {'max s':>6} | "
-          f"{'photos/s':>8} | {'efficiency':>10} | {'CPU ms/photo':>12} | {'CPU eff.':>8} | {'cores used':>10} | {'peak RSS MB':>11}")
-    print("-" * 135)
+          f"{'photos/s':>8} | {'efficiency':>10} | {'vs median':>9} | {'CPU ms/photo':>12} | {'CPU eff.':>8} | "
+          f"{'cores used':>10} | {'peak RSS MB':>11}")
+    print("-" * 147)
     for b in bursts:
         cpu_efficiency = bare_best_cpu_ms / b.cpu_ms_per_photo if b.answered else float("nan")
         print(f"{b.users:>5} | {b.answered:>8} | {b.busy:>4} | {b.percentile(0.5):>6.2f} | {b.percentile(0.95):>6.2f} | "
               f"{max(b.latencies, default=float('nan')):>6.2f} | {b.photos_per_second:>8.2f} | {b.efficiency:>10.2f} | "
+              f"{b.efficiency_vs_median:>9.2f} | "
               f"{b.cpu_ms_per_photo:>12.0f} | {cpu_efficiency:>8.2f} | {b.cores_used:>10} | {b.peak_rss_mb:>11.0f}")
         if b.answered:
             shares = sorted(b.thread_cpu_seconds.items(), key=lambda item: -item[1])
@@ -266,8 +273,11 @@ def print_bursts(bursts: list[Burst], bare_b1_ms: float, bare_best_cpu_ms: float
                   + f"; page faults/photo: {b.page_faults / b.answered:.0f}")
         for problem in b.other:
             print(f"      failed call: {problem}")
-    print(f"efficiency = photos/s / the bare model's best photos/s, measured before and after each round "
-          f"({', '.join(f'{pps:.2f}' for pps in dict.fromkeys(b.bare_pps for b in bursts))}; one photo alone at batch 1: "
+    print(f"efficiency = photos/s / the bare model's best photos/s (its fastest pass at its best batch), measured "
+          f"before and after each round ({', '.join(f'{pps:.2f}' for pps in dict.fromkeys(b.bare_pps for b in bursts))}); "
+          f"vs median = the same against its median pass "
+          f"({', '.join(f'{pps:.2f}' for pps in dict.fromkeys(b.bare_median_pps for b in bursts))}), what it sustains on "
+          f"this machine as it is at the time, as the burst has to; one photo alone at batch 1: "
           f"{bare_b1_ms:.0f} ms of pure model time).\nCPU eff. = the bare model's CPU ms per photo at its best batch "
           f"({bare_best_cpu_ms:.0f}) / the bot's CPU ms per answered photo: the share of the bot's CPU that is "
           f"model work, steadier than wall time when other processes share the cores.\n"
@@ -277,17 +287,20 @@ def print_bursts(bursts: list[Burst], bare_b1_ms: float, bare_best_cpu_ms: float
 def print_summary(bursts: list[Burst]) -> None:
     """Per N, the median of the rounds (the machine is shared and noisy: one burst can be an outlier)."""
     print(f"median of {len(bursts) // len({b.users for b in bursts})} rounds per N:")
-    print(f"{'users':>5} | {'p50 s':>6} | {'p95 s':>6} | {'photos/s':>8} | {'efficiency':>10} | {'range':>11} | {'CPU/photo':>9}")
+    print(f"{'users':>5} | {'p50 s':>6} | {'p95 s':>6} | {'photos/s':>8} | {'efficiency':>10} | {'range':>11} | "
+          f"{'vs median':>9} | {'range':>11} | {'CPU/photo':>9}")
     for users in dict.fromkeys(b.users for b in bursts):
         rounds = [b for b in bursts if b.users == users and b.answered]
         if not rounds:
             continue
         efficiencies = [b.efficiency for b in rounds]
+        against_median = sorted(b.efficiency_vs_median for b in rounds)
         median = sorted(rounds, key=lambda b: b.efficiency)[(len(rounds) - 1) // 2]  # the lower one of an even count
         cpu_eff = statistics.median(b.cpu_ms_per_photo for b in rounds)
         print(f"{users:>5} | {statistics.median(b.percentile(0.5) for b in rounds):>6.2f} | "
               f"{statistics.median(b.percentile(0.95) for b in rounds):>6.2f} | {median.photos_per_second:>8.2f} | "
               f"{median.efficiency:>10.2f} | {min(efficiencies):.2f}-{max(efficiencies):.2f} | "
+              f"{against_median[(len(rounds) - 1) // 2]:>9.2f} | {against_median[0]:.2f}-{against_median[-1]:.2f} | "
               f"{cpu_eff:>6.0f} ms")
 
 
@@ -299,7 +312,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="a bot setting for this run, e.g. --env QUEUE_SIZE=128 --env MAX_BATCH=32")
     parser.add_argument("--photo", type=Path, default=SEED_PHOTO, help="the photo every user sends")
     parser.add_argument("--bare-batches", default="1,2,4,8,16,32", help="bare model batch sizes")
-    parser.add_argument("--bare-repeats", type=int, default=3, help="timed passes per bare batch size (the fastest counts)")
+    parser.add_argument("--bare-repeats", type=int, default=5,
+                        help="timed passes per bare batch size (the fastest and the median are reported)")
     parser.add_argument("--keep-log", type=Path, metavar="PATH", help="copy the bot's log here at the end")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--burst-timeout", type=float, default=120.0, help="seconds per burst, plus 3 s per user")
@@ -337,7 +351,7 @@ async def run(args: argparse.Namespace) -> int:
 
             # Each round of bursts is compared with the bare model measured just before and just after it:
             # the machine is shared, and its speed drifts by 10-30% within minutes.
-            bursts, first_user, round_bare = [], FIRST_USER_ID, [best(before).photos_per_second]
+            bursts, first_user, round_bare = [], FIRST_USER_ID, [best(before)]
             for round_number in range(args.repeats):  # round after round, so slow drift hits every N alike
                 this_round = []
                 for users in users_list:
@@ -346,14 +360,15 @@ async def run(args: argparse.Namespace) -> int:
                 if round_number < args.repeats - 1:
                     between = await asyncio.to_thread(bare_model, checkpoint, photo_path, (best(before).batch,), args.bare_repeats,
                                                   frozen_graph)
-                    round_bare.append(between[-1].photos_per_second)
-                    reference = statistics.mean(round_bare[-2:])
+                    round_bare.append(between[-1])
+                    around = round_bare[-2:]
                 else:
                     after = await asyncio.to_thread(bare_model, checkpoint, photo_path, (1, best(before).batch), args.bare_repeats,
                                                 frozen_graph)
-                    reference = statistics.mean([round_bare[-1], after[-1].photos_per_second])
+                    around = [round_bare[-1], after[-1]]
                 for item in this_round:
-                    item.bare_pps = reference
+                    item.bare_pps = statistics.mean(t.photos_per_second for t in around)
+                    item.bare_median_pps = statistics.mean(t.median_photos_per_second for t in around)
                 bursts += this_round
 
             best_cpu_ms = statistics.mean([best(before).cpu_ms_per_photo, after[-1].cpu_ms_per_photo])
