@@ -24,6 +24,8 @@ import warnings
 import torch
 from torch import nn
 
+from .fold import output_disagreement
+
 log = logging.getLogger(__name__)
 
 
@@ -45,11 +47,8 @@ def freeze_graph(network: nn.Module, side: int = 224, atol: float = 1e-5) -> tor
         return None
     # A different batch size than the one traced: the graph must not have baked the batch into a shape.
     probe = torch.randn(3, 3, side, side, generator=torch.Generator().manual_seed(0))
-    probe = probe.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        expected, got = network(probe), graph(probe)
-    difference = float((expected - got).abs().max()) if expected.shape == got.shape else float("inf")
-    if not difference <= atol * max(1.0, float(expected.abs().max())):
+    difference = output_disagreement(network, graph, probe.contiguous(memory_format=torch.channels_last), atol)
+    if difference is not None:
         log.warning("the frozen graph differs from the network by %.3g: serving the eager network", difference)
         return None
     return graph
