@@ -87,11 +87,13 @@ async def start_services(settings: Settings, classifier: Classifier | None) -> B
         explain_cache_size=settings.explain_cache_size,
         warm_up_batch=settings.warm_up_photos,
         frozen_graph=settings.frozen_graph,
+        classify_workers=settings.classify_worker_count,
     ))
     inference.start()
     store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir)
-    log.info("model loaded: classes=%s checkpoint=%s torch_threads=%d decode_workers=%d",
-             ",".join(classifier.class_names), classifier.checkpoint_id[:12], settings.torch_threads, settings.workers)
+    log.info("model loaded: classes=%s checkpoint=%s torch_threads=%d classify_workers=%d decode_workers=%d",
+             ",".join(classifier.class_names), classifier.checkpoint_id[:12], settings.torch_threads,
+             settings.classify_worker_count, settings.workers)
     return BotServices(settings=settings, classifier=classifier, inference=inference, store=store, stats=BotStats(),
                        feedback=feedback_store)
 

@@ -41,6 +41,7 @@ class Settings:
     unsure_threshold: float = 0.8
     workers: int = field(default_factory=_default_workers)
     torch_threads: int = field(default_factory=_default_torch_threads)
+    classify_workers: int | None = None  # batches run side by side; None: one per torch thread (bot/worker.py)
     queue_size: int = 128
     per_chat_queue: int = 20
     max_batch: int = 16
@@ -79,6 +80,8 @@ class Settings:
             _check(getattr(self, name) >= 1, f"{ENV_NAMES[name]} must be at least 1")
         _check(self.max_batch_wait_ms >= 0, "MAX_BATCH_WAIT_MS must not be negative")
         _check(self.warm_up_batch is None or self.warm_up_batch >= 0, "WARM_UP_BATCH must not be negative")
+        _check(self.classify_workers is None or 1 <= self.classify_workers <= self.torch_threads,
+               "CLASSIFY_WORKERS must be between 1 and TORCH_THREADS")
         _check(self.why_patch <= 224 and self.why_coarse_patch <= 224, "WHY_PATCH and WHY_COARSE_PATCH must be at most 224")
         _check(self.log_level in _LOG_LEVELS, f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
         _check(self.webhook_secret == "" or re.fullmatch(r"[A-Za-z0-9_-]{1,256}", self.webhook_secret) is not None,
@@ -88,6 +91,10 @@ class Settings:
     @property
     def warm_up_photos(self) -> int:
         return self.max_batch if self.warm_up_batch is None else self.warm_up_batch
+
+    @property
+    def classify_worker_count(self) -> int:
+        return self.torch_threads if self.classify_workers is None else self.classify_workers
 
     @property
     def max_batch_wait_s(self) -> float:
@@ -146,6 +153,7 @@ ENV_NAMES: dict[str, str] = {
     "unsure_threshold": "UNSURE_THRESHOLD",
     "workers": "WORKERS",
     "torch_threads": "TORCH_THREADS",
+    "classify_workers": "CLASSIFY_WORKERS",
     "queue_size": "QUEUE_SIZE",
     "per_chat_queue": "PER_CHAT_QUEUE",
     "max_batch": "MAX_BATCH",
@@ -173,7 +181,7 @@ ENV_NAMES: dict[str, str] = {
     "retry_after_max_retries": "RETRY_AFTER_MAX_RETRIES",
 }
 
-_INT_FIELDS = ("workers", "torch_threads", "queue_size", "per_chat_queue", "max_batch", "warm_up_batch", "why_patch",
+_INT_FIELDS = ("workers", "torch_threads", "classify_workers", "queue_size", "per_chat_queue", "max_batch", "warm_up_batch", "why_patch",
                "why_stride", "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size",
                "max_file_bytes",
                "webhook_port", "retry_after_max_retries", "http_connections")

@@ -3,8 +3,8 @@
 Three kinds of threads, so nothing oversubscribes the cores (the heat-map one is in :mod:`bot.heatmaps`):
 
 - a small pool that decodes and preprocesses photos (PIL releases the GIL while decoding);
-- one classification thread that runs micro-batches (:class:`bot.batching.BatchQueue`) with torch's
-  intra-op threads set to ``torch_threads``;
+- ``classify_workers`` classification threads that run micro-batches side by side
+  (:mod:`bot.classifying`), with torch's intra-op threads shared between them;
 - one heat-map thread, at a lower priority: it pauses at the next layer or explainer batch whenever a
   classification waits, so a /why delays an answer by at most one explainer batch.
 
@@ -17,7 +17,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Hashable, Sequence
@@ -25,10 +25,9 @@ from typing import AsyncIterator, Callable, Hashable, Sequence
 import torch
 
 from model import Classifier, Prediction
-from model.predict import prediction_from_probabilities
 from model.threads import name_os_thread
 
-from .batching import BatchQueue, PendingRequest
+from .classifying import ClassificationWorkers, StoppingError
 from .heatmaps import Busy, Explanation, HeatMapJob, HeatMapWorker
 
 log = logging.getLogger(__name__)
@@ -46,8 +45,9 @@ class ServiceConfig:
     torch_threads: int = 2
     explain_batch_size: int = 16
     explain_cache_size: int = 64
-    warm_up_batch: int = 0  # > 0: one forward pass of this many blank photos before serving (see _warm_up)
+    warm_up_batch: int = 0  # > 0: one forward pass of this many blank photos before serving (bot/classifying.py)
     frozen_graph: bool = False  # classify with the network traced into one TorchScript graph (model/graph.py)
+    classify_workers: int = 1  # classification threads running batches side by side (bot/classifying.py)
 
 
 @dataclass
@@ -65,40 +65,36 @@ class InferenceService:
         self.classifier = classifier
         self.config = config
         self.clock = clock
-        self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batch sizes, for /stats and tests
-        self._batches = BatchQueue(config.max_batch, config.max_batch_wait_s)
-        self._cond = threading.Condition()
-        self._classify_idle = threading.Event()
-        self._classify_idle.set()
+        self.classification = ClassificationWorkers(
+            classifier, max_batch=config.max_batch, max_batch_wait_s=config.max_batch_wait_s,
+            torch_threads=config.torch_threads, workers=config.classify_workers, frozen_graph=config.frozen_graph,
+            warm_up_batch=config.warm_up_batch, clock=clock)
         self._counts = _Counts()
         self._counts_lock = threading.Lock()
-        self.heatmaps = HeatMapWorker(classifier, self._classify_idle, config.explain_batch_size,
+        self.heatmaps = HeatMapWorker(classifier, self.classification.idle, config.explain_batch_size,
                                       config.explain_cache_size, config.torch_threads)
         self._stopping = False
-        self._on_the_way = 0  # reserved, not yet queued (downloading, decoding): a batch may wait for them (under _cond)
-        self._threads: list[threading.Thread] = []
         self._decoder: ThreadPoolExecutor | None = None
 
     # ---- life cycle -------------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._threads:
+        if self._decoder is not None:
             return
         torch.set_num_threads(self.config.torch_threads)
         self._decoder = ThreadPoolExecutor(self.config.decode_workers, thread_name_prefix="decode",
                                            initializer=_decode_thread_setup)
-        self._threads = [threading.Thread(target=self._classify_loop, name="classify", daemon=True)]
-        self._threads[0].start()
+        self.classification.start()
         self.heatmaps.start()
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Answer the classifications already queued, cancel heat maps, stop the threads (within ``timeout``)."""
-        with self._cond:
+        with self._counts_lock:
             self._stopping = True
-            self._cond.notify_all()
-        self._classify_idle.set()
+        self.classification.begin_stop()
+        self.classification.idle.set()
         self.heatmaps.begin_stop()
         deadline = time.monotonic() + timeout
-        for thread in [*self._threads, self.heatmaps.thread]:
+        for thread in [*self.classification.threads, self.heatmaps.thread]:
             if thread is None:
                 continue
             await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
@@ -107,6 +103,11 @@ class InferenceService:
         self.heatmaps.finish_stop()
         if self._decoder is not None:
             self._decoder.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def batch_sizes(self):
+        """Recent micro-batch sizes (for /stats and tests)."""
+        return self.classification.batch_sizes
 
     @property
     def heatmap_pauses(self) -> int:
@@ -120,14 +121,13 @@ class InferenceService:
 
     def waiting_for_batch(self) -> int:
         """Photos decoded and waiting for the next batch (a subset of :meth:`queue_length`)."""
-        with self._cond:
-            return len(self._batches)
+        return self.classification.waiting()
 
     # ---- admission --------------------------------------------------------------------------------------
     def _admit(self, chat_id: Hashable, heatmap: bool = False) -> None:
         with self._counts_lock:
             counts = self._counts
-            if self._stopping or not self._threads:
+            if self._stopping or self._decoder is None:
                 raise Busy("the service is not running")
             if counts.total >= self.config.queue_size:
                 raise Busy(f"{counts.total} requests queued")
@@ -161,8 +161,7 @@ class InferenceService:
         Use as ``with service.reserve(chat) as reservation: ... await reservation.classify(data)``.
         """
         self._admit(chat_id)
-        with self._cond:
-            self._on_the_way += 1
+        self.classification.expect()
         return Reservation(self, chat_id)
 
     async def classify(self, chat_id: Hashable, data: bytes) -> Prediction:
@@ -178,84 +177,11 @@ class InferenceService:
         finally:
             self._release(chat_id)
 
-    def _no_longer_on_the_way(self) -> None:
-        with self._cond:
-            self._on_the_way -= 1
-            self._cond.notify()  # one fewer to wait for may make a batch due
-
     async def _enqueue(self, chat_id: Hashable, tensor: torch.Tensor, was_on_the_way: bool) -> Prediction:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future = loop.create_future()
-
-        def deliver(result, error):  # called from the classification thread
-            loop.call_soon_threadsafe(_settle, future, result, error)
-
-        with self._cond:
-            # Off the way and into the queue in one step, so the batcher never sees the photo in neither
-            # place and leaves without it.
-            self._on_the_way -= was_on_the_way
-            if self._stopping:
-                raise Busy("the service is stopping")
-            self._classify_idle.clear()
-            self._batches.add(PendingRequest(chat_id, tensor, self.clock(), deliver))
-            self._cond.notify()
-        return await future
-
-    def _classify_loop(self) -> None:
-        name_os_thread()
-        torch.set_num_threads(self.config.torch_threads)  # per thread too: OpenMP keeps the setting per thread
-        if self.config.frozen_graph:
-            # Here, not at load: the half second of tracing overlaps the bot's start instead of delaying
-            # it; a photo that arrives meanwhile waits in the queue.
-            self.classifier.use_frozen_graph()
-        self._warm_up()
-        while True:
-            with self._cond:
-                while True:
-                    now = self.clock()
-                    batch = self._batches.take(now, force=self._stopping, on_the_way=self._on_the_way)
-                    if batch:
-                        break
-                    if not self._batches:
-                        self._classify_idle.set()
-                    if self._stopping:
-                        return
-                    self._cond.wait(self._batches.due_in(now, self._on_the_way))
-            self._run_batch(batch)
-
-    def _warm_up(self) -> None:
-        """One pass at the largest batch before the first request (which waits meanwhile, in the queue).
-
-        oneDNN prepares its kernels for that shape, and the heap grows to that working set once
-        (model/memory.py keeps it), instead of both happening inside the first burst of photos: measured
-        here, the first batch of 16 took 1.5 s instead of 0.85 s without it.
-        """
-        if self.config.warm_up_batch < 1:
-            return
-        side = self.classifier.preprocess_config.crop
-        started = time.monotonic()
         try:
-            self.classifier.probabilities(torch.zeros(self.config.warm_up_batch, 3, side, side))
-        except Exception:  # a broken network shows up on the first real request, answered per request
-            log.exception("warm-up pass failed")
-            return
-        log.info("warm-up: batch %d in %.2f s", self.config.warm_up_batch, time.monotonic() - started)
-
-    def _run_batch(self, batch: list[PendingRequest]) -> None:
-        self.batch_sizes.append(len(batch))
-        try:
-            probabilities = self.classifier.probabilities(torch.stack([request.payload for request in batch]))
-        except Exception:
-            if len(batch) > 1:
-                # One malformed input must not fail its neighbours: run each alone to find it.
-                for request in batch:
-                    self._run_batch([request])
-                return
-            log.exception("classification failed")
-            batch[0].deliver(None, RuntimeError("classification failed"))
-            return
-        for request, row in zip(batch, probabilities):
-            request.deliver(prediction_from_probabilities(row, self.classifier.class_names), None)
+            return await self.classification.submit(chat_id, tensor, was_on_the_way)
+        except StoppingError:
+            raise Busy("the service is stopping") from None
 
     # ---- heat maps ----------------------------------------------------------------------------------------
     async def explain(self, chat_id: Hashable, data: bytes,
@@ -289,7 +215,7 @@ class Reservation:
     def __init__(self, service: InferenceService, chat_id: Hashable):
         self._service = service
         self._chat_id = chat_id
-        self._on_the_way = True  # counted in service._on_the_way until it is queued or given up
+        self._on_the_way = True  # counted as on its way (service.classification) until it is queued or given up
 
     def __enter__(self) -> "Reservation":
         return self
@@ -297,7 +223,7 @@ class Reservation:
     def __exit__(self, *exc_info) -> None:
         if self._on_the_way:  # the download failed, or decoding did: nothing to wait for any more
             self._on_the_way = False
-            self._service._no_longer_on_the_way()
+            self._service.classification.not_coming()
         self._service._release(self._chat_id)
 
     async def classify(self, data: bytes) -> Prediction:
@@ -316,11 +242,3 @@ def _decode_thread_setup() -> None:
     # uses PIL and NumPy only (model.preprocess.normalize), so it starts no OpenMP team of its own.
     name_os_thread()
 
-
-def _settle(future: asyncio.Future, result, error: BaseException | None) -> None:
-    if future.done():  # the caller gave up (cancelled); nothing to hand back
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)

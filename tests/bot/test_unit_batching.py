@@ -2,7 +2,7 @@
 waiting only for photos known to be on their way."""
 import pytest
 
-from bot.batching import BatchQueue, PendingRequest
+from bot.batching import MIN_SHARE, BatchQueue, PendingRequest, share_of_work
 
 
 def request(chat, name, arrived):
@@ -86,6 +86,36 @@ def test_a_full_batch_does_not_wait_for_more_on_their_way():
         queue.add(request(f"c{i}", i, arrived=0.0))
     assert [r.payload for r in queue.take(0.0, on_the_way=5)] == [0, 1]
     assert queue.take(0.0, on_the_way=5) == []  # one left, more coming: wait
+
+
+def test_a_limit_below_max_batch_caps_the_take_and_makes_it_due_sooner():
+    queue = BatchQueue(max_batch=8, max_wait_s=10.0)
+    for i in range(5):
+        queue.add(request(f"c{i}", i, arrived=0.0))
+    assert queue.due_in(0.0, on_the_way=9) > 0  # 5 of 8: wait for the photos on their way
+    assert queue.due_in(0.0, on_the_way=9, limit=4) == 0.0  # a share of 4 is already there
+    assert [r.payload for r in queue.take(0.0, on_the_way=9, limit=4)] == [0, 1, 2, 3]
+    assert [r.payload for r in queue.take(0.0, on_the_way=0, limit=99)] == [4]  # never above max_batch
+
+
+@pytest.mark.parametrize("waiting, on_the_way, share", [
+    (30, 0, 8),   # a big burst: half of max_batch each, so both together hold one max_batch of activations
+    (5, 25, 8),
+    (9, 0, 5),    # the end of a burst: split evenly, so the two workers finish together
+    (3, 0, 2),
+    (1, 1, 2),    # but not below MIN_SHARE: a batch of 1 on one thread costs more per photo
+    (1, 0, 2),
+    (0, 0, 2),
+])
+def test_share_of_work_splits_what_is_in_sight_between_two_workers(waiting, on_the_way, share):
+    assert MIN_SHARE == 2
+    assert share_of_work(16, 2, waiting, on_the_way) == share
+
+
+def test_share_of_work_of_a_single_worker_is_max_batch():
+    assert share_of_work(16, 1, 3, 0) == 16
+    assert share_of_work(16, 3, 100, 0) == 6
+    assert share_of_work(2, 2, 9, 0) == 1  # never above max_batch / workers, even below MIN_SHARE
 
 
 def test_invalid_bounds():

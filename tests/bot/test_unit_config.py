@@ -45,6 +45,15 @@ def test_frozen_graph_switch(raw, expected):
     assert Settings.from_env(environ={"TELEGRAM_BOT_TOKEN": TOKEN, "FROZEN_GRAPH": raw}, env_file=None).frozen_graph is expected
 
 
+def test_classify_workers_default_to_one_per_torch_thread():
+    def settings(**environ):
+        return Settings.from_env(environ={"TELEGRAM_BOT_TOKEN": TOKEN, **environ}, env_file=None)
+
+    assert settings(TORCH_THREADS="2").classify_worker_count == 2
+    assert settings(TORCH_THREADS="1").classify_worker_count == 1
+    assert settings(TORCH_THREADS="4", CLASSIFY_WORKERS="1").classify_worker_count == 1  # one batch at a time
+
+
 def test_missing_env_file_is_fine():
     settings = Settings.from_env(environ={"TELEGRAM_BOT_TOKEN": TOKEN}, env_file=Path("/nonexistent/.env"))
     assert settings.token == TOKEN
@@ -70,6 +79,8 @@ def test_missing_token_says_botfather(environ):
         ("WEBHOOK_URL", "http://insecure.example"),
         ("WEBHOOK_SECRET", "has spaces"),
         ("FROZEN_GRAPH", "maybe"),
+        ("CLASSIFY_WORKERS", "0"),
+        ("CLASSIFY_WORKERS", "99"),  # more than TORCH_THREADS: each needs a thread of its own
     ],
 )
 def test_bad_values_name_the_variable(name, value):

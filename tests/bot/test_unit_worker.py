@@ -8,6 +8,7 @@ partial batches for as long as a test needs, so nothing here depends on timing.
 import asyncio
 import dataclasses
 import io
+import threading
 
 import numpy as np
 import pytest
@@ -33,7 +34,8 @@ async def make_service(classifier):
     services = []
 
     def make(clock=None, **config):
-        service = InferenceService(classifier, ServiceConfig(torch_threads=torch.get_num_threads(), **config),
+        config.setdefault("torch_threads", torch.get_num_threads())
+        service = InferenceService(classifier, ServiceConfig(**config),
                                    clock=clock or FrozenClock())
         service.start()
         services.append(service)
@@ -99,6 +101,63 @@ async def test_frozen_graph_is_built_in_the_service_and_gives_the_eager_answers(
         assert prediction.confidence == pytest.approx(expected.confidence, abs=1e-5)
 
 
+async def test_side_by_side_workers_match_unbatched_and_split_the_work(make_service, classifier):
+    service = make_service(classify_workers=2, torch_threads=2, max_batch=4, max_batch_wait_s=1000.0)
+    data = photos(8)
+    async with asyncio.timeout(STEP):
+        predictions = await asyncio.gather(*(service.classify(f"chat{i}", d) for i, d in enumerate(data)))
+    assert sum(service.batch_sizes) == 8 and max(service.batch_sizes) <= 2  # a worker's share: 4 / 2
+    for prediction, photo in zip(predictions, data):
+        expected = classifier.predict_image(classifier.open(photo))
+        assert prediction.label == expected.label
+        assert prediction.confidence == pytest.approx(expected.confidence, abs=1e-5)
+
+
+def spy_on_forward_passes(classifier, until_concurrent: int = 0):
+    """A copy of ``classifier`` whose passes record (batch size, torch threads of the calling thread); with
+    ``until_concurrent``, each pass first waits until that many passes have started (or STEP passes)."""
+    passes, started, lock = [], threading.Condition(), threading.Lock()
+    spy = dataclasses.replace(classifier)
+
+    def probabilities(batch):
+        with lock:
+            passes.append((batch.shape[0], torch.get_num_threads()))
+        with started:
+            started.notify_all()
+            started.wait_for(lambda: len(passes) >= until_concurrent, timeout=STEP)
+        return classifier.probabilities(batch)
+
+    spy.probabilities = probabilities
+    return spy, passes
+
+
+async def test_two_workers_run_two_batches_at_once_on_one_thread_each(classifier):
+    spy, passes = spy_on_forward_passes(classifier, until_concurrent=2)
+    service = InferenceService(spy, ServiceConfig(torch_threads=2, classify_workers=2, max_batch=4,
+                                                  max_batch_wait_s=1000.0), clock=FrozenClock())
+    service.start()
+    tensor = classifier.preprocess(make_photo())
+    try:
+        with service.reserve("downloading"), service.reserve("downloading too"):  # more work in sight: share
+            async with asyncio.timeout(STEP / 2):  # one worker alone would wait STEP in its first pass
+                await asyncio.gather(*(service.classify_tensor(f"chat{i}", tensor) for i in range(4)))
+    finally:
+        await service.stop()
+    assert passes == [(2, 1), (2, 1)]
+
+
+async def test_a_lone_photo_gets_all_the_threads_of_side_by_side_workers(classifier):
+    spy, passes = spy_on_forward_passes(classifier)
+    service = InferenceService(spy, ServiceConfig(torch_threads=2, classify_workers=2), clock=FrozenClock())
+    service.start()
+    try:
+        async with asyncio.timeout(STEP):
+            await service.classify("a", photos(1)[0])
+    finally:
+        await service.stop()
+    assert passes == [(1, 2)]
+
+
 async def test_one_bad_photo_fails_alone(make_service):
     service = make_service(max_batch=3, max_batch_wait_s=1000.0)
     good = photos(3)
@@ -142,6 +201,22 @@ async def test_full_queue_is_busy_and_shutdown_drains(make_service, classifier):
     assert service.queue_length() == 0
     with pytest.raises(Busy):
         await service.classify_tensor("a", tensor)  # stopped
+
+
+async def test_stop_answers_everything_and_ends_both_side_by_side_workers(classifier):
+    spy, passes = spy_on_forward_passes(classifier, until_concurrent=2)
+    service = InferenceService(spy, ServiceConfig(torch_threads=2, classify_workers=2, max_batch=2,
+                                                  max_batch_wait_s=1000.0), clock=FrozenClock())
+    service.start()
+    tensor = classifier.preprocess(make_photo())
+    waiting = [asyncio.create_task(service.classify_tensor(f"chat{i}", tensor)) for i in range(5)]
+    await wait_until(lambda: len(passes) >= 1, "a worker busy")
+    async with asyncio.timeout(STEP / 2):
+        await service.stop()  # while work is queued and running: every request is still answered
+        results = await asyncio.gather(*waiting)
+    assert len(results) == 5 and sum(size for size, _ in passes) == 5
+    assert service.queue_length() == 0
+    assert not any(thread.is_alive() for thread in service.classification.threads)
 
 
 async def test_per_chat_cap(make_service, classifier):
