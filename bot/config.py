@@ -41,7 +41,7 @@ class Settings:
     unsure_threshold: float = 0.8
     workers: int = field(default_factory=_default_workers)
     torch_threads: int = field(default_factory=_default_torch_threads)
-    classify_workers: int | None = None  # batches run side by side; None: one per torch thread (bot/worker.py)
+    classify_workers: int | None = None  # batches run side by side; None: one per torch thread (bot/classifying.py)
     queue_size: int = 128
     per_chat_queue: int = 20
     max_batch: int = 16
