@@ -33,9 +33,9 @@ class FrozenClock:
 async def make_service(classifier):
     services = []
 
-    def make(clock=None, **config):
+    def make(clock=None, model=None, **config):
         config.setdefault("torch_threads", torch.get_num_threads())
-        service = InferenceService(classifier, ServiceConfig(**config),
+        service = InferenceService(model or classifier, ServiceConfig(**config),
                                    clock=clock or FrozenClock())
         service.start()
         services.append(service)
@@ -131,30 +131,21 @@ def spy_on_forward_passes(classifier, until_concurrent: int = 0):
     return spy, passes
 
 
-async def test_two_workers_run_two_batches_at_once_on_one_thread_each(classifier):
+async def test_two_workers_run_two_batches_at_once_on_one_thread_each(make_service, classifier):
     spy, passes = spy_on_forward_passes(classifier, until_concurrent=2)
-    service = InferenceService(spy, ServiceConfig(torch_threads=2, classify_workers=2, max_batch=4,
-                                                  max_batch_wait_s=1000.0), clock=FrozenClock())
-    service.start()
+    service = make_service(model=spy, torch_threads=2, classify_workers=2, max_batch=4, max_batch_wait_s=1000.0)
     tensor = classifier.preprocess(make_photo())
-    try:
-        with service.reserve("downloading"), service.reserve("downloading too"):  # more work in sight: share
-            async with asyncio.timeout(STEP / 2):  # one worker alone would wait STEP in its first pass
-                await asyncio.gather(*(service.classify_tensor(f"chat{i}", tensor) for i in range(4)))
-    finally:
-        await service.stop()
+    with service.reserve("downloading"), service.reserve("downloading too"):  # more work in sight: share
+        async with asyncio.timeout(STEP / 2):  # one worker alone would wait STEP in its first pass
+            await asyncio.gather(*(service.classify_tensor(f"chat{i}", tensor) for i in range(4)))
     assert passes == [(2, 1), (2, 1)]
 
 
-async def test_a_lone_photo_gets_all_the_threads_of_side_by_side_workers(classifier):
+async def test_a_lone_photo_gets_all_the_threads_of_side_by_side_workers(make_service, classifier):
     spy, passes = spy_on_forward_passes(classifier)
-    service = InferenceService(spy, ServiceConfig(torch_threads=2, classify_workers=2), clock=FrozenClock())
-    service.start()
-    try:
-        async with asyncio.timeout(STEP):
-            await service.classify("a", photos(1)[0])
-    finally:
-        await service.stop()
+    service = make_service(model=spy, torch_threads=2, classify_workers=2)
+    async with asyncio.timeout(STEP):
+        await service.classify("a", photos(1)[0])
     assert passes == [(1, 2)]
 
 
@@ -203,11 +194,9 @@ async def test_full_queue_is_busy_and_shutdown_drains(make_service, classifier):
         await service.classify_tensor("a", tensor)  # stopped
 
 
-async def test_stop_answers_everything_and_ends_both_side_by_side_workers(classifier):
+async def test_stop_answers_everything_and_ends_both_side_by_side_workers(make_service, classifier):
     spy, passes = spy_on_forward_passes(classifier, until_concurrent=2)
-    service = InferenceService(spy, ServiceConfig(torch_threads=2, classify_workers=2, max_batch=2,
-                                                  max_batch_wait_s=1000.0), clock=FrozenClock())
-    service.start()
+    service = make_service(model=spy, torch_threads=2, classify_workers=2, max_batch=2, max_batch_wait_s=1000.0)
     tensor = classifier.preprocess(make_photo())
     waiting = [asyncio.create_task(service.classify_tensor(f"chat{i}", tensor)) for i in range(5)]
     await wait_until(lambda: len(passes) >= 1, "a worker busy")
