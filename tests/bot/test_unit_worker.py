@@ -80,21 +80,22 @@ async def test_batched_results_match_unbatched(make_service, classifier):
         assert prediction.label == max(expected, key=expected.get)
 
 
-async def test_frozen_graph_is_built_in_the_service_and_gives_the_eager_answers(tiny_checkpoint):
+@pytest.mark.parametrize("workers", [1, 2])  # 2: the one graph runs in two threads at once
+async def test_frozen_graph_is_built_in_the_service_and_gives_the_eager_answers(tiny_checkpoint, workers):
     from model import load_classifier
 
     eager, served = load_classifier(tiny_checkpoint), load_classifier(tiny_checkpoint)
-    service = InferenceService(served, ServiceConfig(torch_threads=torch.get_num_threads(), max_batch=2,
+    service = InferenceService(served, ServiceConfig(torch_threads=2, classify_workers=workers, max_batch=2 * workers,
                                                      max_batch_wait_s=1000.0, frozen_graph=True), clock=FrozenClock())
     service.start()
-    data = photos(4)
+    data = photos(8)
     try:
         async with asyncio.timeout(STEP):
             predictions = await asyncio.gather(*(service.classify(f"chat{i}", d) for i, d in enumerate(data)))
     finally:
         await service.stop()
     assert served.graph is not None and eager.graph is None
-    assert list(service.batch_sizes) == [2, 2]
+    assert list(service.batch_sizes) == [2] * 4  # each worker's share of 2 * workers
     for prediction, photo in zip(predictions, data):
         expected = eager.predict_image(eager.open(photo))
         assert prediction.label == expected.label
