@@ -26,12 +26,9 @@ from model.predict import prediction_from_probabilities
 from model.threads import name_os_thread
 
 from .batching import BatchQueue, PendingRequest, share_of_work
+from .heatmaps import Busy
 
 log = logging.getLogger(__name__)
-
-
-class StoppingError(Exception):
-    """The workers are stopping: no new photo is queued."""
 
 
 class ClassificationWorkers:
@@ -73,6 +70,7 @@ class ClassificationWorkers:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        self.idle.set()  # nothing waits for the workers any more: the heat-map thread may go on to stop
 
     def waiting(self) -> int:
         """Photos queued for the next batches (not those running)."""
@@ -91,7 +89,7 @@ class ClassificationWorkers:
             self._cond.notify_all()  # one fewer to wait for may make a batch due
 
     async def submit(self, chat_id: Hashable, tensor: torch.Tensor, was_on_the_way: bool) -> Prediction:
-        """Queue one preprocessed photo; raises :class:`StoppingError` once stopping."""
+        """Queue one preprocessed photo; raises :class:`Busy` once stopping."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
 
@@ -103,7 +101,7 @@ class ClassificationWorkers:
             # place and leaves without it.
             self._on_the_way -= was_on_the_way
             if self._stopping:
-                raise StoppingError("the classification workers are stopping")
+                raise Busy("the service is stopping")
             self.idle.clear()
             self._batches.add(PendingRequest(chat_id, tensor, self.clock(), deliver))
             self._cond.notify()

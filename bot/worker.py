@@ -27,7 +27,7 @@ import torch
 from model import Classifier, Prediction
 from model.threads import name_os_thread
 
-from .classifying import ClassificationWorkers, StoppingError
+from .classifying import ClassificationWorkers
 from .heatmaps import Busy, Explanation, HeatMapJob, HeatMapWorker
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,6 @@ class InferenceService:
         with self._counts_lock:
             self._stopping = True
         self.classification.begin_stop()
-        self.classification.idle.set()
         self.heatmaps.begin_stop()
         deadline = time.monotonic() + timeout
         for thread in [*self.classification.threads, self.heatmaps.thread]:
@@ -173,15 +172,9 @@ class InferenceService:
         """Queue an already preprocessed 3 x 224 x 224 tensor for the next micro-batch."""
         self._admit(chat_id)
         try:
-            return await self._enqueue(chat_id, tensor, was_on_the_way=False)
+            return await self.classification.submit(chat_id, tensor, was_on_the_way=False)
         finally:
             self._release(chat_id)
-
-    async def _enqueue(self, chat_id: Hashable, tensor: torch.Tensor, was_on_the_way: bool) -> Prediction:
-        try:
-            return await self.classification.submit(chat_id, tensor, was_on_the_way)
-        except StoppingError:
-            raise Busy("the service is stopping") from None
 
     # ---- heat maps ----------------------------------------------------------------------------------------
     async def explain(self, chat_id: Hashable, data: bytes,
@@ -233,8 +226,8 @@ class Reservation:
         service = self._service
         loop = asyncio.get_running_loop()
         tensor = await loop.run_in_executor(service._decoder, service._decode, data)
-        self._on_the_way = False  # _enqueue takes it off the count in the same step as it queues it
-        return await service._enqueue(self._chat_id, tensor, was_on_the_way=True)
+        self._on_the_way = False  # submit takes it off the count in the same step as it queues it
+        return await service.classification.submit(self._chat_id, tensor, was_on_the_way=True)
 
 
 def _decode_thread_setup() -> None:
