@@ -14,6 +14,7 @@ import argparse
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,22 +26,41 @@ from model import load_classifier  # noqa: E402
 from model.threads import configure_torch_threads  # noqa: E402
 
 
+BUSY_TURN_S = 0.0015  # with duty < 1: Python runs this long at a time, then the thread sleeps
+
+
 class BusyPythonThread:
-    """A thread that runs pure Python (holding the GIL for whole turns) until the block ends."""
+    """A thread that runs pure Python (holding the GIL for whole turns) until the block ends.
+
+    ``duty`` < 1: busy ``BUSY_TURN_S`` at a time, ``duty`` of one core in all, like the bot's event loop
+    during a burst (bench_interference.py); 0: no thread at all.
+    """
+
+    def __init__(self, duty: float = 1.0):
+        self.duty = duty
 
     def __enter__(self):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
+        if self.duty > 0:
+            self._thread.start()
         return self
 
     def _spin(self) -> None:
+        pause = BUSY_TURN_S * (1 - self.duty) / self.duty if self.duty < 1 else 0.0
         while not self._stop.is_set():
-            sum(range(200))
+            if not pause:
+                sum(range(200))
+                continue
+            until = time.perf_counter() + BUSY_TURN_S
+            while time.perf_counter() < until:
+                sum(range(100))
+            time.sleep(pause)
 
     def __exit__(self, *exc_info) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 def main(argv=None) -> int:

@@ -23,49 +23,19 @@ import asyncio
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
+from bench_gil import BusyPythonThread  # noqa: E402
 from bench_model import SEED_PHOTO, make_random_checkpoint, seed_photo_path  # noqa: E402
 
 from bot.worker import InferenceService, ServiceConfig  # noqa: E402
 from model import load_classifier  # noqa: E402
 from model.memory import keep_freed_memory  # noqa: E402
 from model.threads import available_cores, configure_torch_threads  # noqa: E402
-
-BUSY_TURN_S = 0.0015
-
-
-class DutyCycleThread:
-    """A thread that runs pure Python for ``BUSY_TURN_S`` at a time, ``duty`` of one core in all."""
-
-    def __init__(self, duty: float):
-        self.duty = duty
-
-    def __enter__(self):
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        if self.duty > 0:
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        pause = BUSY_TURN_S * (1 - self.duty) / self.duty
-        while not self._stop.is_set():
-            until = time.perf_counter() + BUSY_TURN_S
-            while time.perf_counter() < until:
-                sum(range(100))
-            time.sleep(pause)
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
 
 async def photos_per_second(service: InferenceService, tensor, photos: int) -> float:
     started = time.perf_counter()
@@ -93,7 +63,7 @@ async def run(args: argparse.Namespace) -> int:
         results: dict[tuple[int, float], list[float]] = {(w, d): [] for w in workers_list for d in (0.0, args.duty)}
         for round_number in range(args.rounds):
             for (workers, duty), values in results.items():
-                with DutyCycleThread(duty):
+                with BusyPythonThread(duty):
                     values.append(await photos_per_second(services[workers], tensor, args.photos))
             print(f"round {round_number + 1}/{args.rounds}: "
                   + ", ".join(f"{w} worker(s){' busy' if d else ''} {v[-1]:.1f}" for (w, d), v in results.items()),
