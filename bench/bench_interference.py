@@ -90,7 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--workers", default="1,2", help="CLASSIFY_WORKERS values to compare")
     parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--max-batch-wait-ms", type=float, default=50.0)
+    parser.add_argument("--max-batch-wait-ms", type=float, default=10.0)
     args = parser.parse_args(argv)
     if not 0 < args.duty < 1:
         parser.error("--duty must be between 0 and 1")

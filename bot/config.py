@@ -45,7 +45,7 @@ class Settings:
     queue_size: int = 128
     per_chat_queue: int = 20
     max_batch: int = 16
-    max_batch_wait_ms: float = 50.0
+    max_batch_wait_ms: float = 10.0
     warm_up_batch: int | None = None  # photos in the start-up warm-up pass; None: MAX_BATCH; 0: no warm-up
     frozen_graph: bool = True  # classify with a frozen TorchScript graph of the network (model/graph.py)
     why_patch: int = 16

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ServiceConfig:
     max_batch: int = 16
-    max_batch_wait_s: float = 0.05
+    max_batch_wait_s: float = 0.01
     queue_size: int = 128
     per_chat_queue: int = 20
     why_queue_size: int = 8
