@@ -8,8 +8,8 @@ thread). torch's intra-op threads wait for each other at every layer, so when th
 of two cores for a moment, a batch on two threads stalls on both; two batches on one thread each
 (``CLASSIFY_WORKERS=2``) lose only that moment on one core.
 
-This runs the bot's real :class:`bot.worker.InferenceService` (frozen graph, micro-batching, the same
-batch bounds as the bot) on ``--photos`` preprocessed photos queued at once, for each ``--workers`` value,
+This runs the bot's real :class:`bot.scheduler.InferenceScheduler` (the bot's settings, frozen graph,
+micro-batching) on ``--photos`` preprocessed photos queued at once, for each ``--workers`` value,
 alone and beside a thread that runs Python for 1.5 ms at a time, ``--duty`` of one core in all (it holds
 the GIL like the event loop does). Rounds alternate the cases, so drift on a shared machine hits all of
 them alike. Prints photos/s (median and best of the rounds) and each case against the best median alone:
@@ -32,12 +32,16 @@ sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 from bench_gil import BusyPythonThread  # noqa: E402
 from bench_model import SEED_PHOTO, make_random_checkpoint, seed_photo_path  # noqa: E402
 
-from bot.worker import InferenceService, ServiceConfig  # noqa: E402
+import dataclasses  # noqa: E402
+
+from bot.config import Settings  # noqa: E402
+from bot.scheduler import InferenceScheduler  # noqa: E402
 from model import load_classifier  # noqa: E402
 from model.memory import keep_freed_memory  # noqa: E402
 from model.threads import available_cores, configure_torch_threads  # noqa: E402
 
-async def photos_per_second(service: InferenceService, tensor, photos: int) -> float:
+
+async def photos_per_second(service: InferenceScheduler, tensor, photos: int) -> float:
     started = time.perf_counter()
     await asyncio.gather(*(service.classify_tensor(f"chat{i}", tensor) for i in range(photos)))
     return photos / (time.perf_counter() - started)
@@ -48,15 +52,18 @@ async def run(args: argparse.Namespace) -> int:
     keep_freed_memory()
     with tempfile.TemporaryDirectory(prefix="bench-interference-") as tmp:
         classifier = load_classifier(make_random_checkpoint(Path(tmp)))
-    classifier.use_frozen_graph()  # once, shared by every case (the bot's default, FROZEN_GRAPH=1)
+    classifier.use_frozen_graph()  # once, shared by every case (FROZEN_GRAPH=1: like for like)
     tensor = classifier.preprocess(classifier.open(seed_photo_path(SEED_PHOTO).read_bytes()))
     workers_list = [int(w) for w in args.workers.split(",") if w.strip()]
     services = {}
     for workers in workers_list:
-        services[workers] = InferenceService(classifier, ServiceConfig(
-            torch_threads=threads, classify_workers=workers, max_batch=args.max_batch,
-            max_batch_wait_s=args.max_batch_wait_ms / 1000, warm_up_batch=args.max_batch))
+        config = dataclasses.replace(Settings(token="bench").scheduler_config(), torch_threads=threads,
+                                     classify_workers=workers, max_batch=args.max_batch, frozen_graph=True,
+                                     max_batch_wait_s=args.max_batch_wait_ms / 1000, warm_up_batch=args.max_batch,
+                                     queue_size=max(args.photos, 128), per_chat_queue=max(args.photos, 20))
+        services[workers] = InferenceScheduler(classifier, config)
         services[workers].start()
+        await services[workers].ready()
     try:
         for service in services.values():  # warm-up: every batch shape and thread count once
             await photos_per_second(service, tensor, args.photos)

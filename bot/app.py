@@ -1,43 +1,59 @@
 """Wiring: settings -> Application with every handler registered here, services started and stopped with it.
 
-The model, the inference threads and the SQLite store start in :meth:`BotApplication.initialize` (so the
-same code path serves ``run_polling``/``run_webhook`` and ``async with app: await app.start()`` in tests)
-and stop in :meth:`BotApplication.stop`/``shutdown``: queued classifications are answered, heat maps are
-cancelled, so SIGINT/SIGTERM end the process within seconds.
+The model, the inference scheduler and the SQLite store start in :meth:`BotApplication.initialize` (so the
+same code path serves ``run_polling``/``run_webhook`` and ``async with app: await app.start()`` in tests);
+initialize returns once the scheduler has warmed up and the journal's unfinished requests are queued
+again, so polling starts at full speed. They stop in :meth:`BotApplication.stop`/``shutdown``: queued
+classifications are answered, heat maps end at their next pause point and stay in the journal for the
+next start, so SIGINT/SIGTERM end the process within seconds.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import importlib.util
+import json
 import logging
 import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
 from telegram import BotCommand, Update
 from telegram.error import TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    Defaults,
+    MessageHandler,
+    filters,
+)
 from telegram.warnings import PTBDeprecationWarning
-from telegram.ext import (Application, ApplicationBuilder, CallbackQueryHandler, CommandHandler, Defaults,
-                          MessageHandler, filters)
 
 from model import CheckpointError, Classifier, load_classifier
 from model.memory import keep_freed_memory
 
 from . import feedback, handlers, messages, why
 from .config import ConfigError, Settings
+from .journal import Journal, JournalingQueue
 from .logging_setup import configure_logging
+from .request_handling import DEFERRED_KEY, on_error
+from .scheduler import InferenceScheduler
 from .services import SERVICES_KEY, BotServices
 from .stats import BotStats
 from .store import PhotoStore
 from .telegram_io import RetryAfterLimiter
-from .worker import InferenceService, ServiceConfig
 
 log = logging.getLogger(__name__)
 
+# Python's default 5 ms GIL turn: an eager forward pass takes the GIL back between layers and waited
+# up to a turn each time the event loop was busy (bench/bench_gil.py measures the effect).
 GIL_SWITCH_INTERVAL_S = 0.0005
+JOURNAL_PURGE_EVERY_S = 3600.0
 
 
 class BotApplication(Application):
@@ -48,6 +64,7 @@ class BotApplication(Application):
         self.settings = settings
         self._given_classifier = classifier
         self._services: BotServices | None = None
+        self._purging: asyncio.Task | None = None
 
     async def initialize(self) -> None:
         await super().initialize()
@@ -55,9 +72,46 @@ class BotApplication(Application):
             self._services = await start_services(self.settings, self._given_classifier)
             self.bot_data[SERVICES_KEY] = self._services
             await register_commands(self)
+            await self._resume_journal()
+            self._purging = asyncio.create_task(self._purge_journal_every(JOURNAL_PURGE_EVERY_S))
+
+    async def _resume_journal(self) -> None:
+        """Queue again what the last run accepted and did not answer (before polling starts)."""
+        journal, max_age_s = self._services.journal, self.settings.journal_max_age_hours * 3600
+        self.update_queue.journal = journal
+        entries = await asyncio.to_thread(journal.resume, max_age_s)
+        for entry in entries:
+            try:
+                update = Update.de_json(json.loads(entry.update_json), self.bot)
+            except (ValueError, KeyError, TypeError) as error:
+                log.error("journal: update %d cannot be read back (%s); dropped", entry.update_id, error)
+                await asyncio.to_thread(journal.done, entry.update_id)
+                continue
+            await self.update_queue.put_resumed(update)
+        if entries:
+            log.info("journal: resuming %d unfinished request(s) from the last run", len(entries))
+
+    async def _purge_journal_every(self, seconds: float) -> None:
+        while True:
+            removed = await asyncio.to_thread(self._services.journal.purge, self.settings.journal_max_age_hours * 3600)
+            if removed:
+                log.info("journal: %d finished entries older than %g h removed", removed,
+                         self.settings.journal_max_age_hours)
+            await asyncio.sleep(seconds)
+
+    async def process_update(self, update: object) -> None:
+        """PTB's dispatch, then the journal entry marked done: every handler for it has finished (a reply was
+        sent, or the update needed none), unless the shutdown cut it short (it is resumed at the next start)."""
+        await super().process_update(update)
+        if isinstance(update, Update) and self._services is not None:
+            deferred = self.bot_data.get(DEFERRED_KEY, set())
+            if update.update_id in deferred:
+                deferred.discard(update.update_id)
+                return
+            await asyncio.to_thread(self._services.journal.done, update.update_id)
 
     async def stop(self) -> None:
-        # Before PTB waits for running handlers: cancel heat maps and answer what is queued, so a pending
+        # Before PTB waits for running handlers: end heat maps and answer what is queued, so a pending
         # /why (a minute of work) cannot hold up a SIGTERM.
         if self._services is not None:
             await self._services.inference.stop()
@@ -65,8 +119,11 @@ class BotApplication(Application):
 
     async def shutdown(self) -> None:
         if self._services is not None:
+            if self._purging is not None:
+                self._purging.cancel()
             await self._services.inference.stop()
             self._services.store.close()
+            self._services.journal.close()
             self._services = None
         await super().shutdown()
 
@@ -75,27 +132,17 @@ async def start_services(settings: Settings, classifier: Classifier | None) -> B
     feedback_store = await feedback.open_store(settings)  # before any thread starts: a bad FEEDBACK_DIR stops here
     if classifier is None:
         classifier = await asyncio.to_thread(load_classifier, settings.checkpoint_path)
-    inference = InferenceService(classifier, ServiceConfig(
-        max_batch=settings.max_batch,
-        max_batch_wait_s=settings.max_batch_wait_s,
-        queue_size=settings.queue_size,
-        per_chat_queue=settings.per_chat_queue,
-        why_queue_size=settings.why_queue_size,
-        decode_workers=settings.workers,
-        torch_threads=settings.torch_threads,
-        explain_batch_size=settings.why_batch_size,
-        explain_cache_size=settings.explain_cache_size,
-        warm_up_batch=settings.warm_up_photos,
-        frozen_graph=settings.frozen_graph,
-        classify_workers=settings.classify_worker_count,
-    ))
+    inference = InferenceScheduler(classifier, settings.scheduler_config())
+    started = time.monotonic()
     inference.start()
     store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir)
-    log.info("model loaded: classes=%s checkpoint=%s torch_threads=%d classify_workers=%d decode_workers=%d",
-             ",".join(classifier.class_names), classifier.checkpoint_id[:12], settings.torch_threads,
-             settings.classify_worker_count, settings.workers)
-    return BotServices(settings=settings, classifier=classifier, inference=inference, store=store, stats=BotStats(),
-                       feedback=feedback_store)
+    journal = await asyncio.to_thread(Journal.in_dir, settings.data_dir)
+    await inference.ready()
+    log.info("model ready in %.2f s: classes=%s checkpoint=%s torch_threads=%d classify_workers=%d "
+             "decode_workers=%d", time.monotonic() - started, ",".join(classifier.class_names),
+             classifier.checkpoint_id[:12], settings.torch_threads, settings.classify_worker_count, settings.workers)
+    return BotServices(settings=settings, classifier=classifier, inference=inference, store=store, journal=journal,
+                       stats=BotStats(), feedback=feedback_store)
 
 
 async def register_commands(application: Application) -> None:
@@ -111,6 +158,7 @@ def build_application(settings: Settings, classifier: Classifier | None = None) 
     application = (
         ApplicationBuilder()
         .application_class(BotApplication, kwargs={"settings": settings, "classifier": classifier})
+        .update_queue(JournalingQueue())
         .token(settings.token)
         .base_url(settings.api_base_url)
         .base_file_url(settings.file_base_url)
@@ -147,7 +195,7 @@ def add_handlers(application: Application) -> None:
     application.add_handler(MessageHandler(new_message & filters.COMMAND, handlers.unknown_command))
     application.add_handler(MessageHandler(new_message & filters.TEXT, handlers.text))
     application.add_handler(MessageHandler(new_message & ~filters.StatusUpdate.ALL, handlers.other_message))
-    application.add_error_handler(handlers.on_error)
+    application.add_error_handler(on_error)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,9 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     # PTB warns on every 429 that RetryAfter.retry_after will become a timedelta; bot.telegram_io handles both.
     warnings.filterwarnings("ignore", message=".*retry_after.*", category=PTBDeprecationWarning)
     keep_freed_memory()  # before the model's threads start; see model/memory.py
-    # The classifier thread takes the GIL back between layers, hundreds of times a forward pass; while the
-    # event loop is busy it waited up to Python's default 5 ms turn each time. bench/bench_gil.py: a
-    # forward pass beside a busy Python thread, 200 ms/photo at 5 ms turns, 149 at 1 ms, 130 at 0.5 ms.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         # Loaded before any network call, so a bad checkpoint fails at once instead of after getMe retries.

@@ -1,7 +1,7 @@
 """The micro-batching policy: which waiting classification requests run together, and when.
 
 Pure bookkeeping with an explicit ``now`` (no clock, no threads, no torch), so the policy can be tested
-exactly; :mod:`bot.worker` holds the lock and the clock.
+exactly; :mod:`bot.scheduler` holds the lock and the clock.
 
 - A batch is due when ``max_batch`` requests wait, or when the oldest has waited ``max_wait_s``, or,
   when the caller says how many more requests are on their way (admitted, still downloading or
@@ -17,8 +17,9 @@ exactly; :mod:`bot.worker` holds the lock and the clock.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any
 
 
 @dataclass

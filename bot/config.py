@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from model.threads import available_cores
+
+if TYPE_CHECKING:
+    from .scheduler import SchedulerConfig
 
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API's getFile limit: 20 MB
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -19,13 +25,9 @@ class ConfigError(Exception):
     """A setting is missing or malformed; ``str(error)`` is one line that says what to do."""
 
 
-def _default_torch_threads() -> int:
-    return max(1, os.cpu_count() or 1)
-
-
 def _default_workers() -> int:
     # Decoding threads: PIL releases the GIL while decoding, but more threads than cores only adds contention.
-    return max(1, min(4, os.cpu_count() or 1))
+    return min(4, available_cores())
 
 
 @dataclass(frozen=True)
@@ -40,14 +42,14 @@ class Settings:
     confidence_threshold: float = 0.6
     unsure_threshold: float = 0.8
     workers: int = field(default_factory=_default_workers)
-    torch_threads: int = field(default_factory=_default_torch_threads)
-    classify_workers: int | None = None  # batches run side by side; None: one per torch thread (bot/classifying.py)
+    torch_threads: int = field(default_factory=available_cores)
+    classify_workers: int | None = None  # compute threads running batches side by side; None: one per torch thread
     queue_size: int = 128
     per_chat_queue: int = 20
     max_batch: int = 16
     max_batch_wait_ms: float = 10.0
-    warm_up_batch: int | None = None  # photos in the start-up warm-up pass; None: MAX_BATCH; 0: no warm-up
-    frozen_graph: bool = True  # classify with a frozen TorchScript graph of the network (model/graph.py)
+    warm_up_batch: int | None = None  # photos in the start-up warm-up passes; None: MAX_BATCH; 0: no warm-up
+    frozen_graph: bool | None = None  # frozen TorchScript graph (model/graph.py); None: auto, by measurement
     why_patch: int = 16
     why_stride: int = 8
     why_coarse_patch: int = 56
@@ -67,6 +69,7 @@ class Settings:
     feedback_dir: Path | None = None  # unset: no feedback buttons, nothing stored (see bot/feedback.py)
     feedback_salt: str = field(default="", repr=False)  # unset: made and kept in FEEDBACK_DIR on first use
     retry_after_max_retries: int = 3
+    journal_max_age_hours: float = 24.0  # unfinished requests older than this are not resumed after a restart
 
     def __post_init__(self) -> None:
         if not self.token:
@@ -79,6 +82,7 @@ class Settings:
                      "why_stride", "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size", "http_connections"):
             _check(getattr(self, name) >= 1, f"{ENV_NAMES[name]} must be at least 1")
         _check(self.max_batch_wait_ms >= 0, "MAX_BATCH_WAIT_MS must not be negative")
+        _check(self.journal_max_age_hours >= 0, "JOURNAL_MAX_AGE_HOURS must not be negative")
         _check(self.warm_up_batch is None or self.warm_up_batch >= 0, "WARM_UP_BATCH must not be negative")
         _check(self.classify_workers is None or 1 <= self.classify_workers <= self.torch_threads,
                "CLASSIFY_WORKERS must be between 1 and TORCH_THREADS")
@@ -100,8 +104,19 @@ class Settings:
     def max_batch_wait_s(self) -> float:
         return self.max_batch_wait_ms / 1000.0
 
+    def scheduler_config(self) -> SchedulerConfig:
+        """The inference scheduler's settings: its only source, so tests and benches run what the bot runs."""
+        from .scheduler import SchedulerConfig
+
+        return SchedulerConfig(
+            max_batch=self.max_batch, max_batch_wait_s=self.max_batch_wait_s, queue_size=self.queue_size,
+            per_chat_queue=self.per_chat_queue, why_queue_size=self.why_queue_size, decode_workers=self.workers,
+            torch_threads=self.torch_threads, classify_workers=self.classify_worker_count,
+            explain_batch_size=self.why_batch_size, explain_cache_size=self.explain_cache_size,
+            warm_up_batch=self.warm_up_photos, frozen_graph=self.frozen_graph)
+
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
         """Read settings from ``environ`` (default ``os.environ``) over the ``env_file`` (if it exists)."""
         values: dict[str, str] = {}
         if env_file is not None and Path(env_file).is_file():
@@ -132,6 +147,10 @@ def _parse_ids(raw: str) -> frozenset[int]:
 
 def _parse_level(raw: str) -> str:
     return raw.upper()
+
+
+def _parse_auto_bool(raw: str) -> bool | None:
+    return None if raw.lower() == "auto" else _parse_bool(raw)
 
 
 def _parse_bool(raw: str) -> bool:
@@ -179,13 +198,14 @@ ENV_NAMES: dict[str, str] = {
     "feedback_dir": "FEEDBACK_DIR",
     "feedback_salt": "FEEDBACK_SALT",
     "retry_after_max_retries": "RETRY_AFTER_MAX_RETRIES",
+    "journal_max_age_hours": "JOURNAL_MAX_AGE_HOURS",
 }
 
 _INT_FIELDS = ("workers", "torch_threads", "classify_workers", "queue_size", "per_chat_queue", "max_batch", "warm_up_batch", "why_patch",
                "why_stride", "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size",
                "max_file_bytes",
                "webhook_port", "retry_after_max_retries", "http_connections")
-_FLOAT_FIELDS = ("confidence_threshold", "unsure_threshold", "max_batch_wait_ms", "poll_timeout")
+_FLOAT_FIELDS = ("confidence_threshold", "unsure_threshold", "max_batch_wait_ms", "poll_timeout", "journal_max_age_hours")
 _PARSERS: dict[str, Callable[[str], object]] = {
     **{name: int for name in _INT_FIELDS},
     **{name: float for name in _FLOAT_FIELDS},
@@ -194,13 +214,13 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "feedback_dir": Path,
     "admin_user_ids": _parse_ids,
     "log_level": _parse_level,
-    "frozen_graph": _parse_bool,
+    "frozen_graph": _parse_auto_bool,
 }
 _EXPECTED = {
     **{name: "a whole number" for name in _INT_FIELDS},
     **{name: "a number" for name in _FLOAT_FIELDS},
     "admin_user_ids": "comma-separated numeric Telegram user ids",
-    "frozen_graph": "1 or 0",
+    "frozen_graph": "auto, 1 or 0",
 }
 
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")

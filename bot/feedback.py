@@ -21,20 +21,27 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from dataclasses import dataclass
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.error import BadRequest, TelegramError
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, filters
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    filters,
+)
 
 from model.inbox import NONE_OF_THESE
 
 from . import messages
 from .config import ConfigError
 from .feedback_store import FeedbackStore
+from .photos import photo_in
+from .request_handling import Outcome, answer_query, request
 from .services import services
-from .stats import is_admin, log_request
+from .stats import is_admin
 from .store import StoredPhoto
 from .telegram_io import download
 
@@ -59,7 +66,7 @@ class FeedbackData:
         return data
 
     @classmethod
-    def decode(cls, data: str | None) -> "FeedbackData | None":
+    def decode(cls, data: str | None) -> FeedbackData | None:
         """``None`` for anything that is not a well-formed feedback button (old or forged data)."""
         parts = (data or "").split(":")
         if len(parts) != 3 or parts[0] != PREFIX or not parts[1].isalnum():
@@ -111,22 +118,11 @@ def with_feedback_rows(markup: InlineKeyboardMarkup | None, rows: list[list[Inli
 async def _photo_behind(message: Message | None, key: str, context: ContextTypes.DEFAULT_TYPE) -> StoredPhoto | None:
     """The photo the answer is about: the message it replies to (the same size the bot classified), or the
     bot's photo store by the button's key (when the user deleted their message)."""
-    from .why import photo_in  # here, not at the top: bot.why imports bot.handlers, which imports this module
-
     replied = message.reply_to_message if isinstance(message, Message) else None
     photo = photo_in(replied)
     if photo is None:
         photo = await asyncio.to_thread(services(context).store.by_key, key)
     return photo
-
-
-async def _answer(query, text: str | None = None, alert: bool = False) -> None:
-    """answerCallbackQuery; a query Telegram already dropped (answered too late) is only logged: the
-    judgement is stored either way, and the user should not be told that something went wrong."""
-    try:
-        await query.answer(text, show_alert=alert)
-    except BadRequest as error:
-        log.warning("feedback: could not answer the button press: %s", error)
 
 
 async def _edit_buttons(message: Message | None, rows: list[list[InlineKeyboardButton]]) -> None:
@@ -150,40 +146,38 @@ def _chosen_label(choice: str, predicted: str, class_names: list[str]) -> str | 
     return class_names[index] if index < len(class_names) else None
 
 
-async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+@request("feedback")
+async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
     """Any ``fb:`` button. "Wrong" shows the classes; "Right" or a class stores the judgement, answers the
     query and turns the buttons into "Thanks — noted as …". Every press is answered, even a stale one."""
     svc = services(context)
     query = update.callback_query
-    started = time.monotonic()
     chat_id = update.effective_chat.id if update.effective_chat else None
     data = FeedbackData.decode(query.data)
     if data is None or data.choice == DONE:
-        await _answer(query)
-        return
+        await answer_query(query)
+        return Outcome.of("ignored", data=json.dumps(query.data))
     if svc.feedback is None:
-        await _answer(query, messages.FEEDBACK_OFF)
+        await answer_query(query, messages.FEEDBACK_OFF)
         await _edit_buttons(query.message, [])
-        return
+        return Outcome.of("feedback_off")
     class_names = svc.classifier.class_names
     if data.choice == WRONG:
-        await _answer(query, messages.FEEDBACK_WHICH)
+        await answer_query(query, messages.FEEDBACK_WHICH)
         await _edit_buttons(query.message, choice_rows(data.key, class_names))
-        return
+        return Outcome.of("asked_class")
     answer, photo = await asyncio.gather(asyncio.to_thread(svc.store.answer, data.key),
                                          _photo_behind(query.message, data.key, context))
     if answer is None or photo is None or chat_id is None:
-        await _answer(query, messages.FEEDBACK_PHOTO_GONE, alert=True)
-        log_request(chat_id, "feedback", started, "photo_gone")
-        return
+        await answer_query(query, messages.FEEDBACK_PHOTO_GONE, alert=True)
+        return Outcome.of("photo_gone")
     label = _chosen_label(data.choice, answer.label, class_names)
     # A class index means a class of the model serving now; if another checkpoint gave the answer, its
     # classes may differ, so ask for the photo again rather than store a guess.
     if label is None or (data.choice.isdigit() and answer.checkpoint_id != svc.classifier.checkpoint_id):
-        await _answer(query, messages.FEEDBACK_OUTDATED, alert=True)
+        await answer_query(query, messages.FEEDBACK_OUTDATED, alert=True)
         await _edit_buttons(query.message, [])
-        log_request(chat_id, "feedback", started, "outdated", data=json.dumps(query.data))
-        return
+        return Outcome.of("outdated", data=json.dumps(query.data))
     try:
         record = await svc.feedback.record(
             photo_id=photo.file_unique_id,
@@ -196,26 +190,26 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         )
     except (TelegramError, OSError, ValueError) as error:
         log.warning("feedback not stored for chat %s: %s", chat_id, error)
-        await _answer(query, messages.FEEDBACK_SAVE_FAILED, alert=True)
-        log_request(chat_id, "feedback", started, "save_failed", error=json.dumps(str(error)))
-        return
+        await answer_query(query, messages.FEEDBACK_SAVE_FAILED, alert=True)
+        return Outcome.of("save_failed", error=json.dumps(str(error)))
     shown = None if label == NONE_OF_THESE else label
-    await _answer(query, messages.feedback_thanks(shown))
+    await answer_query(query, messages.feedback_thanks(shown))
     await _edit_buttons(query.message, thanks_rows(data.key, shown))
-    log_request(chat_id, "feedback", started, "stored", predicted=record.predicted, label=record.label)
+    return Outcome.of("stored", predicted=record.predicted, label=record.label)
 
 
 # ---- /forget and /stats --------------------------------------------------------------------------------
-async def forget_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+@request("forget")
+async def forget_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
     """/forget: delete this chat's judgements and the photos nobody else judged."""
     store = services(context).feedback
     chat_id = update.effective_chat.id
     if store is None:
         await update.effective_message.reply_text(messages.FORGET_OFF)
-        return
+        return Outcome.of("feedback_off")
     records, photos = await store.forget(chat_id)
     await update.effective_message.reply_text(messages.forget_done(records, photos))
-    log_request(chat_id, "forget", time.monotonic(), "deleted", records=records, photos=photos)
+    return Outcome.of("deleted", records=records, photos=photos)
 
 
 async def stats_lines(context: ContextTypes.DEFAULT_TYPE, user_id: int | None) -> str:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from model.inbox import FeedbackRecord, Inbox, chat_hash
 from model.live_accuracy import LiveAccuracy
@@ -30,7 +30,7 @@ class FeedbackStore:
         self._photo_users: Counter[str] = Counter()
 
     @classmethod
-    async def open(cls, directory: str | Path, salt: str = "") -> "FeedbackStore":
+    async def open(cls, directory: str | Path, salt: str = "") -> FeedbackStore:
         """The store for ``directory``; the salt is ``salt`` or the one kept in the folder (made on first use)."""
         inbox = Inbox(directory)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
 REDACTED = "<TOKEN>"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -4,7 +4,7 @@ Functions take plain values (class names, numbers) and return strings; nothing h
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from model import Prediction
 
@@ -124,6 +124,12 @@ def stats_text(snapshot: dict) -> str:
         f"Latency p50 {snapshot['latency_p50']}, p95 {snapshot['latency_p95']} (last {snapshot['latency_samples']})",
         f"Heat maps served: {snapshot['heatmaps']} (from cache: {snapshot['heatmaps_cached']})",
     ]
+    if "mean_batch" in snapshot:
+        lines.append(f"Mean batch size: {snapshot['mean_batch']}")
+    if "forward" in snapshot:
+        lines.append(f"Forward pass: {snapshot['forward']}")
+    if "heatmap_pauses" in snapshot:
+        lines.append(f"Heat-map pauses for more urgent work: {snapshot['heatmap_pauses']}")
     return "\n".join(lines)
 
 

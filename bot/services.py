@@ -9,9 +9,10 @@ from model import Classifier
 
 from .config import Settings
 from .feedback_store import FeedbackStore
+from .journal import Journal
+from .scheduler import InferenceScheduler
 from .stats import BotStats
 from .store import PhotoStore
-from .worker import InferenceService
 
 SERVICES_KEY = "services"
 
@@ -20,8 +21,9 @@ SERVICES_KEY = "services"
 class BotServices:
     settings: Settings
     classifier: Classifier
-    inference: InferenceService
+    inference: InferenceScheduler
     store: PhotoStore
+    journal: Journal
     stats: BotStats
     feedback: FeedbackStore | None = None  # None: feedback is off (FEEDBACK_DIR unset)
 

@@ -72,7 +72,7 @@ class PhotoStore:
         self._db.executescript(SCHEMA)
 
     @classmethod
-    def in_dir(cls, data_dir: Path) -> "PhotoStore":
+    def in_dir(cls, data_dir: Path) -> PhotoStore:
         return cls(Path(data_dir) / "bot.sqlite3")
 
     def remember(self, chat_id: int, photo: StoredPhoto, answer: StoredAnswer | None = None) -> str:

@@ -7,7 +7,8 @@ import asyncio
 import datetime as dtm
 import logging
 import warnings
-from typing import Any, Callable, Coroutine, Protocol, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol
 
 from telegram import Bot, Message
 from telegram.constants import ChatType

@@ -2,14 +2,15 @@
 
 The coarse map (WHY_COARSE_PATCH/STRIDE) is sent with sendPhoto as soon as it is ready; the fine map
 (WHY_PATCH/STRIDE) then replaces it in the same message with editMessageMedia and a final caption.
-Maps are cached by (checkpoint, image hash, patch, stride), so asking again answers at once.
+Maps are cached by (checkpoint, image hash, patch, stride), so asking again answers at once. The id of
+the sent message is kept in the journal, so a /why resumed after a restart edits that message instead of
+sending a second one.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import time
 
 from telegram import InputMediaPhoto, Message, ReplyParameters, Update
 from telegram.constants import ChatAction
@@ -19,26 +20,13 @@ from telegram.ext import ContextTypes
 from model import ImageError
 
 from . import messages
-from .handlers import fetch_bytes
+from .photos import fetch_bytes, photo_in
+from .request_handling import Outcome, answer_query, request
+from .scheduler import Busy, Stopping
 from .services import services
-from .stats import log_request
 from .store import StoredPhoto
-from .telegram_io import choose_photo_size
-from .worker import Busy
 
 CHAT_ACTION_EVERY_S = 4.5  # Telegram shows a chat action for about 5 s
-
-
-def photo_in(message: Message | None) -> StoredPhoto | None:
-    """The photo (or file) a message carries, if any."""
-    if message is None:
-        return None
-    if message.photo:
-        size = choose_photo_size(message.photo)
-        return StoredPhoto(size.file_id, size.file_unique_id, message.message_id)
-    if message.document is not None:
-        return StoredPhoto(message.document.file_id, message.document.file_unique_id, message.message_id)
-    return None
 
 
 def button_key_in(message: Message | None) -> str | None:
@@ -51,7 +39,8 @@ def button_key_in(message: Message | None) -> str | None:
     return None
 
 
-async def why_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+@request("why", counted=True)
+async def why_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
     """/why: explain the photo it replies to (or the bot's answer to one), else the chat's latest photo."""
     svc = services(context)
     message = update.effective_message
@@ -63,65 +52,65 @@ async def why_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         photo_ref = await asyncio.to_thread(svc.store.last_photo, update.effective_chat.id)
     if photo_ref is None:
         await message.reply_text(messages.WHY_NO_PHOTO)
-        log_request(update.effective_chat.id, "why", time.monotonic(), "no_photo")
-        return
-    await explain_and_send(update, context, photo_ref, reply_to=message.message_id)
+        return Outcome.of("no_photo")
+    return await explain_and_send(update, context, photo_ref, reply_to=message.message_id)
 
 
-async def why_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+@request("why_button", counted=True)
+async def why_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
     """The "Why?" button (callback_data ``why:<key>``): the same heat map, for the photo behind the button."""
     svc = services(context)
     query = update.callback_query
     photo_ref = await asyncio.to_thread(svc.store.by_key, (query.data or "")[4:])
     if photo_ref is None:
-        await query.answer(messages.WHY_EXPIRED)
-        log_request(update.effective_chat.id, "why_button", time.monotonic(), "expired")
-        return
-    await query.answer()  # stop the button's spinner at once; the map follows as a new message
+        await answer_query(query, messages.WHY_EXPIRED)
+        return Outcome.of("expired")
+    await answer_query(query)  # stop the button's spinner at once; the map follows as a new message
     reply_to = query.message.message_id if isinstance(query.message, Message) else None
-    await explain_and_send(update, context, photo_ref, reply_to=reply_to, kind="why_button")
+    return await explain_and_send(update, context, photo_ref, reply_to=reply_to)
 
 
 async def explain_and_send(update: Update, context: ContextTypes.DEFAULT_TYPE, photo_ref: StoredPhoto,
-                           reply_to: int | None, kind: str = "why") -> None:
+                           reply_to: int | None) -> Outcome:
     svc = services(context)
     chat_id = update.effective_chat.id
-    started = time.monotonic()
-    svc.stats.requests += 1
-    data = await fetch_bytes(update, context, svc, photo_ref, None, kind, started)
-    if data is None:
-        return
+    data = await fetch_bytes(context.bot, update.effective_message, chat_id, photo_ref, None,
+                             svc.settings.max_file_bytes)
     uploading = asyncio.create_task(_keep_uploading(context, chat_id))
     reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
-    sent: Message | None = None
+    sent_id = await asyncio.to_thread(svc.journal.progress, update.update_id)  # a resumed /why's message
+    sent_levels = []
     try:
         async for explanation in svc.inference.explain(chat_id, data, svc.why_levels):
             caption = messages.why_caption(explanation.label, explanation.confidence, explanation.patch,
                                            explanation.final)
-            if sent is None:
+            if sent_id is None:
                 sent = await context.bot.send_photo(chat_id, explanation.png, caption=caption, reply_parameters=reply)
-                log_request(chat_id, kind, started, "coarse_sent" if not explanation.final else "sent",
-                            patch=explanation.patch, cached=explanation.cached)
+                sent_id = sent.message_id
+                if not explanation.final:
+                    await asyncio.to_thread(svc.journal.set_progress, update.update_id, sent_id)
             else:
-                edited = await sent.edit_media(InputMediaPhoto(explanation.png, caption=caption))
-                sent = edited if isinstance(edited, Message) else sent
-                log_request(chat_id, kind, started, "fine_sent", patch=explanation.patch, cached=explanation.cached)
+                await context.bot.edit_message_media(InputMediaPhoto(explanation.png, caption=caption),
+                                                     chat_id=chat_id, message_id=sent_id)
+            sent_levels.append(explanation.patch)
             if explanation.final:
                 svc.stats.heatmaps += 1
                 svc.stats.heatmaps_cached += explanation.cached
-                svc.stats.answered(time.monotonic() - started)
+                return Outcome.of("sent", answered=True, patches=",".join(map(str, sent_levels)),
+                                  cached=explanation.cached)
     except ImageError as error:
-        svc.stats.bad_input += 1
         await context.bot.send_message(chat_id, messages.bad_image(str(error)), reply_parameters=reply)
-        log_request(chat_id, kind, started, "bad_image", reason=json.dumps(str(error)))
+        return Outcome.of("bad_image", reason=json.dumps(str(error)))
+    except Stopping:
+        raise
     except Busy as error:
-        svc.stats.busy += 1
         await context.bot.send_message(chat_id, messages.BUSY, reply_parameters=reply)
-        log_request(chat_id, kind, started, "busy", reason=json.dumps(str(error)))
+        return Outcome.of("busy", reason=json.dumps(str(error)))
     finally:
         uploading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await uploading
+    raise RuntimeError("the heat maps ended without a final one")
 
 
 async def _keep_uploading(context: ContextTypes.DEFAULT_TYPE, chat_id: int) -> None:

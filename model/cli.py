@@ -57,6 +57,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from .occlusion import OcclusionExplainer
     from .render import render_overlay
 
@@ -74,7 +76,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     prediction = classifier.predict_tensors([tensor])[0]
     explainer = OcclusionExplainer(classifier.network, patch=args.patch, stride=args.stride, batch_size=args.batch_size)
     target = classifier.class_names.index(prediction.label)
-    result = explainer.explain(tensor, target=target)
+    with tqdm(total=None, unit="position", desc="occlusion", file=sys.stderr, leave=False,
+              disable=not sys.stderr.isatty()) as progress:
+        def advance(done: int, total: int) -> None:
+            progress.total = total
+            progress.update(done - progress.n)
+
+        result = explainer.explain(tensor, target=target, between_batches=advance)
     png = render_overlay(
         photo,
         result.occlusion_map,

@@ -23,10 +23,10 @@ import re
 import secrets
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class FeedbackRecord:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FeedbackRecord":
+    def from_dict(cls, data: dict) -> FeedbackRecord:
         if data.get("format") != FORMAT:
             raise InboxError(f"not a {FORMAT} record")
         return cls(

@@ -35,7 +35,7 @@ class AxisWindows:
     sizes: tuple[int, ...]
 
     @classmethod
-    def from_intervals(cls, extent: int, intervals: list[tuple[int, int]]) -> "AxisWindows":
+    def from_intervals(cls, extent: int, intervals: list[tuple[int, int]]) -> AxisWindows:
         return cls(extent, tuple(start for start, _ in intervals), tuple(end - start for start, end in intervals))
 
     def interval(self, k: int) -> tuple[int, int]:
@@ -130,7 +130,7 @@ class IncrementalOcclusion:
         self.profile: dict[str, float] = defaultdict(float)  # seconds per stage, summed over calls
 
     @torch.inference_mode()
-    def prepare(self, image: torch.Tensor, patch: int, stride: int) -> "PreparedImage":
+    def prepare(self, image: torch.Tensor, patch: int, stride: int) -> PreparedImage:
         return PreparedImage(self, image, patch, stride)
 
 

@@ -7,8 +7,8 @@ running statistics are constants then), and the network into stem ops, residual 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

@@ -5,8 +5,8 @@ Shared by the bot's /stats and ``python -m training.feedback report`` so both co
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from .inbox import NONE_OF_THESE, FeedbackRecord
 
@@ -26,7 +26,7 @@ class LiveAccuracy:
     pairs: Counter = field(default_factory=Counter)
 
     @classmethod
-    def of(cls, records: Iterable[FeedbackRecord]) -> "LiveAccuracy":
+    def of(cls, records: Iterable[FeedbackRecord]) -> LiveAccuracy:
         return cls(Counter((r.label, r.predicted) for r in latest_judgements(records)))
 
     @property

@@ -8,8 +8,8 @@ and record ``map[row, col] = P(c | x) - P(c | occluded x)`` (softmax probabiliti
 from __future__ import annotations
 
 import copy
-
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +21,14 @@ from .incremental_plan import UnsupportedNetwork
 log = logging.getLogger(__name__)
 
 METHODS = ("incremental", "batched", "naive")
+
+# Called before each batch of patch positions with (positions done, positions in all): a progress bar,
+# or a scheduler's pause point (it may block, or raise to abandon the map).
+BetweenBatches = Callable[[int, int], None]
+
+
+def _no_pause(done: int, total: int) -> None:
+    return None
 # The incremental engine recomputes windows about a third of the size of whole-network activations, so
 # it takes this many times ``batch_size`` positions per batch at about the same memory; fewer, larger
 # ops also suffer less from thread hand-offs on a busy 2-core machine (measured 2x per position, 48 vs 16).
@@ -64,7 +72,8 @@ def _check_image(image: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def naive_occlusion_map(network: torch.nn.Module, image: torch.Tensor, target: int, patch: int, stride: int) -> np.ndarray:
+def naive_occlusion_map(network: torch.nn.Module, image: torch.Tensor, target: int, patch: int, stride: int,
+                        between_batches: BetweenBatches = _no_pause) -> np.ndarray:
     """The reference: one whole-network forward pass per patch position, batch 1. Slow; kept for tests."""
     image = _check_image(image)
     positions = grid_positions(image.shape[-1], patch, stride)
@@ -72,6 +81,7 @@ def naive_occlusion_map(network: torch.nn.Module, image: torch.Tensor, target: i
     result = np.zeros((len(positions), len(positions)), dtype=np.float32)
     for row, top in enumerate(positions):
         for col, left in enumerate(positions):
+            between_batches(row * len(positions) + col, len(positions) ** 2)
             occluded = occluded_batch(image, [(top, left)], patch)
             result[row, col] = clean - float(_probabilities(network, occluded)[0, target])
     return result
@@ -80,7 +90,7 @@ def naive_occlusion_map(network: torch.nn.Module, image: torch.Tensor, target: i
 @torch.inference_mode()
 def batched_occlusion_map(
     network: torch.nn.Module, image: torch.Tensor, target: int, patch: int, stride: int, batch_size: int = 16,
-    clean_probability: float | None = None,
+    clean_probability: float | None = None, between_batches: BetweenBatches = _no_pause,
 ) -> np.ndarray:
     """Whole-network forward passes over batches of occluded copies (the straightforward fast-ish way)."""
     image = _check_image(image)
@@ -91,6 +101,7 @@ def batched_occlusion_map(
     drops = np.zeros(len(corners), dtype=np.float32)
     for start in range(0, len(corners), batch_size):
         chunk = corners[start : start + batch_size]
+        between_batches(start, len(corners))
         probs = _probabilities(network, occluded_batch(image, chunk, patch))[:, target]
         drops[start : start + len(chunk)] = clean_probability - probs.numpy()
     return drops.reshape(len(positions), len(positions))
@@ -98,13 +109,16 @@ def batched_occlusion_map(
 
 def incremental_occlusion_map(
     engine: IncrementalOcclusion, image: torch.Tensor, target: int, patch: int, stride: int, batch_size: int,
-    clean_probability: float,
+    clean_probability: float, between_batches: BetweenBatches = _no_pause,
 ) -> np.ndarray:
     """The map by incremental inference: one clean pass, then only the reachable windows per position."""
     prepared = engine.prepare(_check_image(image), patch, stride)
     count = len(prepared.starts)
     drops = np.zeros((count, count), dtype=np.float32)
+    done = 0
     for chunk in prepared.batches(batch_size):
+        between_batches(done, count * count)
+        done += len(chunk)
         probs = torch.softmax(prepared.logits(chunk).float(), dim=1)[:, target].numpy()
         for (row, col), probability in zip(chunk, probs):
             drops[row, col] = clean_probability - probability
@@ -141,7 +155,7 @@ class OcclusionExplainer:
         self.batch_size = batch_size
         self.method = method
 
-    def with_settings(self, patch: int, stride: int) -> "OcclusionExplainer":
+    def with_settings(self, patch: int, stride: int) -> OcclusionExplainer:
         """The same explainer with another patch/stride, sharing the folded network (about 100 MB for ResNet50)."""
         if patch < 1 or stride < 1:
             raise ValueError("patch and stride must be positive")
@@ -150,7 +164,12 @@ class OcclusionExplainer:
         return other
 
     @torch.inference_mode()
-    def explain(self, image: torch.Tensor, target: int | None = None) -> OcclusionResult:
+    def explain(self, image: torch.Tensor, target: int | None = None, *,
+                between_batches: BetweenBatches | None = None) -> OcclusionResult:
+        """The map for ``target`` (default: the predicted class). ``between_batches(done, total)`` runs
+        before each batch of positions, in the calling thread: it may block (yield the cores) or raise
+        (abandon the map); the clean pass before the first call is one batch-1 forward."""
+        between_batches = between_batches or _no_pause
         image = _check_image(image)
         grid_positions(image.shape[-1], self.patch, self.stride)  # validates the settings for this size
         clean = _probabilities(self.network, image.unsqueeze(0))[0]
@@ -160,14 +179,15 @@ class OcclusionExplainer:
             raise ValueError(f"target {target} out of range for {clean.numel()} classes")
         probability = float(clean[target])
         if self.method == "naive":
-            occlusion = naive_occlusion_map(self.network, image, target, self.patch, self.stride)
+            occlusion = naive_occlusion_map(self.network, image, target, self.patch, self.stride, between_batches)
         elif self._engine is not None:
             occlusion = incremental_occlusion_map(self._engine, image, target, self.patch, self.stride,
-                                                  self.batch_size * INCREMENTAL_BATCH_FACTOR, probability)
+                                                  self.batch_size * INCREMENTAL_BATCH_FACTOR, probability, between_batches)
         else:
             occlusion = batched_occlusion_map(self.network, image, target, self.patch, self.stride,
-                                              self.batch_size, probability)
+                                              self.batch_size, probability, between_batches)
         return OcclusionResult(occlusion_map=occlusion.astype(np.float32), target=target, probability=probability)
 
-    def __call__(self, image: torch.Tensor, target: int | None = None) -> np.ndarray:
-        return self.explain(image, target).occlusion_map
+    def __call__(self, image: torch.Tensor, target: int | None = None, *,
+                 between_batches: BetweenBatches | None = None) -> np.ndarray:
+        return self.explain(image, target, between_batches=between_batches).occlusion_map

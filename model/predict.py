@@ -1,9 +1,9 @@
 """Prediction: a loaded classifier that turns pictures into class probabilities."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from PIL import Image

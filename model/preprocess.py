@@ -39,7 +39,7 @@ class PreprocessConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PreprocessConfig":
+    def from_dict(cls, data: dict) -> PreprocessConfig:
         return cls(
             resize=int(data["resize"]),
             crop=int(data["crop"]),

@@ -11,13 +11,13 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")  # no display on a server; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import TwoSlopeNorm  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.patches import Rectangle
+from PIL import Image
 
-from .preprocess import PreprocessConfig, crop_box  # noqa: E402
+from .preprocess import PreprocessConfig, crop_box
 
 OUTPUT_WIDTH_PX = 900
 DPI = 100

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.config import ENV_NAMES, Settings
+import pytest
+
+from bot.config import ENV_NAMES, Settings, parse_env_file
 
 ENV_EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
 
@@ -30,3 +32,24 @@ def test_the_example_parses_once_a_token_is_given():
     assert settings.checkpoint_path == Path("checkpoints/model.pt")
     assert settings.why_patch == 16 and settings.why_coarse_patch == 56
     assert settings.webhook_url == "" and not settings.feedback_dir
+
+
+DEPLOY_EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "env.example"
+# Values deploy/env.example sets on purpose for a server, unlike the defaults.
+DEPLOYMENT_CHOICES = {"CHECKPOINT_PATH", "DATA_DIR", "TORCH_THREADS"}
+
+
+@pytest.mark.parametrize("example, deliberate", [(ENV_EXAMPLE, set()), (DEPLOY_EXAMPLE, DEPLOYMENT_CHOICES)])
+def test_examples_agree_with_the_defaults_in_settings(example, deliberate):
+    """A value written in an example is the default it documents: when Settings changes, this fails."""
+    defaults = Settings(token="123:abc")
+    by_env_name = {env: name for name, env in ENV_NAMES.items()}
+    drifted = []
+    for key, raw in parse_env_file(example.read_text()).items():
+        if key not in by_env_name or key in deliberate or key == "TELEGRAM_BOT_TOKEN" or raw == "":
+            continue
+        parsed = Settings.from_env({"TELEGRAM_BOT_TOKEN": "123:abc", key: raw}, env_file=None)
+        name = by_env_name[key]
+        if getattr(parsed, name) != getattr(defaults, name):
+            drifted.append(f"{key}={raw} (default {getattr(defaults, name)!r})")
+    assert not drifted, f"{example.name} disagrees with Settings: {drifted}"

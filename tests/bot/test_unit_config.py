@@ -39,9 +39,11 @@ def test_real_environment_wins_over_env_file(tmp_path):
     assert settings.log_level == "DEBUG"
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("yes", True), ("0", False), ("False", False), ("off", False)])
+@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("yes", True), ("0", False), ("False", False),
+                                               ("off", False), ("auto", None), ("AUTO", None)])
 def test_frozen_graph_switch(raw, expected):
-    assert Settings.from_env(environ={"TELEGRAM_BOT_TOKEN": TOKEN}, env_file=None).frozen_graph is True  # the default
+    # The default: measured at start-up (model/runtime.py), since CPUs disagree on which is faster.
+    assert Settings.from_env(environ={"TELEGRAM_BOT_TOKEN": TOKEN}, env_file=None).frozen_graph is None
     assert Settings.from_env(environ={"TELEGRAM_BOT_TOKEN": TOKEN, "FROZEN_GRAPH": raw}, env_file=None).frozen_graph is expected
 
 
@@ -52,6 +54,17 @@ def test_classify_workers_default_to_one_per_torch_thread():
     assert settings(TORCH_THREADS="2").classify_worker_count == 2
     assert settings(TORCH_THREADS="1").classify_worker_count == 1
     assert settings(TORCH_THREADS="4", CLASSIFY_WORKERS="1").classify_worker_count == 1  # one batch at a time
+
+
+def test_the_scheduler_config_comes_from_the_settings_alone():
+    settings = Settings.from_env(environ={"TELEGRAM_BOT_TOKEN": TOKEN, "TORCH_THREADS": "2", "MAX_BATCH": "12",
+                                          "WHY_BATCH_SIZE": "4", "WARM_UP_BATCH": "0"}, env_file=None)
+    config = settings.scheduler_config()
+    assert (config.torch_threads, config.classify_workers, config.max_batch) == (2, 2, 12)
+    assert (config.explain_batch_size, config.warm_up_batch, config.frozen_graph) == (4, 0, None)
+    assert config.max_batch_wait_s == settings.max_batch_wait_ms / 1000
+    default = Settings(token=TOKEN).scheduler_config()
+    assert default.warm_up_batch == default.max_batch == Settings.max_batch  # WARM_UP_BATCH empty: MAX_BATCH
 
 
 def test_missing_env_file_is_fine():

@@ -1,6 +1,8 @@
 """/stats: only listed admins get numbers; the numbers come from the counters."""
 from types import SimpleNamespace
 
+from model.runtime import ModelPreparation
+
 from bot import messages
 from bot.config import Settings
 from bot.handlers import stats_reply
@@ -25,7 +27,8 @@ class FakeClock:
 def services(admins):
     clock = FakeClock()
     stats = BotStats(clock=clock)
-    inference = SimpleNamespace(queue_length=lambda: 3, batch_sizes=[2, 4])
+    inference = SimpleNamespace(queue_length=lambda: 3, batch_sizes=[2, 4], heatmap_pauses=7,
+                                preparation=ModelPreparation("eager", "FROZEN_GRAPH=0"))
     settings = Settings(token="1:x", admin_user_ids=frozenset(admins))
     return SimpleNamespace(settings=settings, stats=stats, inference=inference), clock
 
@@ -50,6 +53,7 @@ def test_stats_for_admin_reports_counters_and_percentiles():
     assert "p50 300 ms" in text and "p95 1.7 s" in text
     assert "Heat maps served: 2" in text
     assert "Mean batch size: 3.0" in text
+    assert "Forward pass: eager: FROZEN_GRAPH=0" in text and "pauses for more urgent work: 7" in text
 
 
 def test_format_duration():

@@ -1,9 +1,10 @@
-"""The inference service: micro-batches give the same answers as one-by-one, errors stay per request,
-a full queue says Busy, shutdown drains, heat maps come coarse then fine, cached, and yield to classification.
+"""The inference scheduler: micro-batches give the same answers as one-by-one, errors stay per request,
+a full queue says Busy, shutdown drains, heat maps come coarse then fine, cached.
 
 Batch composition is forced with a frozen clock: a batch forms when ``max_batch`` requests wait, or when
 no photo is on its way any more. A reservation whose photo is never sent ("still downloading") holds
-partial batches for as long as a test needs, so nothing here depends on timing.
+partial batches for as long as a test needs, so nothing here depends on timing. The order of work
+(tests/bot/test_unit_scheduler_order.py) is tested with held heat maps.
 """
 import asyncio
 import dataclasses
@@ -15,7 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bot.worker import Busy, InferenceService, ServiceConfig
+from bot.config import Settings
+from bot.scheduler import Busy, InferenceScheduler
 from model import ImageError
 
 STEP = 60  # seconds: generous bound on any await, so a bug fails instead of hanging
@@ -34,9 +36,7 @@ async def make_service(classifier):
     services = []
 
     def make(clock=None, model=None, **config):
-        config.setdefault("torch_threads", torch.get_num_threads())
-        service = InferenceService(model or classifier, ServiceConfig(**config),
-                                   clock=clock or FrozenClock())
+        service = InferenceScheduler(model or classifier, scheduler_config(**config), clock=clock or FrozenClock())
         service.start()
         services.append(service)
         return service
@@ -44,6 +44,13 @@ async def make_service(classifier):
     yield make
     for service in services:
         await service.stop()
+
+
+def scheduler_config(**overrides):
+    """The bot's own defaults (Settings), without the warm-up passes unless asked, with ``overrides``."""
+    overrides.setdefault("warm_up_batch", 0)
+    overrides.setdefault("frozen_graph", False)
+    return dataclasses.replace(Settings(token="test").scheduler_config(), **overrides)
 
 
 async def wait_until(condition, what):
@@ -67,7 +74,7 @@ def photos(n):
 
 
 async def test_batched_results_match_unbatched(make_service, classifier):
-    service = make_service(max_batch=3, max_batch_wait_s=1000.0)  # frozen clock: batches form only when full
+    service = make_service(classify_workers=1, max_batch=3, max_batch_wait_s=1000.0)  # frozen clock: full batches only
     data = photos(6)
     async with asyncio.timeout(STEP):
         predictions = await asyncio.gather(*(service.classify(f"chat{i}", d) for i, d in enumerate(data)))
@@ -85,8 +92,8 @@ async def test_frozen_graph_is_built_in_the_service_and_gives_the_eager_answers(
     from model import load_classifier
 
     eager, served = load_classifier(tiny_checkpoint), load_classifier(tiny_checkpoint)
-    service = InferenceService(served, ServiceConfig(torch_threads=2, classify_workers=workers, max_batch=2 * workers,
-                                                     max_batch_wait_s=1000.0, frozen_graph=True), clock=FrozenClock())
+    service = InferenceScheduler(served, scheduler_config(torch_threads=2, classify_workers=workers, max_batch=2 * workers,
+                                                          max_batch_wait_s=1000.0, frozen_graph=True), clock=FrozenClock())
     service.start()
     data = photos(8)
     try:
@@ -162,7 +169,7 @@ async def test_one_bad_photo_fails_alone(make_service):
 
 
 async def test_malformed_tensor_in_a_batch_fails_alone(make_service, classifier):
-    service = make_service(max_batch=3, max_batch_wait_s=1000.0)
+    service = make_service(classify_workers=1, max_batch=3, max_batch_wait_s=1000.0)
     good = [classifier.preprocess(make_photo(seed=i)) for i in range(2)]
     bad = torch.zeros(4, 224, 224)  # a 4-channel tensor: the network refuses it
     async with asyncio.timeout(STEP):
@@ -174,7 +181,7 @@ async def test_malformed_tensor_in_a_batch_fails_alone(make_service, classifier)
 
 
 async def test_full_queue_is_busy_and_shutdown_drains(make_service, classifier):
-    service = make_service(max_batch=10, max_batch_wait_s=1000.0, queue_size=4, per_chat_queue=2)
+    service = make_service(classify_workers=1, max_batch=10, max_batch_wait_s=1000.0, queue_size=4, per_chat_queue=2)
     tensor = classifier.preprocess(make_photo())
     with service.reserve("downloading"):  # counts in the queue, and holds the partial batch
         waiting = [asyncio.create_task(service.classify_tensor(chat, tensor)) for chat in ("a", "a", "b")]
@@ -206,11 +213,11 @@ async def test_stop_answers_everything_and_ends_both_side_by_side_workers(make_s
         results = await asyncio.gather(*waiting)
     assert len(results) == 5 and sum(size for size, _ in passes) == 5
     assert service.queue_length() == 0
-    assert not any(thread.is_alive() for thread in service.classification.threads)
+    assert not any(thread.is_alive() for thread in service.threads)
 
 
 async def test_per_chat_cap(make_service, classifier):
-    service = make_service(max_batch=10, max_batch_wait_s=1000.0, queue_size=10, per_chat_queue=2)
+    service = make_service(classify_workers=1, max_batch=10, max_batch_wait_s=1000.0, queue_size=10, per_chat_queue=2)
     tensor = classifier.preprocess(make_photo())
     with service.reserve("downloading"):
         waiting = [asyncio.create_task(service.classify_tensor("album", tensor)) for _ in range(2)]
@@ -265,19 +272,38 @@ async def test_a_bad_photo_does_not_hold_the_batch(make_service):
     assert isinstance(results[1], ImageError) and not isinstance(results[0], BaseException)
 
 
-async def test_warm_up_pass_runs_before_the_first_request(classifier):
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_warm_up_passes_run_before_the_first_request(classifier, workers):
     shapes = []
     spy = dataclasses.replace(classifier)
-    spy.probabilities = lambda batch: (shapes.append(tuple(batch.shape)), classifier.probabilities(batch))[1]
-    service = InferenceService(spy, ServiceConfig(torch_threads=torch.get_num_threads(), warm_up_batch=3),
-                               clock=FrozenClock())
+    spy.probabilities = lambda batch: (shapes.append((tuple(batch.shape), torch.get_num_threads())),
+                                       classifier.probabilities(batch))[1]
+    service = InferenceScheduler(spy, scheduler_config(torch_threads=2, classify_workers=workers, max_batch=6,
+                                                       warm_up_batch=6), clock=FrozenClock())
     service.start()
     try:
         async with asyncio.timeout(STEP):
+            await service.ready()
+            warm = list(shapes)
             await service.classify("a", photos(1)[0])
     finally:
         await service.stop()
-    assert shapes == [(3, 3, 224, 224), (1, 3, 224, 224)]
+    if workers == 1:
+        assert warm == [((6, 3, 224, 224), 2)]
+    else:  # a lone photo's pass on both threads, and each worker's share (3) on its own thread
+        assert sorted(warm) == [((1, 3, 224, 224), 2), ((3, 3, 224, 224), 1), ((3, 3, 224, 224), 1)]
+    assert shapes[len(warm):] == [((1, 3, 224, 224), 2)]
+
+
+async def test_requests_wait_in_the_queue_during_the_warm_up(classifier):
+    service = InferenceScheduler(classifier, scheduler_config(warm_up_batch=4), clock=FrozenClock())
+    service.start()
+    try:
+        async with asyncio.timeout(STEP):
+            prediction = await service.classify("a", photos(1)[0])  # admitted while STARTING, answered after
+    finally:
+        await service.stop()
+    assert prediction.label in classifier.class_names
 
 
 async def test_heat_maps_coarse_then_fine_then_cached(make_service):
@@ -298,47 +324,3 @@ async def test_heat_map_of_bad_bytes_raises_image_error(make_service):
     with pytest.raises(ImageError):
         async with asyncio.timeout(STEP):
             [e async for e in service.explain("a", b"", [(112, 112)])]
-
-
-async def test_heat_map_pauses_for_waiting_classification(make_service, classifier):
-    clock = FrozenClock()
-    service = make_service(clock=clock, max_batch=8, max_batch_wait_s=1.0)
-    tensor = classifier.preprocess(make_photo())
-    order = []
-    with service.reserve("downloading"):  # the classification's batch waits for the bound (frozen clock)
-        classification = asyncio.create_task(service.classify_tensor("b", tensor))
-        classification.add_done_callback(lambda _: order.append("classification"))
-        await wait_until(lambda: service.waiting_for_batch() == 1, "classification queued")
-
-        async def first_map():
-            async for explanation in service.explain("a", photos(1)[0], [(112, 112)]):
-                order.append("heat map")
-                return explanation
-
-        heat_map = asyncio.create_task(first_map())
-        # The classification waits for its batch (the clock is frozen); the heat map must stop and wait for it.
-        await wait_until(lambda: service.heatmap_pauses >= 1, "heat map paused")
-        assert order == []
-        clock.now += 2.0  # the classification's batch is now due
-        async with asyncio.timeout(STEP):
-            await asyncio.gather(classification, heat_map)
-        assert order == ["classification", "heat map"]
-
-
-async def test_stop_cancels_a_running_heat_map(make_service, classifier):
-    clock = FrozenClock()
-    service = make_service(clock=clock, max_batch=8, max_batch_wait_s=1000.0)
-    with service.reserve("downloading"):  # the blocker waits for its batch: the frozen clock never brings it
-        blocker = asyncio.create_task(service.classify_tensor("b", classifier.preprocess(make_photo())))
-        await wait_until(lambda: service.waiting_for_batch() == 1, "classification queued")
-
-        async def whole_map():
-            return [e async for e in service.explain("a", photos(1)[0], [(112, 112)])]
-
-        heat_map = asyncio.create_task(whole_map())
-        await wait_until(lambda: service.heatmap_pauses >= 1, "heat map paused")
-        async with asyncio.timeout(STEP):
-            await service.stop()
-            with pytest.raises(Busy):
-                await heat_map
-            await blocker  # the queued classification was still answered

@@ -1,0 +1,131 @@
+"""The one wrapper every handler runs in: it counts the request, replies when the handler fails, and writes
+the request's one log line (``request chat=.. kind=.. latency_ms=.. result=..``).
+
+A handler returns an :class:`Outcome` (or ``None`` for an update that was not for the bot, e.g. a group
+message addressed to somebody else), or raises :class:`RequestEnded` from a helper that has already told
+the user why it stops (a file too large, a failed download). :class:`bot.scheduler.Stopping` means the bot
+is shutting down before it could answer: the user is told nothing now, and the journal
+(:mod:`bot.journal`) keeps the update so the next start answers it.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from telegram import Update
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import ContextTypes
+
+from . import messages
+from .scheduler import Stopping
+from .services import services
+from .stats import log_request
+
+errors_log = logging.getLogger("bot.errors")
+
+# Which BotStats counter a result adds to (answers are counted with their latency).
+COUNTED_RESULTS = {"busy": "busy", "bad_image": "bad_input", "too_large": "bad_input", "download_failed": "errors",
+                   "error": "errors"}
+DEFERRED_KEY = "deferred_update_ids"  # application.bot_data: updates left for the journal to resume
+
+
+@dataclass
+class Outcome:
+    """How a request ended: ``result`` for the log line (and the counters), ``answered`` when the user got what
+    they asked for (its latency goes into /stats), and any extra ``key=value`` fields for the log line."""
+
+    result: str
+    answered: bool = False
+    fields: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, result: str, answered: bool = False, **fields) -> Outcome:
+        return cls(result, answered, fields)
+
+
+class RequestEnded(Exception):
+    """Raised by a helper that has already replied to the user: the request ends with ``outcome``."""
+
+    def __init__(self, outcome: Outcome):
+        super().__init__(outcome.result)
+        self.outcome = outcome
+
+
+Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable["Outcome | None"]]
+
+
+def request(kind: str, counted: bool = False) -> Callable[[Handler], Handler]:
+    """Decorate a handler of ``kind`` requests; ``counted=True`` adds it to /stats' request count (photos, files, heat maps)."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def run(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            svc = services(context)
+            started = time.monotonic()
+            chat_id = update.effective_chat.id if update.effective_chat else None
+            try:
+                outcome = await handler(update, context)
+            except RequestEnded as ended:
+                outcome = ended.outcome
+            except Stopping as error:
+                context.application.bot_data.setdefault(DEFERRED_KEY, set()).add(update.update_id)
+                outcome = Outcome.of("deferred", reason=json.dumps(str(error)))
+            except Exception as error:  # the handler's bug or Telegram's failure: the user still gets a reply
+                _log_failure(update, error)
+                await tell_something_went_wrong(update, context)
+                outcome = Outcome.of("error", error=type(error).__name__)
+            if outcome is None:
+                return
+            if counted:
+                svc.stats.requests += 1
+            if outcome.answered:
+                svc.stats.answered(time.monotonic() - started)
+            counter = COUNTED_RESULTS.get(outcome.result)
+            if counter:
+                setattr(svc.stats, counter, getattr(svc.stats, counter) + 1)
+            log_request(chat_id, kind, started, outcome.result, **outcome.fields)
+
+        return run
+
+    return decorate
+
+
+def _log_failure(update: object, error: BaseException) -> None:
+    trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    summary = update.to_dict() if isinstance(update, Update) else repr(update)
+    errors_log.error("unhandled error for update %s\n%s", json.dumps(summary, default=str)[:2000], trace)
+
+
+async def tell_something_went_wrong(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    if not isinstance(update, Update):
+        return
+    if update.callback_query is not None:
+        await answer_query(update.callback_query)
+    if update.effective_chat is not None:
+        try:
+            await context.bot.send_message(update.effective_chat.id, messages.SOMETHING_WRONG)
+        except TelegramError:
+            errors_log.warning("could not tell chat %s about the error", update.effective_chat.id)
+
+
+async def answer_query(query, text: str | None = None, alert: bool = False) -> None:
+    """answerCallbackQuery; one Telegram already dropped (answered too late, e.g. resumed after a restart) is
+    only logged: the button's work goes on either way."""
+    try:
+        await query.answer(text, show_alert=alert)
+    except BadRequest as error:
+        logging.getLogger(__name__).warning("could not answer the button press: %s", error)
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """PTB's one error handler, for what fails outside a handler's wrapper (e.g. polling): log, tell the chat."""
+    _log_failure(update, context.error)
+    svc = context.application.bot_data.get("services")
+    if svc is not None:
+        svc.stats.errors += 1
+    await tell_something_went_wrong(update, context)
