@@ -152,13 +152,14 @@ async def stats_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> O
     svc = services(context)
     user = update.effective_user
     user_id = user.id if user else None
-    text_out = stats_reply(user_id, svc)
+    journal_open = await asyncio.to_thread(svc.journal.open_count) if is_admin(user_id, svc.settings.admin_user_ids) else None
+    text_out = stats_reply(user_id, svc, journal_open)
     text_out += await feedback.stats_lines(context, user_id)
     await update.effective_message.reply_text(text_out)
     return Outcome.of("sent" if is_admin(user_id, svc.settings.admin_user_ids) else "not_admin")
 
 
-def stats_reply(user_id: int | None, svc: BotServices) -> str:
+def stats_reply(user_id: int | None, svc: BotServices, journal_open: int | None = None) -> str:
     if not is_admin(user_id, svc.settings.admin_user_ids):
         return messages.NOT_ADMIN
     snapshot = svc.stats.snapshot(svc.inference.queue_length())
@@ -167,4 +168,6 @@ def stats_reply(user_id: int | None, svc: BotServices) -> str:
     preparation = svc.inference.preparation
     snapshot["forward"] = preparation.describe() if preparation else "preparing"
     snapshot["heatmap_pauses"] = svc.inference.heatmap_pauses
+    if journal_open is not None:
+        snapshot["journal_open"] = journal_open
     return messages.stats_text(snapshot)

@@ -55,14 +55,6 @@ class MapQueue:
     def add(self, job: MapJob) -> None:
         self._waiting[job.kind].setdefault(job.chat_id, deque()).append(job)
 
-    def most_urgent_kind(self) -> JobKind | None:
-        """The kind the next :meth:`take` would return (cancelled jobs are dropped first)."""
-        for kind, chats in self._waiting.items():
-            self._drop_cancelled(chats)
-            if chats:
-                return kind
-        return None
-
     def take(self, kinds: tuple[JobKind, ...] = (JobKind.COARSE_MAP, JobKind.FINE_MAP)) -> MapJob | None:
         """The next job of the most urgent of ``kinds``: the first chat in line, which then goes to the back."""
         for kind in kinds:

@@ -101,11 +101,6 @@ class Journal:
         with self._lock:
             self._db.execute("UPDATE journal SET done_at = ? WHERE update_id = ?", (self.clock(), update_id))
 
-    def is_done(self, update_id: int) -> bool:
-        with self._lock:
-            row = self._db.execute("SELECT done_at FROM journal WHERE update_id = ?", (update_id,)).fetchone()
-        return row is not None and row[0] is not None
-
     def set_progress(self, update_id: int, message_id: int) -> None:
         """The message already sent for this request (a /why's coarse map), for a resumed request to edit."""
         with self._lock:

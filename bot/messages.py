@@ -130,6 +130,8 @@ def stats_text(snapshot: dict) -> str:
         lines.append(f"Forward pass: {snapshot['forward']}")
     if "heatmap_pauses" in snapshot:
         lines.append(f"Heat-map pauses for more urgent work: {snapshot['heatmap_pauses']}")
+    if "journal_open" in snapshot:
+        lines.append(f"Journal: {snapshot['journal_open']} accepted request(s) not yet answered")
     return "\n".join(lines)
 
 

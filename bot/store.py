@@ -92,10 +92,6 @@ class PhotoStore:
                 self._insert_answer(key, answer)
         return key
 
-    def remember_answer(self, key: str, answer: StoredAnswer) -> None:
-        with self._lock, self._db:
-            self._insert_answer(key, answer)
-
     def _insert_answer(self, key: str, answer: StoredAnswer) -> None:
         self._db.execute("INSERT OR REPLACE INTO answer VALUES (?, ?, ?, ?)",
                          (key, answer.label, answer.confidence, answer.checkpoint_id))

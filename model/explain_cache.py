@@ -45,7 +45,3 @@ class ExplanationCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
-
-    def __contains__(self, key: CacheKey) -> bool:
-        with self._lock:
-            return key in self._entries

@@ -169,13 +169,5 @@ def preprocess(image: Image.Image, config: PreprocessConfig = PreprocessConfig()
     return normalize(resize_and_crop(_to_rgb(image), config), config)
 
 
-def denormalize(tensor: torch.Tensor, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
-    """Inverse of :func:`normalize`: a 3 x H x W tensor back to an H x W x 3 uint8 array."""
-    mean = torch.tensor(config.mean).view(3, 1, 1)
-    std = torch.tensor(config.std).view(3, 1, 1)
-    array = (tensor.detach().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
-    return (array * 255).round().astype(np.uint8)
-
-
 # Never let PIL quietly fill a truncated file with grey: that would classify garbage with confidence.
 ImageFile.LOAD_TRUNCATED_IMAGES = False

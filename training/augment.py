@@ -47,9 +47,6 @@ class AugmentConfig:
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256(repr(sorted(self.to_dict().items())).encode()).hexdigest()[:16]
-
 
 class Emboss(v2.Transform):
     """imgaug's Emboss: a 3x3 relief kernel of random ``strength``, blended with the photo by ``alpha``."""

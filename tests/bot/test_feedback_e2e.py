@@ -160,7 +160,7 @@ async def test_stale_or_forged_buttons_are_answered_not_crashed(fake_api, runnin
         assert "older model" in answered.params["text"]
         store = app.bot_data["services"].store
         stored = store.answer(key)
-        store.remember_answer(key, StoredAnswer(stored.label, stored.confidence, "0" * 64))  # made by another model
+        store.remember(answer.chat_id, store.by_key(key), StoredAnswer(stored.label, stored.confidence, "0" * 64))  # made by another model
         answered, _ = await press(fake_api, answer.result, f"fb:{key}:1")
         assert "older model" in answered.params["text"]
         for junk in ("fb:zz", "fb:", f"fb:{key}:maybe", "fb:unknownkey000:ok"):

@@ -14,7 +14,6 @@ from model.preprocess import (
     ImageError,
     PreprocessConfig,
     crop_box,
-    denormalize,
     open_image,
     preprocess,
 )
@@ -125,6 +124,14 @@ def test_one_step_resize_and_crop_equals_resize_then_crop(size):
     one_step = np.asarray(resize_and_crop(image, config), dtype=np.int16)
     assert one_step.shape == two_steps.shape == (224, 224, 3)
     assert np.abs(one_step - two_steps).max() <= 1
+
+
+def denormalize(tensor: torch.Tensor, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """The inverse of normalize: a 3 x H x W tensor back to an H x W x 3 uint8 array."""
+    mean = torch.tensor(config.mean).view(3, 1, 1)
+    std = torch.tensor(config.std).view(3, 1, 1)
+    array = (tensor.detach().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+    return (array * 255).round().astype(np.uint8)
 
 
 def test_centre_crop_keeps_the_centre():
