@@ -3,7 +3,7 @@
     python bench/bench_serving.py [--users 1,8,30,100] [--repeats 3] [--env QUEUE_SIZE=128 ...]
 
 Runs the real bot (``python -m bot``, its own process, random-init checkpoint) against the project's
-fake Telegram Bot API server on 127.0.0.1 (tests/bot/fake_telegram.py), and reports:
+fake Telegram Bot API server on 127.0.0.1 (devtools/fake_telegram.py), and reports:
 
 - start-up time: from launching the process to its first ``getUpdates`` (torch import + model load);
 - per burst of N (every N once per round, ``--repeats`` rounds, then the median per N): time from pushing the N updates to each ``sendMessage`` answer (p50, p95, max),
@@ -33,10 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "bot"), str(Path(__file__).resolve().parent)]
+sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
 from bench_model import SEED_PHOTO, best, format_table, make_random_checkpoint, measure_batches, seed_photo_path  # noqa: E402
-from fake_telegram import FakeTelegram  # noqa: E402
+
+from devtools.fake_telegram import FakeTelegram  # noqa: E402
 
 from bot.config import Settings  # noqa: E402
 from model import load_classifier  # noqa: E402

@@ -20,12 +20,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "bot")]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: this checkout's packages come first
 
 from PIL import Image  # noqa: E402
 
-from e2e_support import PDF, settings_env  # noqa: E402
-from fake_telegram import Call, FakeTelegram  # noqa: E402
+from devtools.bot_env import settings_env  # noqa: E402
+from devtools.fake_telegram import Call, FakeTelegram  # noqa: E402
+from devtools.samples import PDF  # noqa: E402
 
 SEED_PHOTO = ROOT.parent / "shared" / "datasets" / "seed" / "test" / "saree" / "saree1.jpeg"
 SHOWN = ("sendMessage", "sendPhoto", "editMessageMedia", "editMessageText", "editMessageCaption",

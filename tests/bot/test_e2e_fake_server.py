@@ -11,8 +11,8 @@ import telegram
 from PIL import Image
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, ReplyParameters
 
-from e2e_support import decompression_bomb, image_bytes
-from fake_telegram import DOWNLOAD_LIMIT
+from devtools.fake_telegram import DOWNLOAD_LIMIT
+from devtools.samples import decompression_bomb, image_bytes
 
 pytestmark = pytest.mark.timeout(30)
 

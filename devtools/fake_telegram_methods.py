@@ -5,7 +5,7 @@ import asyncio
 import itertools
 import time
 
-from fake_telegram_checks import BadRequest, check_parse_mode, check_reply_markup
+from .fake_telegram_checks import BadRequest, check_parse_mode, check_reply_markup
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024  # getFile refuses bigger files, like the public Bot API
 CHAT_ACTIONS = {"typing", "upload_photo", "upload_document", "find_location", "record_video", "upload_video",

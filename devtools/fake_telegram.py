@@ -4,7 +4,7 @@ It speaks the subset of the Bot API that python-telegram-bot 22 uses here, answe
 (Message objects, 400/401/404/429 error bodies), checks what real Telegram would reject (empty or long
 texts, callback_data over 64 bytes, replies to unknown messages, unparsable entities), records every call
 for assertions and can inject faults (429 with retry_after, dropped connections, files over 20 MB).
-The tests push updates; the bot long-polls them with getUpdates.
+The tests, tools/transcript.py and the benches push updates; the bot long-polls them with getUpdates.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from typing import Any, Callable
 from aiohttp import web
 from PIL import Image
 
-from fake_telegram_checks import BadRequest
-from fake_telegram_methods import DOWNLOAD_LIMIT, BotApiMethods  # noqa: F401  (DOWNLOAD_LIMIT: for tests)
-from fake_telegram_updates import UpdateBuilders
+from .fake_telegram_checks import BadRequest
+from .fake_telegram_methods import DOWNLOAD_LIMIT, BotApiMethods  # noqa: F401  (DOWNLOAD_LIMIT: for tests)
+from .fake_telegram_updates import UpdateBuilders
 
 BOT_ID = 7000001
 TOKEN = f"{BOT_ID}:AAH-fake-token-for-tests-only"
