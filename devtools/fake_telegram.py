@@ -100,6 +100,7 @@ class FakeTelegram(UpdateBuilders, BotApiMethods):
         self.chats: dict[int, dict] = {}
         self.messages: dict[tuple[int, int], dict] = {}
         self.commands: list[dict] = []
+        self.polls: list[float] = []  # when each getUpdates arrived (its Call is recorded only when it returns)
         self.port = 0
         self._updates: list[dict] = []
         self._update_ids = itertools.count(1000)
@@ -209,6 +210,19 @@ class FakeTelegram(UpdateBuilders, BotApiMethods):
         except TimeoutError:
             seen = [c for c in self.calls[after:] if c.method != "getUpdates"]
             raise AssertionError(f"no {count} x {method} within {timeout}s; calls since: {seen}") from None
+
+    async def wait_for_poll(self, after: int = 0, *, timeout: float = 10) -> float:
+        """When the first getUpdates after the first ``after`` ones arrived (``after=len(polls)``: the next one).
+
+        A long poll is recorded in ``calls`` only when it returns, up to ``timeout`` seconds later; this is
+        the moment the bot started waiting for updates."""
+        assert self._changed is not None, "start() the server first"
+        try:
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(lambda: len(self.polls) > after), timeout)
+        except TimeoutError:
+            raise AssertionError(f"no getUpdates within {timeout}s") from None
+        return self.polls[after]
 
     async def wait_for_call(self, method: str | None, predicate: Callable[[Call], bool] | None = None,
                             *, timeout: float = 10, after: int = 0, ok: bool | None = True) -> Call:

@@ -92,6 +92,8 @@ class BotApiMethods:
         offset, limit = params.get("offset"), int(params.get("limit") or 100)
         if offset:
             self._updates = [u for u in self._updates if u["update_id"] >= offset]  # confirmed ones go
+        self.polls.append(time.monotonic())
+        await self._notify()
         assert self._changed is not None
         async with self._changed:
             try:
