@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from typing import Any
 
 from .fake_telegram_checks import BadRequest, check_parse_mode, check_reply_markup
 
