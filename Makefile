@@ -16,6 +16,8 @@ CHECKPOINT ?= $(or $(CHECKPOINT_PATH),checkpoints/model.pt)
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
 FEEDBACK_DIR ?= data/feedback
+# bot settings for make demo, NAME=VALUE separated by spaces (here: a coarser fine map than the bot's 16/8)
+DEMO_SETTINGS ?= WHY_PATCH=32 WHY_STRIDE=16
 # e.g. https://download.pytorch.org/whl/cpu on a server: a CPU-only torch is ~0.4 GB lighter in memory
 TORCH_INDEX ?=
 
@@ -52,7 +54,7 @@ $(STAMP): pyproject.toml
 ## demo: the bot in a scripted chat against a local fake Telegram (no token, no network); saves its heat map
 demo: install
 	@if [ ! -f "$(CHECKPOINT)" ]; then echo "no $(CHECKPOINT): run make train first (or make run)"; exit 2; fi
-	$(PY) tools/transcript.py --checkpoint "$(CHECKPOINT)" --heat-map images/demo-why.png --set WHY_PATCH=32 --set WHY_STRIDE=16
+	$(PY) tools/transcript.py --checkpoint "$(CHECKPOINT)" --heat-map images/demo-why.png $(foreach s,$(DEMO_SETTINGS),--set "$(s)")
 
 ## feedback-report: live accuracy per class from the users' Right/Wrong answers (FEEDBACK_DIR)
 feedback-report: install

@@ -3,7 +3,7 @@
     python bench/bench_serving.py [--users 1,8,30,100] [--repeats 3] [--env QUEUE_SIZE=128 ...]
 
 Runs the real bot (``python -m bot``, its own process, random-init checkpoint) against the project's
-fake Telegram Bot API server on 127.0.0.1 (tests/bot/fake_telegram.py), and reports:
+fake Telegram Bot API server on 127.0.0.1 (devtools/fake_telegram.py), and reports:
 
 - start-up time: from launching the process to its first ``getUpdates`` (torch import + model load);
 - per burst of N (every N once per round, ``--repeats`` rounds, then the median per N): time from pushing the N updates to each ``sendMessage`` answer (p50, p95, max),
@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -33,18 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "bot"), str(Path(__file__).resolve().parent)]
+sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
 from bench_model import SEED_PHOTO, best, format_table, make_random_checkpoint, measure_batches, seed_photo_path  # noqa: E402
-from fake_telegram import FakeTelegram  # noqa: E402
+from harness import ADMIN_ID, FIRST_USER_ID, bot_environment, is_busy, print_machine, shown_settings, start_bot, stop_bot, tail  # noqa: E402
+
+from devtools.fake_telegram import FakeTelegram  # noqa: E402
 
 from bot.config import Settings  # noqa: E402
 from model import load_classifier  # noqa: E402
 from model.memory import keep_freed_memory  # noqa: E402
 from model.threads import available_cores, configure_torch_threads  # noqa: E402
-
-FIRST_USER_ID = 500_000
-ADMIN_ID = 42
 
 
 @dataclass
@@ -166,32 +164,6 @@ def mapping_kind(path: str) -> str:
     return "other mapped files (python binary, fonts, ...)"
 
 
-async def start_bot(fake: FakeTelegram, env: dict[str, str], workdir: Path, timeout: float):
-    """Launch ``python -m bot``; returns (process, seconds until its first getUpdates arrived)."""
-    log = open(workdir / "bot.log", "wb")
-    launched = time.monotonic()
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=workdir, env=env,
-                                                   stdout=log, stderr=asyncio.subprocess.STDOUT)
-    log.close()
-    waiter = asyncio.ensure_future(fake.wait_for_call("getUpdates", timeout=timeout, ok=None))
-    exited = asyncio.ensure_future(process.wait())
-    await asyncio.wait({waiter, exited}, return_when=asyncio.FIRST_COMPLETED)
-    if not waiter.done():
-        waiter.cancel()
-        raise SystemExit(f"the bot exited with status {process.returncode} before polling:\n" + tail(workdir / "bot.log"))
-    exited.cancel()
-    call = waiter.result()  # Call.at is when the request arrived (recorded when the long poll ends)
-    return process, call.at - launched
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def is_busy(text: str) -> bool:
-    return "busy" in text.lower()
-
-
 async def burst(fake: FakeTelegram, pid: int, users: int, photo: bytes, first_user: int, timeout: float) -> Burst:
     # The updates (and their PhotoSize variants) are built before the clock starts.
     updates = [fake.photo_update(photo, user_id=first_user + i) for i in range(users)]
@@ -220,40 +192,11 @@ async def operator_stats(fake: FakeTelegram, timeout: float) -> str:
     return call.text
 
 
-async def stop_bot(process, timeout: float = 20) -> tuple[float, int | None]:
-    started = time.monotonic()
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), timeout)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-    return time.monotonic() - started, process.returncode
-
-
 def bare_model(checkpoint: Path, photo: Path, batches: tuple[int, ...], repeats: int, frozen_graph: bool):
     classifier = load_classifier(checkpoint)
     if frozen_graph:  # what the bot serves with (FROZEN_GRAPH), so the two are compared like for like
         classifier.use_frozen_graph()
     return measure_batches(classifier, photo, batches, repeats)
-
-
-def bot_environment(fake: FakeTelegram, checkpoint: Path, data_dir: Path, extra: dict[str, str]) -> dict[str, str]:
-    """A clean environment: only what a server would set, so no setting leaks in from this shell."""
-    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR") if name in os.environ}
-    env.update({
-        "PYTHONPATH": str(REPO),
-        "TELEGRAM_BOT_TOKEN": fake.token,
-        "TELEGRAM_API_BASE_URL": fake.api_base_url,
-        "TELEGRAM_FILE_BASE_URL": fake.file_base_url,
-        "CHECKPOINT_PATH": str(checkpoint),
-        "DATA_DIR": str(data_dir),
-        "ADMIN_USER_IDS": str(ADMIN_ID),
-        "LOG_LEVEL": "WARNING",  # one INFO line per request would be part of what is measured; keep it quiet
-    })
-    env.update(extra)
-    return env
 
 
 def print_bursts(bursts: list[Burst], bare_b1_ms: float, bare_best_cpu_ms: float) -> None:
@@ -336,8 +279,8 @@ async def run(args: argparse.Namespace) -> int:
         try:
             env = bot_environment(fake, checkpoint, workdir / "data", extra)
             frozen_graph = Settings.from_env(env, env_file=None).frozen_graph
-            print(f"{available_cores()} cores; bot settings from the bench: "
-                  f"{ {k: v for k, v in env.items() if k not in ('PATH', 'HOME', 'LANG', 'TMPDIR', 'TELEGRAM_BOT_TOKEN')} }")
+            print_machine()
+            print(f"{available_cores()} cores; bot settings from the bench: {shown_settings(env)}")
             process, startup = await start_bot(fake, env, workdir, args.startup_timeout)
             status = proc_status(process.pid)
             print(f"start-up until the first getUpdates: {startup:.1f} s; idle RSS {status['VmRSS'] / 1024:.0f} MB, "

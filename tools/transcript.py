@@ -5,8 +5,10 @@
 
 The user says /start and /help, sends a photo, asks /why, sends a PDF and some text; every answer the bot
 gives is printed ("user →" / "bot ←" lines) and the last heat map it sent is saved to ``--heat-map``.
-Without a checkpoint file a random-init one is made in a temporary folder (the answers are then
-meaningless, but the session is real). Everything runs on 127.0.0.1.
+The photo is ``--photo``, else one of the sample photos that ``make sample`` (or ``make run``) fetched into
+images/sample/, else a generated one. Without a checkpoint file a random-init one is made in a temporary
+folder (the answers are then meaningless, but the session is real). Everything runs on 127.0.0.1; the fake
+Telegram server is devtools/fake_telegram.py.
 """
 from __future__ import annotations
 
@@ -20,14 +22,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "bot")]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: this checkout's packages come first
 
 from PIL import Image  # noqa: E402
 
-from e2e_support import PDF, settings_env  # noqa: E402
-from fake_telegram import Call, FakeTelegram  # noqa: E402
+from devtools.bot_env import settings_env  # noqa: E402
+from devtools.fake_telegram import Call, FakeTelegram  # noqa: E402
+from devtools.samples import PDF, jpeg  # noqa: E402
 
-SEED_PHOTO = ROOT.parent / "shared" / "datasets" / "seed" / "test" / "saree" / "saree1.jpeg"
+SAMPLE_DIR = ROOT / "images" / "sample"  # where `make sample` puts the photos: <train|test>/<class>/<name>
+PREFERRED_SAMPLE = Path("test") / "saree" / "saree1.jpeg"  # the photo of the README's example
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 SHOWN = ("sendMessage", "sendPhoto", "editMessageMedia", "editMessageText", "editMessageCaption",
          "sendChatAction", "answerCallbackQuery")
 
@@ -36,10 +41,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--heat-map", type=Path, required=True, help="where to save the heat map the bot sent (PNG)")
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "model.pt")
-    parser.add_argument("--photo", type=Path, default=SEED_PHOTO, help="the photo the user sends")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a bot setting (env name)")
+    parser.add_argument("--photo", type=Path, help="the photo the user sends (default: a sample photo from "
+                        f"{SAMPLE_DIR.relative_to(ROOT)}/, else a generated one)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", type=setting,
+                        help="a bot setting (env name)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the finer heat map")
     return parser.parse_args(argv)
+
+
+def setting(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def sample_photo(sample_dir: Path = SAMPLE_DIR) -> Path | None:
+    """A photo fetched into ``sample_dir``: the README's saree if it is there, else the first one (test split
+    first, in name order); None when there is none."""
+    preferred = sample_dir / PREFERRED_SAMPLE
+    if preferred.is_file():
+        return preferred
+    if not sample_dir.is_dir():
+        return None
+    photos = sorted((p for p in sample_dir.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file()),
+                    key=lambda p: (p.relative_to(sample_dir).parts[0] != "test", str(p)))
+    return photos[0] if photos else None
+
+
+def the_photo(args: argparse.Namespace) -> tuple[str, bytes]:
+    """(name, bytes) of the photo the user sends; a line is printed when it has to be a generated one."""
+    if args.photo is not None:
+        return args.photo.name, args.photo.read_bytes()
+    found = sample_photo()
+    if found is not None:
+        return found.name, found.read_bytes()
+    print(f"(no photos in {SAMPLE_DIR.relative_to(ROOT)}/: sending a generated picture instead; "
+          "`make sample` fetches the real ones)")
+    return "generated.jpeg", jpeg(seed=1, width=640, height=480)
 
 
 def random_checkpoint(folder: Path) -> Path:
@@ -71,17 +110,22 @@ def describe(call: Call, started: float) -> str:
     return f"{when} bot ←{reply} {shown}{text}{keyboard}"
 
 
-async def session(args: argparse.Namespace, checkpoint: Path, data_dir: Path) -> tuple[list[str], bytes | None]:
-    from bot.app import build_application
+def bot_settings(fake, args: argparse.Namespace, checkpoint: Path, data_dir: Path):
     from bot.config import Settings
 
-    fake = await FakeTelegram().start()
-    extra = dict(item.split("=", 1) for item in args.set)
+    extra = dict(args.set)
     env = settings_env(fake, checkpoint, data_dir, **extra)
     for name in ("WHY_COARSE_PATCH", "WHY_COARSE_STRIDE", "WHY_PATCH", "WHY_STRIDE"):
         if name not in extra:
             env.pop(name)  # the bot's own heat-map defaults unless --set says otherwise
-    app = build_application(Settings.from_env(environ=env, env_file=None))
+    return Settings.from_env(environ=env, env_file=None)
+
+
+async def session(args: argparse.Namespace, settings, classifier, photo: tuple[str, bytes],
+                  fake: FakeTelegram) -> tuple[list[str], bytes | None]:
+    from bot.app import build_application
+
+    app = build_application(settings, classifier)
     lines: list[str] = []
     started = time.monotonic()
     try:
@@ -113,8 +157,8 @@ async def session(args: argparse.Namespace, checkpoint: Path, data_dir: Path) ->
 
         await user("/start", fake.command_update("/start"), a_message)
         await user("/help", fake.command_update("/help"), a_message)
-        photo = args.photo.read_bytes()
-        await user(f"[photo {args.photo.name}, {len(photo) // 1024} kB]", fake.photo_update(photo), a_message)
+        name, data = photo
+        await user(f"[photo {name}, {len(data) // 1024} kB]", fake.photo_update(data), a_message)
 
         async def heat_maps(mark):
             await fake.wait_for_call("sendPhoto", after=mark, timeout=args.timeout)
@@ -131,7 +175,6 @@ async def session(args: argparse.Namespace, checkpoint: Path, data_dir: Path) ->
         await app.updater.stop()
         await app.stop()
         await app.shutdown()
-        await fake.stop()
     maps = [c.photo_bytes for c in fake.calls if c.method in ("sendPhoto", "editMessageMedia") and c.ok]
     return lines, (maps[-1] if maps else None)
 
@@ -145,12 +188,45 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("bot").addHandler(handler)
     logging.getLogger("bot").setLevel(logging.INFO)
     logging.getLogger("bot").propagate = False  # printed once, after the transcript
+    if args.photo is not None and not args.photo.is_file():
+        print(f"error: no photo at {args.photo}", file=sys.stderr)
+        return 2
+    from bot.config import ConfigError
+    from model import CheckpointError, load_classifier
+
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint = args.checkpoint
         if not checkpoint.is_file():
-            print(f"(no checkpoint at {checkpoint}: using a random-init one, so the answers mean nothing)")
+            print(f"(no checkpoint at {checkpoint}: using a random-init one, so the answers mean nothing; "
+                  "`make train` builds a real one)")
             checkpoint = random_checkpoint(Path(scratch))
-        lines, heat_map = asyncio.run(session(args, checkpoint, Path(scratch) / "data"))
+        loading = time.monotonic()
+        try:
+            classifier = load_classifier(checkpoint)
+        except CheckpointError as error:
+            print(f"error: cannot load {checkpoint}: {error} (retrain with `make train`)", file=sys.stderr)
+            return 2
+        print(f"(model loaded from {checkpoint} in {time.monotonic() - loading:.1f} s)")
+        photo = the_photo(args)
+        try:
+            Image.open(io.BytesIO(photo[1])).verify()
+        except Exception:  # PIL raises several kinds for bytes that are not a picture
+            print(f"error: {photo[0]} is not a picture (PIL cannot read it)", file=sys.stderr)
+            return 2
+
+        async def run() -> tuple[list[str], bytes | None]:
+            fake = await FakeTelegram().start()
+            try:
+                settings = bot_settings(fake, args, checkpoint, Path(scratch) / "data")
+                return await session(args, settings, classifier, photo, fake)
+            finally:
+                await fake.stop()
+
+        try:
+            lines, heat_map = asyncio.run(run())
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     print("\n".join(lines))
     print("\noperator log (logger 'bot'):\n" + operator_log.getvalue().rstrip())
     if heat_map is None:

@@ -12,8 +12,8 @@ from typing import AsyncIterator
 
 import pytest
 
-from e2e_support import settings_env
-from fake_telegram import FakeTelegram
+from devtools.bot_env import settings_env
+from devtools.fake_telegram import FakeTelegram
 
 STEP_TIMEOUT = 20  # seconds for any single wait on the bot; a hanging bot fails instead of blocking
 

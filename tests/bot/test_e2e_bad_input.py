@@ -5,9 +5,9 @@ import logging
 
 import pytest
 
-from e2e_support import (PDF, TEXT_FILE, assert_prediction, assert_short_notice, decompression_bomb,
-                         expected_prediction, jpeg, one_pixel_png, png, truncated_jpeg)
-from fake_telegram import DOWNLOAD_LIMIT
+from devtools.fake_telegram import DOWNLOAD_LIMIT
+from devtools.samples import PDF, TEXT_FILE, decompression_bomb, jpeg, one_pixel_png, png, truncated_jpeg
+from e2e_support import assert_prediction, assert_short_notice, expected_prediction
 
 pytestmark = pytest.mark.timeout(60)
 

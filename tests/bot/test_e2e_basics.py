@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from e2e_support import (CLASS_NAMES, assert_prediction, assert_short_notice, expected_prediction, jpeg, png,
-                         why_button)
+from devtools.samples import CLASS_NAMES, jpeg, png
+from e2e_support import assert_prediction, assert_short_notice, expected_prediction, why_button
 
 pytestmark = pytest.mark.timeout(60)
 

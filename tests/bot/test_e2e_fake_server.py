@@ -11,8 +11,8 @@ import telegram
 from PIL import Image
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, ReplyParameters
 
-from e2e_support import decompression_bomb, image_bytes
-from fake_telegram import DOWNLOAD_LIMIT
+from devtools.fake_telegram import DOWNLOAD_LIMIT
+from devtools.samples import decompression_bomb, image_bytes
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -107,3 +107,18 @@ def test_decompression_bomb_is_small_and_huge():
     data = bomb[41:-16]  # IDAT's payload, between its type and its CRC (then IEND)
     total = sum(len(decoded.decompress(data[i : i + 65536])) for i in range(0, len(data), 65536))
     assert total == 30000 * 3751
+
+
+async def test_a_long_poll_is_seen_when_it_arrives_and_unconfirmed_updates_come_again(fake_api, ptb_bot, photo_jpeg):
+    polling = asyncio.ensure_future(ptb_bot.get_updates(timeout=5))
+    arrived = await fake_api.wait_for_poll(0, timeout=3)  # long before the poll returns
+    assert not polling.done() and not fake_api.find_calls("getUpdates", ok=None)
+    first = await fake_api.push(fake_api.photo_update(photo_jpeg, user_id=5))
+    assert [u.update_id for u in await polling] == [first["update_id"]]
+    assert fake_api.find_calls("getUpdates")[0].at == pytest.approx(arrived, abs=0.5)
+    # Like Telegram: an update is delivered again until a getUpdates offset past it confirms it.
+    second = await fake_api.push(fake_api.photo_update(photo_jpeg, user_id=6))
+    again = await ptb_bot.get_updates(timeout=0)
+    assert [u.update_id for u in again] == [first["update_id"], second["update_id"]]
+    assert [u.update_id for u in await ptb_bot.get_updates(offset=first["update_id"] + 1, timeout=0)] == [second["update_id"]]
+    assert len(fake_api.polls) == 3

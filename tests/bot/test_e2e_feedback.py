@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from e2e_support import CLASS_NAMES, inline_buttons, jpeg
+from devtools.samples import CLASS_NAMES, jpeg
+from e2e_support import inline_buttons
 
 pytestmark = pytest.mark.timeout(60)
 CHAT = 987654321  # distinctive, to be sure it never appears on disk in plain

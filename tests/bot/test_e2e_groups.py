@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from e2e_support import CLASS_NAMES, assert_prediction, expected_prediction, jpeg
+from devtools.samples import CLASS_NAMES, jpeg
+from e2e_support import assert_prediction, expected_prediction
 
 pytestmark = pytest.mark.timeout(60)
 GROUP = -100500

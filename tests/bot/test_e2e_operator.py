@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from e2e_support import PDF, jpeg
+from devtools.samples import PDF, jpeg
 
 pytestmark = pytest.mark.timeout(60)
 ADMIN, STRANGER = 4242, 1001

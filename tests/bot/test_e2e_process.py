@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import jpeg, settings_env
+from devtools.bot_env import settings_env
+from devtools.samples import jpeg
 
 pytestmark = pytest.mark.timeout(90)
 

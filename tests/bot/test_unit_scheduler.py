@@ -60,7 +60,7 @@ async def wait_until(condition, what):
 
 
 def make_photo(width=240, height=240, seed=0) -> Image.Image:
-    # Local on purpose: importing tests/conftest.py by name would clash with tests/bot/conftest.py.
+    # Full-range noise, unlike devtools.samples.make_photo (a coloured rectangle on dark noise).
     return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8), "RGB")
 
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from model.cli import main
-from tests.conftest import image_bytes, make_photo
+from devtools.samples import image_bytes, make_photo
 from tests.model.test_preprocess import bomb_png
 
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from model.cli import main
 from model.occlusion import OcclusionExplainer
-from tests.conftest import make_photo
+from devtools.samples import make_photo
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from model import load_classifier
 from model.checkpoint import load_checkpoint
 from model.fold import fold_batch_norms
 from model.occlusion import OcclusionExplainer
-from tests.conftest import make_photo
+from devtools.samples import make_photo
 
 
 def test_loaded_classifier_is_folded_and_agrees_with_the_checkpoint(tiny_checkpoint):

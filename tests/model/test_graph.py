@@ -11,7 +11,7 @@ from torch import nn
 
 from model import load_classifier
 from model.graph import freeze_graph
-from tests.conftest import make_photo
+from devtools.samples import make_photo
 
 
 def test_graph_gives_the_eager_probabilities_at_every_batch_size(tiny_checkpoint):

@@ -20,7 +20,7 @@ from model.inbox import (
     is_temp,
 )
 from model.live_accuracy import LiveAccuracy
-from tests.conftest import image_bytes, make_photo
+from devtools.samples import image_bytes, make_photo
 
 REPO = Path(__file__).resolve().parents[2]
 

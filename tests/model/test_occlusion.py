@@ -15,7 +15,7 @@ from model.occlusion import (
     naive_occlusion_map,
     occluded_batch,
 )
-from tests.conftest import make_photo
+from devtools.samples import make_photo
 
 TOLERANCE = 1e-4  # the contract: equal to the naive loop within 1e-4 in probability
 

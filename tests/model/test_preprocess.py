@@ -17,7 +17,7 @@ from model.preprocess import (
     open_image,
     preprocess,
 )
-from tests.conftest import image_bytes, make_photo
+from devtools.samples import image_bytes, make_photo
 
 
 def exif_rotated_jpeg(orientation: int) -> tuple[bytes, Image.Image]:

@@ -4,7 +4,7 @@ It speaks the subset of the Bot API that python-telegram-bot 22 uses here, answe
 (Message objects, 400/401/404/429 error bodies), checks what real Telegram would reject (empty or long
 texts, callback_data over 64 bytes, replies to unknown messages, unparsable entities), records every call
 for assertions and can inject faults (429 with retry_after, dropped connections, files over 20 MB).
-The tests push updates; the bot long-polls them with getUpdates.
+The tests, tools/transcript.py and the benches push updates; the bot long-polls them with getUpdates.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from typing import Any, Callable
 from aiohttp import web
 from PIL import Image
 
-from fake_telegram_checks import BadRequest
-from fake_telegram_methods import DOWNLOAD_LIMIT, BotApiMethods  # noqa: F401  (DOWNLOAD_LIMIT: for tests)
-from fake_telegram_updates import UpdateBuilders
+from .fake_telegram_checks import BadRequest
+from .fake_telegram_methods import DOWNLOAD_LIMIT, BotApiMethods  # noqa: F401  (DOWNLOAD_LIMIT: for tests)
+from .fake_telegram_updates import UpdateBuilders
 
 BOT_ID = 7000001
 TOKEN = f"{BOT_ID}:AAH-fake-token-for-tests-only"
@@ -100,6 +100,7 @@ class FakeTelegram(UpdateBuilders, BotApiMethods):
         self.chats: dict[int, dict] = {}
         self.messages: dict[tuple[int, int], dict] = {}
         self.commands: list[dict] = []
+        self.polls: list[float] = []  # when each getUpdates arrived (its Call is recorded only when it returns)
         self.port = 0
         self._updates: list[dict] = []
         self._update_ids = itertools.count(1000)
@@ -209,6 +210,19 @@ class FakeTelegram(UpdateBuilders, BotApiMethods):
         except TimeoutError:
             seen = [c for c in self.calls[after:] if c.method != "getUpdates"]
             raise AssertionError(f"no {count} x {method} within {timeout}s; calls since: {seen}") from None
+
+    async def wait_for_poll(self, after: int = 0, *, timeout: float = 10) -> float:
+        """When the first getUpdates after the first ``after`` ones arrived (``after=len(polls)``: the next one).
+
+        A long poll is recorded in ``calls`` only when it returns, up to ``timeout`` seconds later; this is
+        the moment the bot started waiting for updates."""
+        assert self._changed is not None, "start() the server first"
+        try:
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(lambda: len(self.polls) > after), timeout)
+        except TimeoutError:
+            raise AssertionError(f"no getUpdates within {timeout}s") from None
+        return self.polls[after]
 
     async def wait_for_call(self, method: str | None, predicate: Callable[[Call], bool] | None = None,
                             *, timeout: float = 10, after: int = 0, ok: bool | None = True) -> Call:

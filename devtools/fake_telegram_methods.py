@@ -4,8 +4,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from typing import Any
 
-from fake_telegram_checks import BadRequest, check_parse_mode, check_reply_markup
+from .fake_telegram_checks import BadRequest, check_parse_mode, check_reply_markup
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024  # getFile refuses bigger files, like the public Bot API
 CHAT_ACTIONS = {"typing", "upload_photo", "upload_document", "find_location", "record_video", "upload_video",
@@ -92,6 +93,8 @@ class BotApiMethods:
         offset, limit = params.get("offset"), int(params.get("limit") or 100)
         if offset:
             self._updates = [u for u in self._updates if u["update_id"] >= offset]  # confirmed ones go
+        self.polls.append(time.monotonic())
+        await self._notify()
         assert self._changed is not None
         async with self._changed:
             try:
