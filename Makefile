@@ -29,8 +29,9 @@ run: install sample
 	@if [ ! -f .env ]; then cp .env.example .env; echo "created .env from .env.example: put your bot token in it"; fi
 	CHECKPOINT_PATH="$(CHECKPOINT)" $(PY) -m bot
 
-## test: install, run every test
+## test: install, lint (ruff, settings in pyproject.toml), run every test
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## train: build $(CHECKPOINT) from $(DATA) (WEIGHTS=imagenet|none|/path/to/resnet50.pth)

@@ -35,12 +35,26 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
 from bench_model import best, measure_batches  # noqa: E402
-from harness import (FIRST_USER_ID, add_common_arguments, bot_environment, default_photo, is_busy,  # noqa: E402
-                     keep_log, make_random_checkpoint, median_range, message_key, percentile, print_machine,
-                     replies_to, shown_settings, start_bot, stop_bot, tail)
+from harness import (  # noqa: E402
+    FIRST_USER_ID,
+    add_common_arguments,
+    bot_environment,
+    default_photo,
+    is_busy,
+    keep_log,
+    make_random_checkpoint,
+    median_range,
+    message_key,
+    percentile,
+    print_machine,
+    replies_to,
+    shown_settings,
+    start_bot,
+    stop_bot,
+    tail,
+)
 
 from devtools.fake_telegram import FakeTelegram  # noqa: E402
-
 from model import load_classifier  # noqa: E402
 from model.memory import keep_freed_memory  # noqa: E402
 from model.threads import configure_torch_threads  # noqa: E402

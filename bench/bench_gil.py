@@ -25,7 +25,6 @@ from bench_model import SEED_PHOTO, make_random_checkpoint, measure_batches, see
 from model import load_classifier  # noqa: E402
 from model.threads import configure_torch_threads  # noqa: E402
 
-
 BUSY_TURN_S = 0.0015  # with duty < 1: Python runs this long at a time, then the thread sleeps
 
 

@@ -29,10 +29,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
+import dataclasses  # noqa: E402
+
 from bench_gil import BusyPythonThread  # noqa: E402
 from bench_model import SEED_PHOTO, make_random_checkpoint, seed_photo_path  # noqa: E402
-
-import dataclasses  # noqa: E402
 
 from bot.config import Settings  # noqa: E402
 from bot.scheduler import InferenceScheduler  # noqa: E402

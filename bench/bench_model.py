@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: the project's packages come first
 
 from model import build_network, load_classifier, save_checkpoint  # noqa: E402
-from model.predict import Classifier  # noqa: E402
 from model.memory import keep_freed_memory  # noqa: E402
+from model.predict import Classifier  # noqa: E402
 from model.threads import available_cores, configure_torch_threads  # noqa: E402
 
 # shared/ sits beside the checkout (the layout of this project's machines and CI).

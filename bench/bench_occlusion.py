@@ -40,8 +40,13 @@ def _task(kind: str, photo: str, checkpoint: str | None, patch: int, stride: int
     import torch
 
     from model.incremental import IncrementalOcclusion
-    from model.occlusion import (INCREMENTAL_BATCH_FACTOR, OcclusionExplainer, batched_occlusion_map,
-                                 grid_positions, occluded_batch)
+    from model.occlusion import (
+        INCREMENTAL_BATCH_FACTOR,
+        OcclusionExplainer,
+        batched_occlusion_map,
+        grid_positions,
+        occluded_batch,
+    )
 
     network, image = _setup(photo, checkpoint)
     with torch.inference_mode():
@@ -132,7 +137,7 @@ def main() -> None:
         reference_time = results.get("captum", results.get("batched"))[0]
         print(f"\n== patch {patch}, stride {stride}: {count}x{count} = {len(grid)} positions ==")
         print(f"{'method':<12}{'seconds':>10}{'x naive':>9}{'x captum':>10}{'max|diff| to naive':>20}{'extra peak MiB':>16}")
-        for method, (seconds, drops, extra_mib, extra) in results.items():
+        for method, (seconds, drops, extra_mib, _extra) in results.items():
             if naive is None or method == "naive":
                 diff = "-"
             elif method == "captum":  # per pixel: compare with a map averaged the way captum does
@@ -146,7 +151,7 @@ def main() -> None:
             else:
                 mine = np.array([drops[r, c] for r, c in subset])
                 diff = f"{np.abs(mine - naive).max():.2e}"
-            note = " (extrapolated from %d positions)" % len(subset) if method == "naive" and sampled else ""
+            note = f" (extrapolated from {len(subset)} positions)" if method == "naive" and sampled else ""
             naive_seconds = results["naive"][0] if "naive" in results else float("nan")
             print(f"{method:<12}{seconds:>10.2f}{naive_seconds / seconds:>9.1f}{reference_time / seconds:>10.2f}"
                   f"{diff:>20}{extra_mib:>16.0f}{note}")

@@ -6,7 +6,8 @@ Runs the real bot (``python -m bot``, its own process, random-init checkpoint) a
 fake Telegram Bot API server on 127.0.0.1 (devtools/fake_telegram.py), and reports:
 
 - start-up time: from launching the process to its first ``getUpdates`` (torch import + model load);
-- per burst of N (every N once per round, ``--repeats`` rounds, then the median per N): time from pushing the N updates to each ``sendMessage`` answer (p50, p95, max),
+- per burst of N (every N once per round, ``--repeats`` rounds, then the median per N): time from pushing the N
+  updates to each ``sendMessage`` answer (p50, p95, max),
   photos per second (answered photos / time to the last answer), busy refusals, the bot's peak RSS
   (VmHWM from /proc, so the true peak, not a sample);
 - the bare model (bench_model.py) at batch 1 and its best batch, measured in this same run, before the
@@ -35,11 +36,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
 from bench_model import SEED_PHOTO, best, format_table, make_random_checkpoint, measure_batches, seed_photo_path  # noqa: E402
-from harness import ADMIN_ID, FIRST_USER_ID, bot_environment, is_busy, print_machine, shown_settings, start_bot, stop_bot, tail  # noqa: E402
-
-from devtools.fake_telegram import FakeTelegram  # noqa: E402
+from harness import (  # noqa: E402
+    ADMIN_ID,
+    FIRST_USER_ID,
+    bot_environment,
+    is_busy,
+    print_machine,
+    shown_settings,
+    start_bot,
+    stop_bot,
+    tail,
+)
 
 from bot.config import Settings  # noqa: E402
+from devtools.fake_telegram import FakeTelegram  # noqa: E402
 from model import load_classifier  # noqa: E402
 from model.memory import keep_freed_memory  # noqa: E402
 from model.threads import available_cores, configure_torch_threads  # noqa: E402

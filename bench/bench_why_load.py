@@ -28,9 +28,24 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
-from harness import (FIRST_USER_ID, add_common_arguments, bot_environment, default_photo, distinct_photos,  # noqa: E402
-                     is_busy, keep_log, make_random_checkpoint, median_range, message_key, print_machine,
-                     replies_to, shown_settings, start_bot, stop_bot, tail)
+from harness import (  # noqa: E402
+    FIRST_USER_ID,
+    add_common_arguments,
+    bot_environment,
+    default_photo,
+    distinct_photos,
+    is_busy,
+    keep_log,
+    make_random_checkpoint,
+    median_range,
+    message_key,
+    print_machine,
+    replies_to,
+    shown_settings,
+    start_bot,
+    stop_bot,
+    tail,
+)
 
 from devtools.fake_telegram import FakeTelegram  # noqa: E402
 

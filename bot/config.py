@@ -78,8 +78,9 @@ class Settings:
             )
         _check(0.0 <= self.confidence_threshold <= 1.0, "CONFIDENCE_THRESHOLD must be between 0 and 1")
         _check(0.0 <= self.unsure_threshold <= 1.0, "UNSURE_THRESHOLD must be between 0 and 1")
-        for name in ("workers", "torch_threads", "queue_size", "per_chat_queue", "max_batch", "why_patch",
-                     "why_stride", "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size", "http_connections"):
+        for name in ("workers", "torch_threads", "queue_size", "per_chat_queue", "max_batch", "why_patch", "why_stride",
+                     "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size",
+                     "http_connections"):
             _check(getattr(self, name) >= 1, f"{ENV_NAMES[name]} must be at least 1")
         _check(self.max_batch_wait_ms >= 0, "MAX_BATCH_WAIT_MS must not be negative")
         _check(self.journal_max_age_hours >= 0, "JOURNAL_MAX_AGE_HOURS must not be negative")

@@ -13,8 +13,9 @@ import io
 import itertools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 from PIL import Image
@@ -112,9 +113,10 @@ class FakeTelegram(UpdateBuilders, BotApiMethods):
         self._changed: asyncio.Condition | None = None
         self._runner: web.AppRunner | None = None
         self._closing = False
+        self._downloads_open: asyncio.Event | None = None  # while set to a clear event, file downloads wait
 
     # ---- lifecycle -------------------------------------------------------------------------------
-    async def start(self) -> "FakeTelegram":
+    async def start(self) -> FakeTelegram:
         self._changed = asyncio.Condition()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle_method)
@@ -146,6 +148,16 @@ class FakeTelegram(UpdateBuilders, BotApiMethods):
         if not description:
             description = f"Too Many Requests: retry after {retry_after}" if status == 429 else "Internal Server Error"
         self._faults.setdefault(method.lower(), []).append(("fail", status, retry_after, description))
+
+    def hold_downloads(self) -> None:
+        """File downloads (after their FILE call is recorded) wait until :meth:`release_downloads`: a bot
+        can be caught between accepting a photo and answering it."""
+        self._downloads_open = asyncio.Event()
+
+    def release_downloads(self) -> None:
+        if self._downloads_open is not None:
+            self._downloads_open.set()
+            self._downloads_open = None
 
     def drop_next(self, method: str) -> None:
         """The next ``method`` call has its connection closed without any answer."""
@@ -257,6 +269,8 @@ class FakeTelegram(UpdateBuilders, BotApiMethods):
         await self._record(Call("FILE", {"file_path": path, "file_id": stored.file_id if stored else None}, ok=stored is not None))
         if stored is None:
             return web.Response(status=404, text="Not Found")
+        if self._downloads_open is not None:
+            await self._downloads_open.wait()
         return web.Response(body=stored.data, content_type="application/octet-stream")
 
     async def _read_params(self, request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -82,7 +82,8 @@ def cache_key(train: Sequence[Sample], test: Sequence[Sample], backbone_hash: st
     return digest.hexdigest()
 
 
-def extract_features(backbone: nn.Module, photos: Dataset, batch_size: int, description: str = "features") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def extract_features(backbone: nn.Module, photos: Dataset, batch_size: int,
+                     description: str = "features") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``backbone`` over a photo dataset in batches (channels_last, inference mode) with a progress bar:
     (features, labels, photo indices), in the dataset's order."""
     # Outside inference mode: parameters converted inside it would become inference tensors, which a

@@ -6,7 +6,7 @@ order or shuffling, and epoch 0 is exactly what the feature cache holds.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from PIL import Image

@@ -64,7 +64,7 @@ class _ImageModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.standardize(self.backbone(x.contiguous(memory_format=torch.channels_last))))
 
-    def train(self, mode: bool = True) -> "_ImageModel":
+    def train(self, mode: bool = True) -> _ImageModel:
         super().train(mode)
         self.backbone.eval()
         return self

@@ -6,9 +6,9 @@ Everything in the metrics dict is a plain number, string, list or dict, so it ca
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 

@@ -52,7 +52,7 @@ class TrainingSettings:
     def mode(self) -> str:
         return "cached" if self.unfreeze == "none" and self.cache else "images"
 
-    def resolved(self, train_photos: int) -> "TrainingSettings":
+    def resolved(self, train_photos: int) -> TrainingSettings:
         """The settings with every default filled in, for ``train_photos`` training photos."""
         return replace(
             self,

@@ -75,7 +75,7 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
     @classmethod
-    def fit(cls, features: torch.Tensor) -> "Standardize":
+    def fit(cls, features: torch.Tensor) -> Standardize:
         # A floor on std: a feature that is constant on the training set must not blow up on a test photo.
         std = features.std(dim=0).clamp(min=1e-3 * float(features.std()) + 1e-6)
         return cls(features.mean(dim=0), std)

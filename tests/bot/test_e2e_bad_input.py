@@ -4,10 +4,10 @@ from __future__ import annotations
 import logging
 
 import pytest
+from e2e_support import assert_prediction, assert_short_notice, expected_prediction
 
 from devtools.fake_telegram import DOWNLOAD_LIMIT
 from devtools.samples import PDF, TEXT_FILE, decompression_bomb, jpeg, one_pixel_png, png, truncated_jpeg
-from e2e_support import assert_prediction, assert_short_notice, expected_prediction
 
 pytestmark = pytest.mark.timeout(60)
 

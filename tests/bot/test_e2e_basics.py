@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
+from e2e_support import assert_prediction, assert_short_notice, expected_prediction, why_button
 
 from devtools.samples import CLASS_NAMES, jpeg, png
-from e2e_support import assert_prediction, assert_short_notice, expected_prediction, why_button
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -18,8 +18,8 @@ async def test_start_registers_commands_and_help_lists_classes(fake_api, running
         for command in ("/start", "/help"):
             mark = fake_api.mark()
             update = await fake_api.push(fake_api.command_update(command))
-            answer = await fake_api.wait_for_call("sendMessage", lambda c: c.chat_id == update["message"]["chat"]["id"],
-                                                  after=mark)
+            chat_id = update["message"]["chat"]["id"]
+            answer = await fake_api.wait_for_call("sendMessage", lambda c, chat_id=chat_id: c.chat_id == chat_id, after=mark)
             text = answer.text.lower()
             assert all(name in text for name in CLASS_NAMES), answer.text
             assert "/why" in text, "help explains /why"

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
+from e2e_support import assert_prediction, assert_short_notice, expected_prediction, file_ids, percentages
 
 from devtools.samples import jpeg
-from e2e_support import assert_prediction, assert_short_notice, expected_prediction, file_ids, percentages
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from e2e_support import inline_buttons
 
 from devtools.samples import CLASS_NAMES, jpeg
-from e2e_support import inline_buttons
 
 pytestmark = pytest.mark.timeout(60)
 CHAT = 987654321  # distinctive, to be sure it never appears on disk in plain

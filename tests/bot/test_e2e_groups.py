@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
+from e2e_support import assert_prediction, expected_prediction
 
 from devtools.samples import CLASS_NAMES, jpeg
-from e2e_support import assert_prediction, expected_prediction
 
 pytestmark = pytest.mark.timeout(60)
 GROUP = -100500

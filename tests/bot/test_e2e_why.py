@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
+from e2e_support import file_ids, open_picture, why_button
 
 from devtools.samples import jpeg
-from e2e_support import file_ids, open_picture, why_button
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from bot import feedback, messages
 from bot.feedback import FeedbackData, answer_keyboard, choice_rows, thanks_rows, with_feedback_rows
 from bot.feedback_store import FeedbackStore

@@ -1,12 +1,11 @@
 """/stats: only listed admins get numbers; the numbers come from the counters."""
 from types import SimpleNamespace
 
-from model.runtime import ModelPreparation
-
 from bot import messages
 from bot.config import Settings
 from bot.handlers import stats_reply
 from bot.stats import BotStats, format_duration, is_admin
+from model.runtime import ModelPreparation
 
 
 def test_is_admin_needs_listing():

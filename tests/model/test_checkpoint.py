@@ -1,7 +1,6 @@
 """Checkpoints: round trip, metadata, safe loading, and a one-line error for every kind of bad file."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 

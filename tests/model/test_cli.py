@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
-from model.cli import main
 from devtools.samples import image_bytes, make_photo
+from model.cli import main
 from tests.model.test_preprocess import bomb_png
 
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from devtools.samples import make_photo
 from model.cli import main
 from model.occlusion import OcclusionExplainer
-from devtools.samples import make_photo
 
 
 @pytest.fixture
@@ -41,4 +41,5 @@ def test_explain_bad_image_and_bad_settings(tiny_checkpoint, tmp_path, capsys):
     assert main(["explain", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "doc.pdf"), "-o", str(tmp_path / "x.png")]) == 1
     assert "not an image" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
-    assert main(["explain", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "doc.pdf"), "-o", str(tmp_path / "x.png"), "--patch", "0"]) == 2
+    assert main(["explain", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "doc.pdf"), "-o", str(tmp_path / "x.png"),
+                 "--patch", "0"]) == 2

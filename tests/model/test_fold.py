@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from devtools.samples import make_photo
 from model import load_classifier
 from model.checkpoint import load_checkpoint
 from model.fold import fold_batch_norms
 from model.occlusion import OcclusionExplainer
-from devtools.samples import make_photo
 
 
 def test_loaded_classifier_is_folded_and_agrees_with_the_checkpoint(tiny_checkpoint):

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from devtools.samples import make_photo
 from model import load_classifier
 from model.graph import freeze_graph
-from devtools.samples import make_photo
 
 
 def test_graph_gives_the_eager_probabilities_at_every_batch_size(tiny_checkpoint):

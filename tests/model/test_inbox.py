@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.samples import image_bytes, make_photo
 from model.inbox import (
     NONE_OF_THESE,
     FeedbackRecord,
@@ -20,7 +21,6 @@ from model.inbox import (
     is_temp,
 )
 from model.live_accuracy import LiveAccuracy
-from devtools.samples import image_bytes, make_photo
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from devtools.samples import make_photo
 from model import build_network, preprocess
 from model.incremental import IncrementalOcclusion
 from model.occlusion import (
@@ -15,7 +16,6 @@ from model.occlusion import (
     naive_occlusion_map,
     occluded_batch,
 )
-from devtools.samples import make_photo
 
 TOLERANCE = 1e-4  # the contract: equal to the naive loop within 1e-4 in probability
 

@@ -1,13 +1,12 @@
 """Decoding and preprocessing: every image mode, EXIF orientation, size limits, damaged files."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from devtools.samples import image_bytes, make_photo
 from model.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -17,7 +16,6 @@ from model.preprocess import (
     open_image,
     preprocess,
 )
-from devtools.samples import image_bytes, make_photo
 
 
 def exif_rotated_jpeg(orientation: int) -> tuple[bytes, Image.Image]:
@@ -58,7 +56,10 @@ def test_every_saved_mode_decodes_to_rgb(mode):
 @pytest.mark.parametrize("mode", ["PA", "I", "F", "La", "RGBa", "YCbCr", "HSV"])
 def test_in_memory_modes_preprocess(mode):
     base = make_photo(64, 48)
-    image = sixteen_bit(base).convert(mode) if mode in ("I", "F") else base.convert("P").convert(mode) if mode == "PA" else base.convert(mode)
+    if mode in ("I", "F"):
+        image = sixteen_bit(base).convert(mode)
+    else:
+        image = base.convert("P").convert(mode) if mode == "PA" else base.convert(mode)
     tensor = preprocess(image)
     assert tensor.shape == (3, 224, 224) and torch.isfinite(tensor).all()
 

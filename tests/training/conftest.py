@@ -12,6 +12,7 @@ from training_synthetic import LEARN_COPIES, LEARN_EPOCHS, LEARN_PER_CLASS, writ
 
 from training.pipeline import TrainingSettings, run_training  # noqa: E402
 
+
 @pytest.fixture(scope="session")
 def learned_run(tmp_path_factory):
     """One training run on generated, learnable photos (``<class>/`` layout, split here)."""

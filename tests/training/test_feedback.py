@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from model.inbox import NONE_OF_THESE, FeedbackRecord, Inbox
 from devtools.samples import image_bytes, make_photo
+from model.inbox import NONE_OF_THESE, FeedbackRecord, Inbox
 from training.data import load_dataset
 from training.feedback import FeedbackError, export_labelled, labelled_photos, live_report, main
 from training.pipeline import TrainingSettings, run_training

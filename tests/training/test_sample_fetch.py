@@ -5,8 +5,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
-
 from training.sample import main
 
 
