@@ -5,7 +5,8 @@
 
 Runs the real bot (``python -m bot``, its own process, a random-init checkpoint unless ``--checkpoint``)
 against devtools' fake Telegram Bot API server on 127.0.0.1, with its DATA_DIR in a temporary folder.
-K users each send a photo (``--push-after`` seconds after the bot first polled); a set delay after the bot fetched them (``--kill-on updates``: after the
+K users each send a photo (``--push-after`` seconds after the bot first polled); a set delay after the bot
+fetched them (``--kill-on updates``: after the
 getUpdates that returned the last of them; ``downloads``: after the bot downloaded the Kth photo) the
 bot gets SIGKILL: no shutdown, nothing flushed. It is then started again with the same DATA_DIR against
 the same fake server, which keeps its state and behaves like Telegram: an update is delivered again
@@ -34,9 +35,25 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
-from harness import (FIRST_USER_ID, add_common_arguments, bot_environment, default_photo, distinct_photos,  # noqa: E402
-                     is_busy, keep_log, kill_bot, make_random_checkpoint, median_range, message_key, print_machine,
-                     replies_to, shown_settings, start_bot, stop_bot, tail)
+from harness import (  # noqa: E402
+    FIRST_USER_ID,
+    add_common_arguments,
+    bot_environment,
+    default_photo,
+    distinct_photos,
+    is_busy,
+    keep_log,
+    kill_bot,
+    make_random_checkpoint,
+    median_range,
+    message_key,
+    print_machine,
+    replies_to,
+    shown_settings,
+    start_bot,
+    stop_bot,
+    tail,
+)
 
 from devtools.fake_telegram import FakeTelegram  # noqa: E402
 
@@ -180,9 +197,10 @@ async def run(args: argparse.Namespace) -> int:
         probe = FakeTelegram()  # only for printing the settings the bot gets (its URLs change per trial)
         print(f"photo: {name}; K={args.photos} photos, one per user; SIGKILL {delays} s after the "
               f"{'getUpdates that returned them' if args.kill_on == 'updates' else 'Kth download'}; "
-              f"{args.repeats} trials each; bot settings: {shown_settings(bot_environment(probe, checkpoint, Path('DATA_DIR'), dict(args.env)))}")
-        print(f"{'kill after s':>12} | {'trial':>5} | {'trigger s':>9} | {'killed at s':>11} | {'before':>6} | {'after':>5} | {'lost':>4} | "
-              f"{'dupl.':>5} | {'busy':>4} | {'redelivered':>11} | {'restart s':>9} | note")
+              f"{args.repeats} trials each; bot settings: "
+              f"{shown_settings(bot_environment(probe, checkpoint, Path('DATA_DIR'), dict(args.env)))}")
+        print(f"{'kill after s':>12} | {'trial':>5} | {'trigger s':>9} | {'killed at s':>11} | {'before':>6} | "
+              f"{'after':>5} | {'lost':>4} | {'dupl.':>5} | {'busy':>4} | {'redelivered':>11} | {'restart s':>9} | note")
         trials, user = [], FIRST_USER_ID
         for number in range(args.repeats):  # round after round, so drift hits every delay alike
             for delay in delays:
@@ -190,8 +208,8 @@ async def run(args: argparse.Namespace) -> int:
                 t = await trial(args, delay, checkpoint, photos, user)
                 user += args.photos
                 trials.append(t)
-                print(f"{delay:>12.2f} | {number + 1:>5} | {t.trigger_at:>9.2f} | {t.kill_at:>11.2f} | {t.before:>6} | {t.after:>5} | {t.lost:>4} | "
-                      f"{t.duplicates:>5} | {t.busy:>4} | {t.redelivered:>11} | {t.startup:>9.1f} | {t.note}")
+                print(f"{delay:>12.2f} | {number + 1:>5} | {t.trigger_at:>9.2f} | {t.kill_at:>11.2f} | {t.before:>6} | "
+                      f"{t.after:>5} | {t.lost:>4} | {t.duplicates:>5} | {t.busy:>4} | {t.redelivered:>11} | {t.startup:>9.1f} | {t.note}")
     print(f"\nmedian (range) over the trials, of K={args.photos} photos each:")
     for delay in delays:
         mine = [t for t in trials if t.delay == delay]
