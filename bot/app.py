@@ -167,7 +167,7 @@ def build_application(settings: Settings, classifier: Classifier | None = None) 
         .concurrent_updates(256)  # handlers await the worker; without this, micro-batches would never form
         # httpcore checks every pooled connection (a few syscalls each) to place each request: with PTB's
         # 256, a burst of 100 photos opened 100+ connections and the scan took over half the event loop's
-        # CPU. 16 still covers what the model can use (~20 photos/s x 3 requests x a tenth of a second per
+        # CPU. 16 still covers what the model can use (tens of photos/s x 3 requests x a tenth of a second per
         # Telegram round trip); the rest wait their turn, up to pool_timeout.
         .connection_pool_size(settings.http_connections)
         .pool_timeout(30.0)

@@ -96,7 +96,7 @@ class BatchQueue:
         return everything
 
 
-MIN_SHARE = 2  # one thread runs a batch of 1 at about 1.3x its per-photo cost at 2-8 (bench_model.py --threads 1)
+MIN_SHARE = 2  # one thread runs a batch of 1 at a higher per-photo cost than at 2-8 (bench_model.py --threads 1)
 
 
 def share_of_work(max_batch: int, workers: int, waiting: int, on_the_way: int) -> int:

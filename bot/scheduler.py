@@ -308,7 +308,8 @@ class InferenceScheduler:
             try:
                 torch.set_num_threads(self._threads_shared)
                 self.preparation = prepare_model(self.classifier, self.config.frozen_graph,
-                                                 probe_batch=min(4, self._share_cap()))
+                                                 probe_batch=min(4, self._share_cap()), workers=self._workers,
+                                                 threads=self._threads_shared)
                 log.info("classification forward pass: %s", self.preparation.describe())
             except Exception:  # a broken network shows up on the first request, answered per request
                 log.exception("preparing the model failed: serving the eager network")
@@ -364,7 +365,7 @@ class InferenceScheduler:
         if work[0] == "batch":
             _, batch, threads = work
             try:
-                torch.set_num_threads(threads)  # per OS thread; cheap (measured: no cost per pass)
+                torch.set_num_threads(threads)  # per OS thread, and cheap (docs/benchmarks.md)
                 self._run_batch(batch)
             finally:
                 with self._cond:

@@ -2,8 +2,7 @@
 
 In eval mode a BatchNorm is a fixed per-channel scale and shift, so it can live in the conv's weights and
 bias: one operator fewer per conv (ResNet50 has 53), one activation tensor fewer to allocate, one GIL
-hand-back fewer between layers. Measured here (``bench/bench_model.py``-style, batch 16): 45.5 -> 42.5 ms
-per photo; logits agree to about 3e-6.
+hand-back fewer between layers (the speed-up is recorded in docs/benchmarks.md); logits agree to about 3e-6.
 
 Only a Conv2d immediately followed by a BatchNorm2d among a module's children is folded: the order in
 which torchvision's ResNets (and most CNNs) register and call them. The result is checked against the

@@ -3,10 +3,9 @@
 Why: an eager forward pass returns to Python between operators, a few hundred times per ResNet50, and
 each return takes the GIL back. In the bot that GIL is shared with the event loop and the decoders, so
 the classifier waited for their turns while its second OpenMP thread sat idle. A traced graph runs
-from the first operator to the last in C++ with the GIL released. Measured with
-``bench/bench_serving.py --users 30`` (three rounds each, one run right after the other, 2 cores): the
-bot answered 10.4 photos/s with the graph against 7.9 eager (efficiency 0.72 against 0.58); the bare
-model alone, without the bot's other threads, gains less (16.3 against 13.8 photos/s at batch 16).
+from the first operator to the last in C++ with the GIL released. On some CPUs that made the bot
+clearly faster, on others it was slower than eager (docs/benchmarks.md), so the bot measures it at start
+(:mod:`model.runtime`, ``FROZEN_GRAPH=auto``).
 
 ``torch.jit.trace`` and ``torch.jit.freeze`` are deprecated in favour of ``torch.compile`` and
 ``torch.export``; both of those need a C++ compiler at run time (or an ahead-of-time build tied to the

@@ -2,8 +2,8 @@
 
 ResNet50's activations are tens of MB per tensor at batch 8 to 16. glibc's malloc serves blocks that
 large with ``mmap`` and gives them back with ``munmap`` as soon as torch frees them, so each forward pass
-touches fresh pages: measured here, 3,000-11,000 page faults and 5-20 ms of kernel time per photo
-whenever the batch size changes, which micro-batches do all the time. (glibc's adaptive threshold only
+touches fresh pages, thousands of page faults and milliseconds of kernel time per photo (recorded in
+docs/benchmarks.md) whenever the batch size changes, which micro-batches do all the time. (glibc's adaptive threshold only
 helps when the same size repeats, which is why a benchmark at one fixed batch size barely shows it.)
 Threads other than the main one allocate from arenas made of 64 MB heaps that glibc unmaps as soon as
 they are empty, so the classifier's thread kept faulting even with a higher threshold.

@@ -31,7 +31,7 @@ def _no_pause(done: int, total: int) -> None:
     return None
 # The incremental engine recomputes windows about a third of the size of whole-network activations, so
 # it takes this many times ``batch_size`` positions per batch at about the same memory; fewer, larger
-# ops also suffer less from thread hand-offs on a busy 2-core machine (measured 2x per position, 48 vs 16).
+# ops also suffer less from thread hand-offs on a busy 2-core machine.
 INCREMENTAL_BATCH_FACTOR = 3
 
 

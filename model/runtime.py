@@ -2,13 +2,17 @@
 
 The frozen TorchScript graph (:mod:`model.graph`) was faster than eager on some CPUs and slower on
 others, so with ``frozen_graph=None`` (``FROZEN_GRAPH=auto``) the choice is measured on this machine at
-start: both run the same probe batch on the calling thread's torch threads, and the graph is kept only
-when clearly faster. Warm-up passes run each batch shape a server will use once before serving: the
-first pass at a shape pays for oneDNN's kernel choice, TorchScript's profiling runs and the heap's growth.
+start, the way the bot serves: ``workers`` threads side by side, each running the same probe batch on its
+share of the torch threads (eager passes contend for the GIL between layers, the graph's do not, so one
+thread alone would hide the graph's advantage). The graph is kept only when clearly faster.
+
+Warm-up passes run each batch shape a server will use once before serving: the first pass at a shape
+pays for oneDNN's kernel choice, TorchScript's profiling runs and the heap's growth.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -37,15 +41,29 @@ class ModelPreparation:
         return f"{self.forward}: {self.reason}{timing}"
 
 
-def _ms_per_photo(forward, batch: torch.Tensor) -> float:
-    with torch.inference_mode():
-        started = time.perf_counter()
-        forward(batch)
-        return 1000 * (time.perf_counter() - started) / batch.shape[0]
+def _ms_per_photo(forward, batch: torch.Tensor, workers: int = 1, threads: int = 1) -> float:
+    """Wall time per photo of one pass of ``batch`` in each of ``workers`` threads at once."""
+    start = threading.Barrier(workers)
+
+    def one_pass() -> None:
+        torch.set_num_threads(threads)  # per thread
+        with torch.inference_mode():
+            start.wait()
+            forward(batch)
+
+    passes = [threading.Thread(target=one_pass) for _ in range(workers)]
+    started = time.perf_counter()
+    for thread in passes:
+        thread.start()
+    for thread in passes:
+        thread.join()
+    return 1000 * (time.perf_counter() - started) / (batch.shape[0] * workers)
 
 
-def prepare_model(classifier: Classifier, frozen_graph: bool | None, probe_batch: int = 4) -> ModelPreparation:
-    """Set ``classifier.graph`` per ``frozen_graph`` (True: use it, False: never, None: measure)."""
+def prepare_model(classifier: Classifier, frozen_graph: bool | None, probe_batch: int = 4, workers: int = 1,
+                  threads: int = 1) -> ModelPreparation:
+    """Set ``classifier.graph`` per ``frozen_graph`` (True: use it, False: never, None: measure with ``workers``
+    threads of ``threads`` torch threads each, as the bot will run it)."""
     started = time.perf_counter()
     if frozen_graph is False:
         classifier.graph = None
@@ -59,11 +77,11 @@ def prepare_model(classifier: Classifier, frozen_graph: bool | None, probe_batch
     batch = torch.randn(max(1, probe_batch), 3, side, side).contiguous(memory_format=torch.channels_last)
     graph, eager = classifier.graph, classifier.network
     for forward in (eager, graph, graph):  # first passes at this shape (graph: profiling runs) are not timed
-        _ms_per_photo(forward, batch)
+        _ms_per_photo(forward, batch, workers, threads)
     eager_times, graph_times = [], []
     for _ in range(PROBE_ROUNDS):  # interleaved, so drift on a shared machine hits both alike
-        eager_times.append(_ms_per_photo(eager, batch))
-        graph_times.append(_ms_per_photo(graph, batch))
+        eager_times.append(_ms_per_photo(eager, batch, workers, threads))
+        graph_times.append(_ms_per_photo(graph, batch, workers, threads))
     eager_ms, graph_ms = min(eager_times), min(graph_times)
     if graph_ms < GRAPH_MUST_BE_FASTER * eager_ms:
         choice, reason = "graph", "FROZEN_GRAPH=auto, the graph was faster here"
