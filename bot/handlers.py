@@ -35,7 +35,7 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
     svc = services(context)
     await update.effective_message.reply_text(messages.start_text(
         svc.classifier.class_names, context.bot.username, svc.settings.confidence_threshold,
-        feedback_stored=svc.feedback is not None))
+        feedback_stored=svc.feedback is not None, journal_hours=svc.settings.journal_max_age_hours))
     return Outcome.of("sent")
 
 
@@ -45,7 +45,7 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Ou
     svc = services(context)
     await update.effective_message.reply_text(messages.help_text(
         svc.classifier.class_names, context.bot.username, svc.settings.confidence_threshold,
-        feedback_stored=svc.feedback is not None))
+        feedback_stored=svc.feedback is not None, journal_hours=svc.settings.journal_max_age_hours))
     return Outcome.of("sent")
 
 

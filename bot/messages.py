@@ -57,11 +57,14 @@ def answer_text(prediction: Prediction, class_names: Sequence[str], confidence_t
 
 
 def help_text(class_names: Sequence[str], bot_username: str, confidence_threshold: float,
-              feedback_stored: bool = False) -> str:
+              feedback_stored: bool = False, journal_hours: float | None = None) -> str:
     mention = f"@{bot_username}" if bot_username else "the bot"
     known = ", ".join(name.replace("_", " ") for name in class_names) or "(no classes loaded)"
     feedback = FEEDBACK_HELP if feedback_stored else ("Nothing you send is stored except the id of your last "
                                                       "photo in this chat, so /why can find it.")
+    if journal_hours is not None:  # JOURNAL_MAX_AGE_HOURS: how long bot.journal keeps a request
+        feedback += (f" Each message you send me is also kept for about {journal_hours:g} hours, so that a restart "
+                     "of the bot never leaves it unanswered; then it is deleted.")
     return (
         "Send me a photo of a clothing product and I'll tell you what it is.\n"
         f"I know: {known}.\n\n"
@@ -78,8 +81,8 @@ def help_text(class_names: Sequence[str], bot_username: str, confidence_threshol
 
 
 def start_text(class_names: Sequence[str], bot_username: str, confidence_threshold: float,
-               feedback_stored: bool = False) -> str:
-    return "Hello!\n\n" + help_text(class_names, bot_username, confidence_threshold, feedback_stored)
+               feedback_stored: bool = False, journal_hours: float | None = None) -> str:
+    return "Hello!\n\n" + help_text(class_names, bot_username, confidence_threshold, feedback_stored, journal_hours)
 
 
 COMMANDS = (

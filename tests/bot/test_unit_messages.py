@@ -66,3 +66,8 @@ def test_why_captions_explain_the_colours():
     for caption in (rough, final):
         assert "Red" in caption and "Saree (90%)" in caption
         assert len(caption) <= 1024  # Telegram's caption limit
+
+
+def test_help_says_how_long_the_journal_keeps_messages():
+    assert "kept for about 24 hours" in messages.help_text(CLASSES, "B", 0.6, journal_hours=24.0)
+    assert "kept for about 6 hours" in messages.help_text(CLASSES, "B", 0.6, feedback_stored=True, journal_hours=6)
