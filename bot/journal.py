@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from telegram import Update
+
+from .store import DB_NAME, open_database
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +76,13 @@ class Journal:
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: a crash of the process loses nothing; a power cut may lose the last entries.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self._db = open_database(self.path, SCHEMA)
 
     @classmethod
     def in_dir(cls, data_dir: Path, clock: Callable[[], float] = time.time) -> Journal:
-        return cls(Path(data_dir) / "bot.sqlite3", clock)
+        return cls(Path(data_dir) / DB_NAME, clock)
 
     def accept(self, update: Update) -> bool:
         """Write ``update`` down; False if it is known already (Telegram sent it again): do not run it twice."""

@@ -59,21 +59,30 @@ def photo_key(file_unique_id: str) -> str:
     return hashlib.sha256(file_unique_id.encode()).hexdigest()[:12]
 
 
+DB_NAME = "bot.sqlite3"  # in DATA_DIR: the photo store and the journal (bot.journal) share the file
+
+
+def open_database(path: Path, schema: str) -> sqlite3.Connection:
+    """A connection in autocommit mode, usable from any thread (callers hold their own lock), with ``schema``."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    # WAL + NORMAL: a crash of the bot loses nothing; a power cut may lose the last few records (a bare /why
+    # then asks for a photo again, a request is not resumed). FULL would fsync at every answer.
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(schema)
+    return db
+
+
 class PhotoStore:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL: a crash of the bot loses nothing; a power cut may lose the last few photos' records
-        # (a bare /why then asks for a photo again). FULL would fsync twice for every photo answered.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self._db = open_database(self.path, SCHEMA)
 
     @classmethod
     def in_dir(cls, data_dir: Path) -> PhotoStore:
-        return cls(Path(data_dir) / "bot.sqlite3")
+        return cls(Path(data_dir) / DB_NAME)
 
     def remember(self, chat_id: int, photo: StoredPhoto, answer: StoredAnswer | None = None) -> str:
         """Make ``photo`` the chat's latest (with the ``answer`` given for it) and return its button key."""
