@@ -313,6 +313,8 @@ class InferenceScheduler:
                 log.info("classification forward pass: %s", self.preparation.describe())
             except Exception:  # a broken network shows up on the first request, answered per request
                 log.exception("preparing the model failed: serving the eager network")
+                self.classifier.graph = None
+                self.preparation = ModelPreparation("eager", "preparing the model failed (see the log)")
             with self._cond:
                 self._model_prepared = True
                 self._cond.notify_all()
