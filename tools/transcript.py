@@ -115,9 +115,11 @@ def bot_settings(fake, args: argparse.Namespace, checkpoint: Path, data_dir: Pat
 
     extra = dict(args.set)
     env = settings_env(fake, checkpoint, data_dir, **extra)
-    for name in ("WHY_COARSE_PATCH", "WHY_COARSE_STRIDE", "WHY_PATCH", "WHY_STRIDE"):
+    # The bot's own defaults (heat maps, warm-up, forward pass) unless --set says otherwise: settings_env
+    # sets the tests' quicker values for these.
+    for name in ("WHY_COARSE_PATCH", "WHY_COARSE_STRIDE", "WHY_PATCH", "WHY_STRIDE", "WARM_UP_BATCH", "FROZEN_GRAPH"):
         if name not in extra:
-            env.pop(name)  # the bot's own heat-map defaults unless --set says otherwise
+            env.pop(name, None)
     return Settings.from_env(environ=env, env_file=None)
 
 
