@@ -41,6 +41,7 @@ from . import feedback, handlers, messages, why
 from .config import ConfigError, Settings
 from .journal import Journal, JournalingQueue
 from .logging_setup import configure_logging
+from .reload import reload_model
 from .request_handling import DEFERRED_KEY, on_error
 from .scheduler import InferenceScheduler
 from .services import SERVICES_KEY, BotServices
@@ -65,6 +66,7 @@ class BotApplication(Application):
         self._given_classifier = classifier
         self._services: BotServices | None = None
         self._purging: asyncio.Task | None = None
+        self.reload_on_sighup = False  # python -m bot sets it: SIGHUP reloads the checkpoint (bot.reload)
 
     async def initialize(self) -> None:
         await super().initialize()
@@ -73,6 +75,9 @@ class BotApplication(Application):
             self.bot_data[SERVICES_KEY] = self._services
             await register_commands(self)
             await self._resume_journal()
+            if self.reload_on_sighup:
+                asyncio.get_running_loop().add_signal_handler(
+                    signal.SIGHUP, lambda: asyncio.ensure_future(reload_model(self, "SIGHUP")))
             self._purging = asyncio.create_task(self._purge_journal_every(JOURNAL_PURGE_EVERY_S))
 
     async def _resume_journal(self) -> None:
@@ -187,6 +192,7 @@ def add_handlers(application: Application) -> None:
     application.add_handler(CommandHandler("help", handlers.help_command, filters=new_message))
     application.add_handler(CommandHandler("why", why.why_command, filters=new_message))
     application.add_handler(CommandHandler("stats", handlers.stats_command, filters=new_message))
+    application.add_handler(CommandHandler("reload", handlers.reload_command, filters=new_message))
     application.add_handler(CallbackQueryHandler(why.why_button, pattern=r"^why:"))
     feedback.add_handlers(application)
     application.add_handler(CallbackQueryHandler(handlers.stale_button))
@@ -223,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot load {settings.checkpoint_path}: {error} (retrain with `make train`)", file=sys.stderr)
         return 2
     application = build_application(settings, classifier)
+    application.reload_on_sighup = True
     try:
         if settings.webhook_url:
             return run_webhook(application, settings)

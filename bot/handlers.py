@@ -17,6 +17,7 @@ from model import ImageError
 from . import feedback, messages
 from .feedback import answer_keyboard
 from .photos import fetch_bytes
+from .reload import reload_model
 from .request_handling import Outcome, answer_query, request
 from .scheduler import Busy, Stopping
 from .services import BotServices, services
@@ -171,3 +172,16 @@ def stats_reply(user_id: int | None, svc: BotServices, journal_open: int | None 
     if journal_open is not None:
         snapshot["journal_open"] = journal_open
     return messages.stats_text(snapshot)
+
+
+@request("reload")
+async def reload_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
+    """/reload for the operators in ADMIN_USER_IDS: serve CHECKPOINT_PATH again (as SIGHUP does)."""
+    svc = services(context)
+    user = update.effective_user
+    if not is_admin(user.id if user else None, svc.settings.admin_user_ids):
+        await update.effective_message.reply_text(messages.NOT_ADMIN)
+        return Outcome.of("not_admin")
+    result = await reload_model(context.application, f"/reload from user {user.id}")
+    await update.effective_message.reply_text(result.text)
+    return Outcome.of("reloaded" if result.ok else "refused")

@@ -73,7 +73,8 @@ class HeatMapMaker:
         job.next_level += 1
         explanation = Explanation(png, label, result.probability, patch, stride, final=job.finished, cached=cached)
         if explanation.final:
-            job.state.clear()  # the decoded photo is no longer needed
+            for name in ("image", "tensor"):  # the decoded photo is no longer needed
+                job.state.pop(name, None)
             self._rendered[(checkpoint_id, digest, patch, stride)] = explanation
             while len(self._rendered) > RENDERED_CACHE_SIZE:
                 self._rendered.popitem(last=False)

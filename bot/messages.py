@@ -101,7 +101,7 @@ BUSY = "I'm busy right now. Please try again in a minute."
 TOO_LARGE = f"That file is too big for me: Telegram lets bots download up to {FILE_LIMIT_MB} MB. Please send a smaller image."
 DOWNLOAD_FAILED = "I couldn't download that file from Telegram. Please try sending it again."
 SOMETHING_WRONG = "Sorry, something went wrong on my side. Please try again."
-NOT_ADMIN = "Sorry, /stats is only for the bot's operators."
+NOT_ADMIN = "Sorry, that command is only for the bot's operators."
 
 
 def bad_image(reason: str) -> str:

@@ -170,6 +170,23 @@ class InferenceScheduler:
         if self._decoder is not None:
             self._decoder.shutdown(wait=False, cancel_futures=True)
 
+    def prepare_replacement(self, classifier: Classifier) -> ModelPreparation:
+        """Get a new model ready to serve (forward pass chosen, first passes run), on the calling thread, while
+        the old one keeps serving; then :meth:`swap` it in."""
+        preparation = prepare_model(classifier, self.config.frozen_graph, probe_batch=min(4, self._share_cap()),
+                                    workers=self._workers, threads=self._threads_shared)
+        if self.config.warm_up_batch > 0:
+            warm_up_pass(classifier, max(1, min(self._share_cap(), self.config.warm_up_batch)), self._threads_shared)
+        return preparation
+
+    def swap(self, classifier: Classifier, preparation: ModelPreparation) -> Classifier:
+        """Serve ``classifier`` from the next batch and the next /why on; returns the old one. Batches and maps
+        already taken finish on the model they started with."""
+        heatmaps = HeatMapMaker(classifier, self.config.explain_batch_size, self.config.explain_cache_size)
+        with self._cond:
+            old, self.classifier, self.heatmaps, self.preparation = self.classifier, classifier, heatmaps, preparation
+        return old
+
     @property
     def state(self) -> State:
         return self._state
@@ -354,7 +371,8 @@ class InferenceScheduler:
         if batch:
             alone = not (self._running_batches or self._batches or self._on_the_way or self._map_computing)
             self._running_batches += 1
-            return "batch", batch, self._threads_alone if alone else self._threads_shared
+            # The model is taken with the batch: a reload swaps it for later work only.
+            return "batch", batch, self._threads_alone if alone else self._threads_shared, self.classifier
         classifying = self._running_batches or self._batches
         if map_kinds and not classifying and self._state is State.RUNNING:
             job = self._maps.take(map_kinds)
@@ -365,10 +383,10 @@ class InferenceScheduler:
 
     def _run(self, work) -> None:
         if work[0] == "batch":
-            _, batch, threads = work
+            _, batch, threads, classifier = work
             try:
                 torch.set_num_threads(threads)  # per OS thread, and cheap (docs/benchmarks.md)
-                self._run_batch(batch)
+                self._run_batch(batch, classifier)
             finally:
                 with self._cond:
                     self._running_batches -= 1
@@ -376,20 +394,20 @@ class InferenceScheduler:
         else:
             self._run_map_level(work[1])
 
-    def _run_batch(self, batch: list[PendingRequest]) -> None:
+    def _run_batch(self, batch: list[PendingRequest], classifier: Classifier) -> None:
         self.batch_sizes.append(len(batch))
         try:
-            probabilities = self.classifier.probabilities(torch.stack([request.payload for request in batch]))
+            probabilities = classifier.probabilities(torch.stack([request.payload for request in batch]))
         except Exception:
             if len(batch) > 1:  # one malformed input must not fail its neighbours: run each alone to find it
                 for request in batch:
-                    self._run_batch([request])
+                    self._run_batch([request], classifier)
                 return
             log.exception("classification failed")
             batch[0].deliver(None, RuntimeError("classification failed"))
             return
         for request, row in zip(batch, probabilities):
-            request.deliver(prediction_from_probabilities(row, self.classifier.class_names), None)
+            request.deliver(prediction_from_probabilities(row, classifier.class_names), None)
 
     def _run_map_level(self, job: MapJob) -> None:
         """One level of ``job`` on this thread; the job queues again for its next level."""
@@ -397,7 +415,8 @@ class InferenceScheduler:
         with self._cond:
             outer_computing, self._map_computing = self._map_computing, True
         try:
-            explanation = self.heatmaps.run_next_level(job, lambda done, total: self._pause_point(job))
+            maker = job.state.setdefault("maker", self.heatmaps)  # a /why ends on the model it started with
+            explanation = maker.run_next_level(job, lambda done, total: self._pause_point(job))
         except _Abandoned:
             job.emit("error", Stopping("the heat map was abandoned"))
             job.next_level = len(job.levels)
