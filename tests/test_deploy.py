@@ -209,6 +209,8 @@ def unit_problems(text: str, env_text: str) -> list[str]:
     service = unit_sections(text).get("Service", {})
     last = {key: values[-1] for key, values in service.items()}
     problems = []
+    if shlex.split(last.get("ExecReload", ""))[1:2] != ["-HUP"]:
+        problems.append("no ExecReload that sends SIGHUP (the bot reloads its checkpoint on it)")
     if last.get("Restart") != "on-failure":
         problems.append(f"Restart={last.get('Restart')!r}, not on-failure")
     if not last.get("EnvironmentFile", "").lstrip("-").startswith("/"):
