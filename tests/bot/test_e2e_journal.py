@@ -95,3 +95,27 @@ async def test_only_young_unfinished_entries_are_resumed(fake_api, running_bot, 
         assert len(answers_to(fake_api, fresh["message"])) == 1
     reopened = Journal.in_dir(data_dir)
     assert reopened.open_count() == 0 and reopened.resume(max_age_s=1e9) == []
+
+
+async def test_a_why_cut_short_by_a_stop_is_finished_after_the_restart_in_the_same_message(
+        fake_api, running_bot, bot_settings, tmp_path):
+    # A fine map slow enough (16/8: hundreds of positions) that the stop comes while it runs.
+    settings = bot_settings(data_dir=tmp_path / "data", WHY_COARSE_PATCH="112", WHY_COARSE_STRIDE="112",
+                            WHY_PATCH="16", WHY_STRIDE="8")
+    async with running_bot(settings=settings):
+        photo = await fake_api.push(fake_api.photo_update(jpeg(seed=7)))
+        await fake_api.wait_for_answer(photo["message"], timeout=30)
+        mark = fake_api.mark()
+        why = await fake_api.push(fake_api.command_update("/why"))
+        coarse = await fake_api.wait_for_call("sendPhoto", after=mark, timeout=30)
+    # Stopped mid-map: the user was told nothing (no "busy"), and the request stays in the journal.
+    replies = [call for call in fake_api.calls[mark:] if call.method in ("sendMessage", "editMessageMedia")]
+    assert replies == [], replies
+    restart = fake_api.mark()
+    async with running_bot(settings=settings):
+        final = await fake_api.wait_for_call(
+            "editMessageMedia", lambda call: call.ok and "squares of 16 px" in call.text,
+            after=restart, timeout=120)
+    assert final.params["message_id"] == coarse.result["message_id"]  # edited in place: no second photo
+    assert not [call for call in fake_api.calls[restart:] if call.method == "sendPhoto"]
+    assert why["message"]["message_id"] == coarse.reply_to
