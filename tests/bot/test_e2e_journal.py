@@ -3,13 +3,11 @@
 already done are not answered again."""
 from __future__ import annotations
 
-import asyncio
-import signal
 import time
 
 import pytest
 from telegram import Update
-from test_e2e_process import run_bot_process
+from test_e2e_process import bot_process, terminate
 
 from bot.journal import Journal
 from devtools.bot_env import settings_env
@@ -23,17 +21,9 @@ def answers_to(fake_api, message: dict) -> list:
             and call.reply_to == message["message_id"] and call.chat_id == message["chat"]["id"]]
 
 
-async def stop(process, signal_number=signal.SIGTERM) -> str:
-    process.send_signal(signal_number)
-    async with asyncio.timeout(20):
-        stdout, stderr = await process.communicate()
-    return (stdout + stderr).decode(errors="replace")
-
-
 async def test_a_photo_accepted_before_a_sigkill_is_answered_once_after_the_restart(fake_api, tiny_checkpoint, tmp_path):
     env = settings_env(fake_api, tiny_checkpoint, tmp_path / "data", POLL_TIMEOUT="1")
-    first = await run_bot_process(env, tmp_path)
-    try:
+    async with bot_process(env, tmp_path) as first:
         await fake_api.wait_for_poll(timeout=90)  # torch import, model load and warm-up take a while
         fake_api.hold_downloads()  # the bot accepts the photo and is caught before it can answer
         polls = len(fake_api.polls)
@@ -42,35 +32,21 @@ async def test_a_photo_accepted_before_a_sigkill_is_answered_once_after_the_rest
         await fake_api.wait_for_poll(after=polls, timeout=20)  # that getUpdates confirmed it to "Telegram"
         first.kill()
         await first.wait()
-    finally:
-        if first.returncode is None:
-            first.kill()
-            await first.wait()
     fake_api.release_downloads()
     assert answers_to(fake_api, update["message"]) == []
 
-    second = await run_bot_process(env, tmp_path)
-    try:
+    async with bot_process(env, tmp_path) as second:
         await fake_api.wait_for_answer(update["message"], timeout=90)
-        output = await stop(second)
-    finally:
-        if second.returncode is None:
-            second.kill()
-            await second.wait()
+        output = await terminate(second)
     assert second.returncode == 0, output[-3000:]
     assert "resuming 1 unfinished request" in output, output[-3000:]
     assert len(answers_to(fake_api, update["message"])) == 1
 
-    third = await run_bot_process(env, tmp_path)  # the answered one is done: not answered a second time
-    try:
+    async with bot_process(env, tmp_path) as third:  # the answered one is done: not answered a second time
         await fake_api.wait_for_poll(after=len(fake_api.polls), timeout=90)
         later = await fake_api.push(fake_api.photo_update(jpeg(seed=4)))
         await fake_api.wait_for_answer(later["message"], timeout=30)
-        output = await stop(third)
-    finally:
-        if third.returncode is None:
-            third.kill()
-            await third.wait()
+        output = await terminate(third)
     assert "resuming" not in output, output[-3000:]
     assert len(answers_to(fake_api, update["message"])) == 1
 

@@ -3,6 +3,7 @@ a clean stop on SIGTERM, and one clear line when the token or the checkpoint is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -29,21 +30,33 @@ async def run_bot_process(env: dict[str, str], cwd: Path) -> asyncio.subprocess.
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
 
-async def test_bot_process_answers_logs_no_token_and_stops_on_sigterm(fake_api, tiny_checkpoint, tmp_path):
-    env = settings_env(fake_api, tiny_checkpoint, tmp_path / "data", LOG_LEVEL="DEBUG", POLL_TIMEOUT="1")
-    process = await run_bot_process(env, tmp_path)
+@contextlib.asynccontextmanager
+async def bot_process(env: dict[str, str], cwd: Path):
+    """``python -m bot`` for the block; killed at the end if it is still running (a failed test)."""
+    process = await run_bot_process(env, cwd)
     try:
-        await fake_api.wait_for_call("getUpdates", timeout=60)  # torch import and model load take a while
-        update = await fake_api.push(fake_api.photo_update(jpeg(seed=1)))
-        await fake_api.wait_for_answer(update["message"], timeout=20)
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(10):  # "SIGINT/SIGTERM stop the bot cleanly within a few seconds"
-            stdout, stderr = await process.communicate()
+        yield process
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-    output = (stdout + stderr).decode(errors="replace")
+
+
+async def terminate(process: asyncio.subprocess.Process, timeout: float = 20) -> str:
+    """SIGTERM, then everything the bot printed (stdout and stderr) once it has exited within ``timeout``."""
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(timeout):
+        stdout, stderr = await process.communicate()
+    return (stdout + stderr).decode(errors="replace")
+
+
+async def test_bot_process_answers_logs_no_token_and_stops_on_sigterm(fake_api, tiny_checkpoint, tmp_path):
+    env = settings_env(fake_api, tiny_checkpoint, tmp_path / "data", LOG_LEVEL="DEBUG", POLL_TIMEOUT="1")
+    async with bot_process(env, tmp_path) as process:
+        await fake_api.wait_for_call("getUpdates", timeout=60)  # torch import and model load take a while
+        update = await fake_api.push(fake_api.photo_update(jpeg(seed=1)))
+        await fake_api.wait_for_answer(update["message"], timeout=20)
+        output = await terminate(process, 10)  # "SIGINT/SIGTERM stop the bot cleanly within a few seconds"
     assert process.returncode == 0, output[-3000:]
     assert "getUpdates" in output or "getMe" in output, "DEBUG logs should show the Bot API calls"
     secret = fake_api.token.split(":", 1)[1]

@@ -10,7 +10,7 @@ import signal
 import pytest
 import torch
 from e2e_support import assert_prediction, expected_prediction
-from test_e2e_process import run_bot_process
+from test_e2e_process import bot_process, terminate
 
 from bot.reload import reload_model
 from devtools.bot_env import settings_env
@@ -100,8 +100,7 @@ async def test_the_bot_process_reloads_on_sighup_with_photos_in_flight(
     served = tmp_path / "model.pt"
     shutil.copy(tiny_checkpoint, served)
     env = settings_env(fake_api, served, tmp_path / "data", POLL_TIMEOUT="1", LOG_LEVEL="INFO")
-    process = await run_bot_process(env, tmp_path)
-    try:
+    async with bot_process(env, tmp_path) as process:
         await fake_api.wait_for_poll(timeout=90)
         burst = [await fake_api.push(fake_api.photo_update(jpeg(seed=i), user_id=5000 + i)) for i in range(10)]
         shutil.copy(four_class_checkpoint, served)
@@ -111,13 +110,6 @@ async def test_the_bot_process_reloads_on_sighup_with_photos_in_flight(
         async with asyncio.timeout(60):
             while "lehenga" not in await help_text(fake_api):  # the swap comes after the new model's warm-up
                 await asyncio.sleep(0.5)
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            stdout, stderr = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    output = (stdout + stderr).decode(errors="replace")
+        output = await terminate(process)
     assert process.returncode == 0, output[-3000:]
     assert "reload (SIGHUP): now serving checkpoint" in output, output[-3000:]
