@@ -218,9 +218,10 @@ async def stats_lines(context: ContextTypes.DEFAULT_TYPE, user_id: int | None) -
     svc = services(context)
     if svc.feedback is None or not is_admin(user_id, svc.settings.admin_user_ids):
         return ""
-    live, photos = await svc.feedback.live_accuracy()
+    live, photos, checkpoints = await svc.feedback.live_accuracy()
     return "\n" + messages.feedback_stats(live.judged, live.right, live.none_of_these, photos,
-                                          live.per_class(svc.classifier.class_names))
+                                          live.per_class(svc.classifier.class_names), checkpoints,
+                                          svc.classifier.checkpoint_id)
 
 
 async def open_store(settings) -> FeedbackStore | None:

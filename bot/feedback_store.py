@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from model.inbox import FeedbackRecord, Inbox, chat_hash
-from model.live_accuracy import LiveAccuracy
+from model.live_accuracy import CheckpointScore, LiveAccuracy, per_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,12 @@ class FeedbackStore:
         await asyncio.to_thread(self.inbox.add_record, record)
         return record
 
-    async def live_accuracy(self) -> tuple[LiveAccuracy, int]:
-        """(live accuracy over the latest judgement per photo and chat, photos kept) for /stats."""
+    async def live_accuracy(self) -> tuple[LiveAccuracy, int, list[CheckpointScore]]:
+        """(live accuracy over the latest judgement per photo and chat, photos kept, the same per checkpoint)."""
 
-        def read() -> tuple[LiveAccuracy, int]:
-            return LiveAccuracy.of(self.inbox.records()), self.inbox.photo_count()
+        def read() -> tuple[LiveAccuracy, int, list[CheckpointScore]]:
+            records = self.inbox.records()
+            return LiveAccuracy.of(records), self.inbox.photo_count(), per_checkpoint(records)
 
         return await asyncio.to_thread(read)
 

@@ -169,8 +169,9 @@ def forget_done(records: int, photos: int) -> str:
 
 
 def feedback_stats(judged: int, right: int, none_of_these: int, photos: int,
-                   per_class: dict[str, dict]) -> str:
-    """The /stats lines: counts and live accuracy as users judged it (latest judgement per photo and chat)."""
+                   per_class: dict[str, dict], checkpoints: Sequence = (), serving: str = "") -> str:
+    """The /stats lines: counts and live accuracy as users judged it (latest judgement per photo and chat),
+    per class and per checkpoint (``checkpoints``: model.live_accuracy.CheckpointScore, with 95% intervals)."""
     if not judged:
         return f"Feedback: none yet (photos kept: {photos})"
     lines = [f"Feedback: {judged} judged, {right} right ({percent(right / judged)} live accuracy), "
@@ -178,4 +179,9 @@ def feedback_stats(judged: int, right: int, none_of_these: int, photos: int,
     for name, score in per_class.items():
         if score["answered"]:
             lines.append(f"  {name}: {score['right']}/{score['answered']} answers right ({percent(score['precision'])})")
+    for score in checkpoints:
+        low, high = score.interval
+        now = " (serving)" if score.checkpoint_id == serving else ""
+        lines.append(f"  checkpoint {score.checkpoint_id[:12]}{now}: {score.right}/{score.judged} right "
+                     f"({percent(score.accuracy)}, 95% {percent(low)}-{percent(high)})")
     return "\n".join(lines)

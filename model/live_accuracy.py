@@ -61,3 +61,52 @@ class LiveAccuracy:
                 "recall": right / labelled if labelled else None,
             }
         return scores
+
+
+Z_95 = 1.96  # two-sided 95% normal quantile
+
+
+def wilson_interval(right: int, judged: int, z: float = Z_95) -> tuple[float, float] | None:
+    """The 95% Wilson score interval of a proportion: honest at small counts (never outside 0..1)."""
+    if judged <= 0:
+        return None
+    p = right / judged
+    centre = (p + z * z / (2 * judged)) / (1 + z * z / judged)
+    half = z * ((p * (1 - p) / judged + z * z / (4 * judged * judged)) ** 0.5) / (1 + z * z / judged)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class CheckpointScore:
+    """Live accuracy of one checkpoint's answers, as users judged them."""
+
+    checkpoint_id: str
+    judged: int
+    right: int
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.right / self.judged if self.judged else None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        return wilson_interval(self.right, self.judged)
+
+
+def per_checkpoint(records: Iterable[FeedbackRecord]) -> list[CheckpointScore]:
+    """One score per checkpoint that gave judged answers, most judged first ("None of these" counts as wrong)."""
+    judged, right = Counter(), Counter()
+    for record in latest_judgements(records):
+        judged[record.checkpoint_id] += 1
+        right[record.checkpoint_id] += record.right
+    return [CheckpointScore(c, n, right[c]) for c, n in judged.most_common()]
+
+
+def accuracy_difference(a: CheckpointScore, b: CheckpointScore, z: float = Z_95) -> tuple[float, float, float] | None:
+    """``a``'s accuracy minus ``b``'s with its 95% interval (normal approximation; conclusive when the
+    interval excludes 0)."""
+    if not a.judged or not b.judged:
+        return None
+    pa, pb = a.right / a.judged, b.right / b.judged
+    half = z * (pa * (1 - pa) / a.judged + pb * (1 - pb) / b.judged) ** 0.5
+    return pa - pb, pa - pb - half, pa - pb + half

@@ -3,11 +3,16 @@
 ``python -m training.feedback report --inbox DIR [--out DIR]``
     prints the live accuracy per class as users judged it and writes ``live_confusion_matrix.png`` and
     ``live_accuracy.json`` (default ``DIR/report/``).
-``python -m training.feedback export --inbox DIR --out DIR``
-    links the judged photos into ``<class>/`` folders that ``python -m training --extra`` reads.
+    It also gives live accuracy per checkpoint with 95% intervals (and whether the difference is conclusive
+    yet), how many photos the trust rule admits, and the chats whose labels mostly disagree with everyone.
+``python -m training.feedback export --inbox DIR --out DIR [--min-chats N] [--max-chat-share S]``
+    links the photos the trust rule admits into ``<class>/`` folders that ``python -m training --extra`` reads
+    (``--extra DIR`` on the inbox itself applies the default rule).
+``python -m training.feedback review --inbox DIR [--photo ID --label CLASS]``
+    lists the photos waiting for an admin's word (corrections too few chats agree on), or records one.
 
 Which label a photo gets: each chat's latest judgement counts once; the photo takes the label most chats
-gave it; a tie, or "None of these" winning, leaves the photo out (there is no class to learn from it).
+gave it, if :mod:`training.trust` believes it; a tie, or "None of these" winning, leaves the photo out.
 """
 from __future__ import annotations
 
@@ -28,7 +33,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from model.inbox import NONE_OF_THESE, FeedbackRecord, Inbox  # noqa: E402
-from model.live_accuracy import LiveAccuracy, latest_judgements  # noqa: E402
+from model.live_accuracy import LiveAccuracy, accuracy_difference, per_checkpoint  # noqa: E402
+
+from .trust import TrustRule, read_reviews, suspicious_chats, trusted_labels, write_review  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -45,27 +52,17 @@ def _open_inbox(directory: str | Path) -> Inbox:
     return Inbox(directory)
 
 
-def consensus_labels(records: Sequence[FeedbackRecord]) -> dict[str, str]:
-    """photo id -> the label most chats gave it (latest judgement per chat); ties are left out."""
-    votes: dict[str, Counter] = defaultdict(Counter)
-    for record in latest_judgements(records):
-        votes[record.photo_id][record.label] += 1
-    labels = {}
-    for photo_id, counter in votes.items():
-        (best, count), *rest = counter.most_common()
-        if rest and rest[0][1] == count:
-            log.warning("feedback photo %s left out: users disagree (%s)", photo_id, dict(counter))
-            continue
-        labels[photo_id] = best
-    return labels
-
-
-def labelled_photos(inbox_dir: str | Path, class_names: Sequence[str] | None = None) -> dict[str, list[Path]]:
-    """class -> stored photo files, for training: "None of these" and unknown classes (when ``class_names``
-    is given) are left out, as are photos whose file is gone (deleted with /forget)."""
+def labelled_photos(inbox_dir: str | Path, class_names: Sequence[str] | None = None,
+                    rule: TrustRule = TrustRule()) -> dict[str, list[Path]]:
+    """class -> stored photo files, for training: the labels ``rule`` believes (:mod:`training.trust`);
+    "None of these" and unknown classes (when ``class_names`` is given) are left out, as are photos whose
+    file is gone (deleted with /forget)."""
     inbox = _open_inbox(inbox_dir)
+    trusted = trusted_labels(inbox.records(), read_reviews(inbox.root), rule)
+    for photo_id, why in trusted.left_out.items():
+        log.info("feedback photo %s left out of training: %s", photo_id, why)
     by_class: dict[str, list[Path]] = defaultdict(list)
-    for photo_id, label in sorted(consensus_labels(inbox.records()).items()):
+    for photo_id, label in sorted(trusted.labels.items()):
         if label == NONE_OF_THESE or (class_names is not None and label not in class_names):
             continue
         path = inbox.photo_path(photo_id)
@@ -74,13 +71,13 @@ def labelled_photos(inbox_dir: str | Path, class_names: Sequence[str] | None = N
     return {name: sorted(paths) for name, paths in sorted(by_class.items())}
 
 
-def export_labelled(inbox_dir: str | Path, out_dir: str | Path) -> dict[str, int]:
+def export_labelled(inbox_dir: str | Path, out_dir: str | Path, rule: TrustRule = TrustRule()) -> dict[str, int]:
     """Make ``out_dir/<class>/<photo>`` (hard links where possible, else copies) for ``--extra``; a folder made
     by an earlier export is replaced, any other non-empty folder is refused. Returns photos per class."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / EXPORT_MARKER).exists():
         raise FeedbackError(f"{out} exists and was not made by an export; choose an empty or new folder")
-    photos = labelled_photos(inbox_dir)
+    photos = labelled_photos(inbox_dir, rule=rule)
     staging = out.with_name(f".{out.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -148,12 +145,42 @@ def report_text(live: LiveAccuracy, class_names: Sequence[str], records: Sequenc
     for name, s in live.per_class(class_names).items():
         lines.append(f"{name:<16} {s['answered']:>8} {s['right']:>6} {_fraction(s['precision']):>9} "
                      f"{s['labelled']:>8} {_fraction(s['recall']):>6}")
-    by_checkpoint = Counter(r.checkpoint_id[:12] for r in latest_judgements(records))
-    lines.append("judgements by checkpoint: " + ", ".join(f"{c} {n}" for c, n in by_checkpoint.most_common()))
+    lines += checkpoint_lines(records)
     return "\n".join(lines)
 
 
-def live_report(inbox_dir: str | Path, out_dir: str | Path | None = None) -> tuple[str, Path]:
+def checkpoint_lines(records: Sequence[FeedbackRecord]) -> list[str]:
+    """Live accuracy per checkpoint with its 95% interval, and the two most judged ones compared."""
+    scores = per_checkpoint(records)
+    lines = ["live accuracy by checkpoint (95% Wilson interval):"]
+    for score in scores:
+        low, high = score.interval
+        lines.append(f"  {score.checkpoint_id[:12]}: {score.accuracy:.1%} ({score.right} of {score.judged}), "
+                     f"{low:.1%}-{high:.1%}")
+    if len(scores) >= 2:
+        a, b = scores[0], scores[1]
+        diff, low, high = accuracy_difference(a, b)
+        verdict = ("conclusive" if low > 0 or high < 0 else "not conclusive yet: keep both and gather more judgements")
+        lines.append(f"  {a.checkpoint_id[:12]} minus {b.checkpoint_id[:12]}: {diff:+.1%} (95% {low:+.1%} to {high:+.1%}), "
+                     f"{verdict}")
+    return lines
+
+
+def trust_lines(inbox: Inbox, records: Sequence[FeedbackRecord], rule: TrustRule) -> list[str]:
+    trusted = trusted_labels(records, read_reviews(inbox.root), rule)
+    reasons = Counter(why.split(" (")[0].split(";")[0] for why in trusted.left_out.values())
+    lines = [f"training may use {len(trusted.labels)} photo(s) (min {rule.min_chats} chats for a correction, at most "
+             f"{rule.max_chat_share:.0%} from one chat); left out: "
+             + (", ".join(f"{n} {why}" for why, n in reasons.most_common()) or "none")]
+    suspicious = suspicious_chats(records)
+    if suspicious:
+        lines.append("chats whose labels mostly disagree with the model and with every other user:")
+        lines += [f"  chat {s.chat[:12]}: {s.against_everyone} of {s.judged} judgements" for s in suspicious]
+    return lines
+
+
+def live_report(inbox_dir: str | Path, out_dir: str | Path | None = None,
+                rule: TrustRule = TrustRule()) -> tuple[str, Path]:
     """The printed report and the folder holding ``live_confusion_matrix.png`` and ``live_accuracy.json``."""
     inbox = _open_inbox(inbox_dir)
     records = inbox.records()
@@ -169,9 +196,22 @@ def live_report(inbox_dir: str | Path, out_dir: str | Path | None = None) -> tup
         "confusion_matrix": {"rows_users_said": class_names + [NONE_OF_THESE], "columns_bot_answered": class_names,
                              "counts": matrix.tolist()},
         "photos_kept": inbox.photo_count(),
+        "per_checkpoint": [{"checkpoint_id": c.checkpoint_id, "judged": c.judged, "right": c.right,
+                            "accuracy": c.accuracy, "interval_95": c.interval} for c in per_checkpoint(records)],
+        "suspicious_chats": [s.__dict__ for s in suspicious_chats(records)],
     }
     (out / "live_accuracy.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return report_text(live, class_names, records), out
+    text = report_text(live, class_names, records)
+    if live.judged:
+        text += "\n" + "\n".join(trust_lines(inbox, records, rule))
+    return text, out
+
+
+def awaiting_review(inbox_dir: str | Path, rule: TrustRule = TrustRule()) -> dict[str, str]:
+    """photo id -> why it is left out, for the photos an admin's review would bring in (corrections)."""
+    inbox = _open_inbox(inbox_dir)
+    trusted = trusted_labels(inbox.records(), read_reviews(inbox.root), rule)
+    return {photo: why for photo, why in trusted.left_out.items() if "correction" in why or "disagree" in why}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,20 +223,52 @@ def main(argv: list[str] | None = None) -> int:
     export = commands.add_parser("export", help="judged photos as <class>/ folders for python -m training --extra")
     export.add_argument("--inbox", required=True, type=Path, help="the bot's FEEDBACK_DIR")
     export.add_argument("--out", required=True, type=Path, help="folder to (re)create")
+    review = commands.add_parser("review", help="list the photos waiting for an admin's label, or give one")
+    review.add_argument("--inbox", required=True, type=Path, help="the bot's FEEDBACK_DIR")
+    review.add_argument("--photo", help="the photo id (as listed) to label")
+    review.add_argument("--label", help="its class, as the admin sees it (or 'none of these')")
+    for command in (report, export):
+        command.add_argument("--min-chats", type=int, default=TrustRule.min_chats,
+                             help="distinct chats that must agree on a correction (default %(default)s)")
+        command.add_argument("--max-chat-share", type=float, default=TrustRule.max_chat_share,
+                             help="most of the admitted photos one chat may account for (default %(default)s)")
+        command.add_argument("--cap-floor", type=int, default=TrustRule.cap_floor,
+                             help="photos any chat may always have, whatever the share (default %(default)s)")
     args = parser.parse_args(argv)
+    if (args.command == "review") and (args.photo is None) != (args.label is None):
+        parser.error("review: give both --photo and --label, or neither (to list)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
+        if args.command == "review":
+            return review_command(args)
+        rule = TrustRule(args.min_chats, args.max_chat_share, args.cap_floor)
         if args.command == "report":
-            text, out = live_report(args.inbox, args.out)
+            text, out = live_report(args.inbox, args.out, rule)
             print(text)
             print(f"written: {out / 'live_confusion_matrix.png'}, {out / 'live_accuracy.json'}")
         else:
-            counts = export_labelled(args.inbox, args.out)
+            counts = export_labelled(args.inbox, args.out, rule)
             print(f"exported to {args.out}: " + (", ".join(f"{n} {c}" for c, n in counts.items()) or "no labelled photos"))
             print(f"train with: python -m training --data DIR --extra {args.out}")
     except FeedbackError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def review_command(args: argparse.Namespace) -> int:
+    inbox = _open_inbox(args.inbox)
+    if args.photo is None:
+        waiting = awaiting_review(inbox.root)
+        for photo_id, why in waiting.items():
+            print(f"{photo_id}  {inbox.photo_path(photo_id) or '(photo deleted)'}  {why}")
+        print(f"{len(waiting)} photo(s) waiting; label one with --photo ID --label CLASS")
+        return 0
+    if inbox.photo_path(args.photo) is None and not any(r.photo_id == args.photo for r in inbox.records()):
+        raise FeedbackError(f"no photo {args.photo} in {inbox.root}")
+    label = NONE_OF_THESE if args.label.lower() == "none of these" else args.label
+    write_review(inbox.root, args.photo, label)
+    print(f"reviewed: {args.photo} is {label}")
     return 0
 
 

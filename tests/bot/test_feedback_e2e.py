@@ -128,7 +128,7 @@ async def test_feedback_off_shows_no_buttons_and_stores_nothing(fake_api, runnin
 
 async def test_help_stats_and_forget_when_feedback_is_on(fake_api, running_bot, tmp_path):
     inbox_dir = tmp_path / "feedback"
-    async with running_bot(FEEDBACK_DIR=str(inbox_dir), ADMIN_USER_IDS=str(USER)):
+    async with running_bot(FEEDBACK_DIR=str(inbox_dir), ADMIN_USER_IDS=str(USER)) as app:
         mark = fake_api.mark()
         await fake_api.push(fake_api.command_update("/help"))
         help_text = (await fake_api.wait_for_call("sendMessage", after=mark)).text
@@ -141,6 +141,8 @@ async def test_help_stats_and_forget_when_feedback_is_on(fake_api, running_bot, 
         await fake_api.push(fake_api.command_update("/stats"))
         stats = (await fake_api.wait_for_call("sendMessage", after=mark)).text
         assert "Feedback: 1 judged, 1 right (100% live accuracy)" in stats and "photos kept: 1" in stats
+        serving = app.bot_data["services"].classifier.checkpoint_id[:12]
+        assert f"checkpoint {serving} (serving): 1/1 right (100%, 95% 21%-100%)" in stats
 
         mark = fake_api.mark()
         await fake_api.push(fake_api.command_update("/forget"))

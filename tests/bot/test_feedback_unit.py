@@ -88,5 +88,5 @@ async def test_store_uses_the_configured_salt_and_a_failed_download_stores_nothi
     with pytest.raises(OSError):
         await store.record(photo_id="U1", fetch_photo=broken, predicted="a", confidence=0.5, label="b",
                            checkpoint_id=CHECKPOINT, chat_id=5)
-    live, photos = await store.live_accuracy()
-    assert live.judged == 0 and photos == 0
+    live, photos, checkpoints = await store.live_accuracy()
+    assert live.judged == 0 and photos == 0 and checkpoints == []

@@ -26,10 +26,12 @@ def judge(inbox: Inbox, photo_id: str, label: str, predicted: str, chat: str, ti
 
 @pytest.fixture
 def inbox(tmp_path) -> Inbox:
-    """Five judged photos: 2 saree, 1 kurti, 1 "none of these", 1 the users disagree on; plus a mind changed."""
+    """Five judged photos: 2 saree (one a correction two chats agree on), 1 kurti, 1 "none of these", 1 the
+    users disagree on; plus a mind changed."""
     inbox = Inbox(tmp_path / "feedback")
     judge(inbox, "Ua", "saree", "saree", "chat1")
     judge(inbox, "Ub", "saree", "kurti", "chat1")
+    judge(inbox, "Ub", "saree", "kurti", "chat3")
     judge(inbox, "Uc", "shirt", "kurti", "chat2", "2026-11-24T20:00:00Z")
     judge(inbox, "Uc", "kurti", "kurti", "chat2", "2026-11-24T20:05:00Z")  # changed their mind: kurti
     judge(inbox, "Ud", NONE_OF_THESE, "shirt", "chat3")
@@ -93,13 +95,14 @@ def test_export_replaces_its_own_folder_and_refuses_others(inbox, tmp_path):
 
 def test_live_report(inbox, tmp_path):
     text, out = live_report(inbox.root, tmp_path / "report")
-    # Latest judgement per (photo, chat): Ua right, Ub wrong, Uc right, Ud none, Ue right once and wrong once.
-    assert "live accuracy: 50.0% (3 of 6 answers judged right; 1 'none of these'" in text
+    # Latest judgement per (photo, chat): Ua right, Ub wrong twice, Uc right, Ud none, Ue right once and wrong once.
+    assert "live accuracy: 42.9% (3 of 7 answers judged right; 1 'none of these'" in text
     kurti = next(line for line in text.splitlines() if line.startswith("kurti"))
-    assert kurti.split()[:3] == ["kurti", "2", "1"]  # answered 2 times, right once
+    assert kurti.split()[:3] == ["kurti", "3", "1"]  # answered 3 times, right once
+    assert "training may use 3 photo(s)" in text
     summary = json.loads((out / "live_accuracy.json").read_text())
     assert summary["confusion_matrix"]["rows_users_said"] == ["kurti", "saree", "shirt", NONE_OF_THESE]
-    assert summary["confusion_matrix"]["counts"] == [[1, 0, 0], [1, 1, 1], [0, 0, 1], [0, 0, 1]]
+    assert summary["confusion_matrix"]["counts"] == [[1, 0, 0], [2, 1, 1], [0, 0, 1], [0, 0, 1]]
     assert summary["photos_kept"] == 5
     with Image.open(out / "live_confusion_matrix.png") as picture:
         assert picture.size[0] > 300 and picture.size[1] > 300
