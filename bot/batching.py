@@ -30,6 +30,7 @@ class PendingRequest:
     payload: Any
     arrived: float
     deliver: Callable[[Any, BaseException | None], None] = field(repr=False)
+    model: Any = field(default=None, repr=False)  # what runs it (the scheduler's classifier for this chat)
 
 
 class BatchQueue:

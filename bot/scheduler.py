@@ -52,6 +52,7 @@ from .jobs import JobKind, MapJob, MapQueue
 log = logging.getLogger(__name__)
 
 ALL_MAP_KINDS = (JobKind.COARSE_MAP, JobKind.FINE_MAP)
+MAIN, CANARY = "main", "canary"
 
 
 class Busy(Exception):
@@ -96,10 +97,11 @@ class InferenceScheduler:
     """``await classify(chat, bytes)`` -> :class:`Prediction`; ``async for e in explain(chat, bytes, levels)``."""
 
     def __init__(self, classifier: Classifier, config: SchedulerConfig, clock: Callable[[], float] = time.monotonic):
-        self.classifier = classifier
         self.config = config
         self.clock = clock
-        self.heatmaps = HeatMapMaker(classifier, config.explain_batch_size, config.explain_cache_size)
+        # Models by name: "main" (CHECKPOINT_PATH), and "canary" while one is served to a share of chats.
+        self.models: dict[str, Classifier] = {MAIN: classifier}
+        self._makers: dict[str, HeatMapMaker] = {MAIN: self._maker(classifier)}
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batch sizes, for /stats and tests
         self.heatmap_pauses = 0  # pause points at which a map let more urgent work run first
         self.preparation: ModelPreparation | None = None  # what the warm-up chose and measured
@@ -121,6 +123,21 @@ class InferenceScheduler:
         self._model_prepared = False  # thread 0 chose eager or the graph; the others may warm up
         self._ready = threading.Event()
         self._decoder: ThreadPoolExecutor | None = None
+
+    @property
+    def classifier(self) -> Classifier:
+        return self.models[MAIN]
+
+    @property
+    def heatmaps(self) -> HeatMapMaker:
+        return self._makers[MAIN]
+
+    @heatmaps.setter
+    def heatmaps(self, maker) -> None:  # tests hold the heat-map work with a stand-in
+        self._makers[MAIN] = maker
+
+    def _maker(self, classifier: Classifier) -> HeatMapMaker:
+        return HeatMapMaker(classifier, self.config.explain_batch_size, self.config.explain_cache_size)
 
     # ---- life cycle ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -179,12 +196,20 @@ class InferenceScheduler:
             warm_up_pass(classifier, max(1, min(self._share_cap(), self.config.warm_up_batch)), self._threads_shared)
         return preparation
 
-    def swap(self, classifier: Classifier, preparation: ModelPreparation) -> Classifier:
-        """Serve ``classifier`` from the next batch and the next /why on; returns the old one. Batches and maps
-        already taken finish on the model they started with."""
-        heatmaps = HeatMapMaker(classifier, self.config.explain_batch_size, self.config.explain_cache_size)
+    def swap(self, classifier: Classifier | None, preparation: ModelPreparation | None,
+             model: str = MAIN) -> Classifier | None:
+        """Serve ``classifier`` as ``model`` from the next photo and the next /why on (``None``: no canary any
+        more); returns the old one. Photos queued and maps started finish on the model they started with."""
+        maker = self._maker(classifier) if classifier is not None else None
         with self._cond:
-            old, self.classifier, self.heatmaps, self.preparation = self.classifier, classifier, heatmaps, preparation
+            old = self.models.get(model)
+            if classifier is None:
+                self.models.pop(model, None)
+                self._makers.pop(model, None)
+            else:
+                self.models[model], self._makers[model] = classifier, maker
+            if model == MAIN:
+                self.preparation = preparation
         return old
 
     @property
@@ -231,7 +256,7 @@ class InferenceScheduler:
             self._cond.notify_all()  # one fewer photo to wait for may make a batch due
 
     # ---- classification --------------------------------------------------------------------------------
-    def reserve(self, chat_id: Hashable) -> Reservation:
+    def reserve(self, chat_id: Hashable, model: str = MAIN) -> Reservation:
         """A place for a photo still to be downloaded; raises :class:`Busy` at once when full.
 
         Taken before the download, so an overloaded bot refuses without fetching the photo, and a batch
@@ -240,19 +265,19 @@ class InferenceScheduler:
         Use as ``with scheduler.reserve(chat) as reservation: ... await reservation.classify(data)``.
         """
         self._admit(chat_id)
-        return Reservation(self, chat_id)
+        return Reservation(self, chat_id, model)
 
-    async def classify(self, chat_id: Hashable, data: bytes) -> Prediction:
+    async def classify(self, chat_id: Hashable, data: bytes, model: str = MAIN) -> Prediction:
         """Decode (raises :class:`model.ImageError`), then classify in the next micro-batch."""
-        with self.reserve(chat_id) as reservation:
+        with self.reserve(chat_id, model) as reservation:
             return await reservation.classify(data)
 
-    async def classify_tensor(self, chat_id: Hashable, tensor: torch.Tensor) -> Prediction:
+    async def classify_tensor(self, chat_id: Hashable, tensor: torch.Tensor, model: str = MAIN) -> Prediction:
         """Classify an already preprocessed 3 x 224 x 224 tensor in the next micro-batch."""
-        with self.reserve(chat_id) as reservation:
+        with self.reserve(chat_id, model) as reservation:
             return await reservation.classify_tensor(tensor)
 
-    async def _submit(self, chat_id: Hashable, tensor: torch.Tensor) -> Prediction:
+    async def _submit(self, chat_id: Hashable, tensor: torch.Tensor, model: str) -> Prediction:
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
 
@@ -264,13 +289,14 @@ class InferenceScheduler:
             if self._state not in (State.STARTING, State.RUNNING):
                 self._cond.notify_all()
                 raise Stopping("the service is stopping")
-            self._batches.add(PendingRequest(chat_id, tensor, self.clock(), deliver))
+            classifier = self.models.get(model, self.models[MAIN])  # a canary removed meanwhile: the main model
+            self._batches.add(PendingRequest(chat_id, tensor, self.clock(), deliver, classifier))
             self._cond.notify_all()
         return await future
 
     # ---- heat maps -------------------------------------------------------------------------------------
-    async def explain(self, chat_id: Hashable, data: bytes,
-                      levels: Sequence[tuple[int, int]]) -> AsyncIterator[Explanation]:
+    async def explain(self, chat_id: Hashable, data: bytes, levels: Sequence[tuple[int, int]],
+                      model: str = MAIN) -> AsyncIterator[Explanation]:
         """Heat maps for each (patch, stride) in ``levels``, coarse to fine; the last has ``final=True``.
 
         If the finest map is cached, only it is produced. Raises :class:`Busy`, :class:`model.ImageError`.
@@ -287,6 +313,7 @@ class InferenceScheduler:
             with self._cond:
                 if self._state not in (State.STARTING, State.RUNNING):
                     raise Stopping("the service is stopping")
+                job.state["maker"] = self._makers.get(model, self._makers[MAIN])  # the model it starts and ends on
                 self._maps.add(job)
                 self._cond.notify_all()
             while True:
@@ -328,6 +355,11 @@ class InferenceScheduler:
                                                  probe_batch=min(4, self._share_cap()), workers=self._workers,
                                                  threads=self._threads_shared)
                 log.info("classification forward pass: %s", self.preparation.describe())
+                if self.config.warm_up_batch > 0 and self._workers > 1:
+                    # A lone photo's pass on all threads, before the others start theirs: torch's thread count
+                    # is partly process-wide, so passes on different counts at once would blur it.
+                    seconds = warm_up_pass(self.classifier, 1, self._threads_alone)
+                    log.info("warm-up: a lone photo on %d threads in %.2f s", self._threads_alone, seconds)
             except Exception:  # a broken network shows up on the first request, answered per request
                 log.exception("preparing the model failed: serving the eager network")
                 self.classifier.graph = None
@@ -341,10 +373,7 @@ class InferenceScheduler:
         if self.config.warm_up_batch > 0:
             per_thread = max(1, min(self._share_cap(), -(-self.config.warm_up_batch // self._workers)))
             try:
-                seconds = 0.0
-                if index == 0 and self._workers > 1:
-                    seconds += warm_up_pass(self.classifier, 1, self._threads_alone)  # a lone photo's pass
-                seconds += warm_up_pass(self.classifier, per_thread, self._threads_shared)
+                seconds = warm_up_pass(self.classifier, per_thread, self._threads_shared)
                 log.info("warm-up on %s: batch %d on %d thread(s) in %.2f s", threading.current_thread().name,
                          per_thread, self._threads_shared, seconds)
             except Exception:
@@ -371,8 +400,7 @@ class InferenceScheduler:
         if batch:
             alone = not (self._running_batches or self._batches or self._on_the_way or self._map_computing)
             self._running_batches += 1
-            # The model is taken with the batch: a reload swaps it for later work only.
-            return "batch", batch, self._threads_alone if alone else self._threads_shared, self.classifier
+            return "batch", batch, self._threads_alone if alone else self._threads_shared
         classifying = self._running_batches or self._batches
         if map_kinds and not classifying and self._state is State.RUNNING:
             job = self._maps.take(map_kinds)
@@ -383,10 +411,12 @@ class InferenceScheduler:
 
     def _run(self, work) -> None:
         if work[0] == "batch":
-            _, batch, threads, classifier = work
+            _, batch, threads = work
             try:
                 torch.set_num_threads(threads)  # per OS thread, and cheap (docs/benchmarks.md)
-                self._run_batch(batch, classifier)
+                # Each photo runs on the model chosen when it was queued (its chat's, before or after a reload).
+                for group in _by_model(batch):
+                    self._run_batch(group, group[0].model)
             finally:
                 with self._cond:
                     self._running_batches -= 1
@@ -415,7 +445,7 @@ class InferenceScheduler:
         with self._cond:
             outer_computing, self._map_computing = self._map_computing, True
         try:
-            maker = job.state.setdefault("maker", self.heatmaps)  # a /why ends on the model it started with
+            maker = job.state.setdefault("maker", self.heatmaps)
             explanation = maker.run_next_level(job, lambda done, total: self._pause_point(job))
         except _Abandoned:
             job.emit("error", Stopping("the heat map was abandoned"))
@@ -469,9 +499,10 @@ class InferenceScheduler:
 class Reservation:
     """One admitted classification, from before its download to its answer (see :meth:`InferenceScheduler.reserve`)."""
 
-    def __init__(self, scheduler: InferenceScheduler, chat_id: Hashable):
+    def __init__(self, scheduler: InferenceScheduler, chat_id: Hashable, model: str = MAIN):
         self._scheduler = scheduler
         self._chat_id = chat_id
+        self._model = model
         self._on_the_way = True  # counted as on its way until it is queued or given up
 
     def __enter__(self) -> Reservation:
@@ -495,7 +526,14 @@ class Reservation:
         if not self._on_the_way:
             raise RuntimeError("a reservation classifies one photo")
         self._on_the_way = False  # _submit takes it off the count in the same step as it queues it
-        return await self._scheduler._submit(self._chat_id, tensor)
+        return await self._scheduler._submit(self._chat_id, tensor, self._model)
+
+
+def _by_model(batch: list[PendingRequest]) -> list[list[PendingRequest]]:
+    groups: dict[int, list[PendingRequest]] = {}
+    for request in batch:
+        groups.setdefault(id(request.model), []).append(request)
+    return list(groups.values())
 
 
 def _call_threadsafe(loop: asyncio.AbstractEventLoop, callback, *args) -> None:
