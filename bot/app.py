@@ -41,9 +41,9 @@ from . import feedback, handlers, messages, why
 from .config import ConfigError, Settings
 from .journal import Journal, JournalingQueue
 from .logging_setup import configure_logging
-from .reload import reload_model
+from .reload import load_and_probe, reload_model
 from .request_handling import DEFERRED_KEY, on_error
-from .scheduler import InferenceScheduler
+from .scheduler import CANARY, InferenceScheduler
 from .services import SERVICES_KEY, BotServices
 from .stats import BotStats
 from .store import PhotoStore
@@ -113,7 +113,9 @@ class BotApplication(Application):
             if update.update_id in deferred:
                 deferred.discard(update.update_id)
                 return
-            await asyncio.to_thread(self._services.journal.done, update.update_id)
+            chat = update.effective_chat
+            checkpoint = self._services.classifier_for(chat.id if chat else None).checkpoint_id
+            await asyncio.to_thread(self._services.journal.done, update.update_id, checkpoint)
 
     async def stop(self) -> None:
         # Before PTB waits for running handlers: end heat maps and answer what is queued, so a pending
@@ -140,14 +142,33 @@ async def start_services(settings: Settings, classifier: Classifier | None) -> B
     inference = InferenceScheduler(classifier, settings.scheduler_config())
     started = time.monotonic()
     inference.start()
-    store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir)
-    journal = await asyncio.to_thread(Journal.in_dir, settings.data_dir)
-    await inference.ready()
+    try:
+        store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir)
+        journal = await asyncio.to_thread(Journal.in_dir, settings.data_dir)
+        await inference.ready()
+        canary = await start_canary(settings, inference)
+    except BaseException:  # a bad DATA_DIR or CANARY_CHECKPOINT: no threads left behind
+        await inference.stop()
+        raise
     log.info("model ready in %.2f s: classes=%s checkpoint=%s torch_threads=%d classify_workers=%d "
              "decode_workers=%d", time.monotonic() - started, ",".join(classifier.class_names),
              classifier.checkpoint_id[:12], settings.torch_threads, settings.classify_worker_count, settings.workers)
     return BotServices(settings=settings, classifier=classifier, inference=inference, store=store, journal=journal,
-                       stats=BotStats(), feedback=feedback_store)
+                       stats=BotStats(), feedback=feedback_store, canary=canary)
+
+
+async def start_canary(settings: Settings, inference: InferenceScheduler) -> Classifier | None:
+    """The CANARY_CHECKPOINT model, checked and warmed, serving CANARY_SHARE of chats; a bad file stops the start."""
+    if settings.canary_checkpoint is None:
+        return None
+    try:
+        canary = await asyncio.to_thread(load_and_probe, settings.canary_checkpoint)
+    except CheckpointError as error:
+        raise ConfigError(f"CANARY_CHECKPOINT={settings.canary_checkpoint} cannot be served: {error}") from None
+    inference.swap(canary, await asyncio.to_thread(inference.prepare_replacement, canary), CANARY)
+    log.info("canary: checkpoint %s (classes %s) serves %.0f%% of chats", canary.checkpoint_id[:12],
+             ",".join(canary.class_names), 100 * settings.canary_share)
+    return canary
 
 
 async def register_commands(application: Application) -> None:

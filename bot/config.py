@@ -70,6 +70,8 @@ class Settings:
     feedback_salt: str = field(default="", repr=False)  # unset: made and kept in FEEDBACK_DIR on first use
     retry_after_max_retries: int = 3
     journal_max_age_hours: float = 24.0  # unfinished requests older than this are not resumed after a restart
+    canary_checkpoint: Path | None = None  # a candidate model for a share of chats (bot/canary.py)
+    canary_share: float = 0.1  # the share of chats it serves, when CANARY_CHECKPOINT is set
 
     def __post_init__(self) -> None:
         if not self.token:
@@ -84,6 +86,7 @@ class Settings:
             _check(getattr(self, name) >= 1, f"{ENV_NAMES[name]} must be at least 1")
         _check(self.max_batch_wait_ms >= 0, "MAX_BATCH_WAIT_MS must not be negative")
         _check(self.journal_max_age_hours >= 0, "JOURNAL_MAX_AGE_HOURS must not be negative")
+        _check(0.0 <= self.canary_share <= 1.0, "CANARY_SHARE must be between 0 and 1")
         _check(self.warm_up_batch is None or self.warm_up_batch >= 0, "WARM_UP_BATCH must not be negative")
         _check(self.classify_workers is None or 1 <= self.classify_workers <= self.torch_threads,
                "CLASSIFY_WORKERS must be between 1 and TORCH_THREADS")
@@ -200,19 +203,23 @@ ENV_NAMES: dict[str, str] = {
     "feedback_salt": "FEEDBACK_SALT",
     "retry_after_max_retries": "RETRY_AFTER_MAX_RETRIES",
     "journal_max_age_hours": "JOURNAL_MAX_AGE_HOURS",
+    "canary_checkpoint": "CANARY_CHECKPOINT",
+    "canary_share": "CANARY_SHARE",
 }
 
 _INT_FIELDS = ("workers", "torch_threads", "classify_workers", "queue_size", "per_chat_queue", "max_batch", "warm_up_batch", "why_patch",
                "why_stride", "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size",
                "max_file_bytes",
                "webhook_port", "retry_after_max_retries", "http_connections")
-_FLOAT_FIELDS = ("confidence_threshold", "unsure_threshold", "max_batch_wait_ms", "poll_timeout", "journal_max_age_hours")
+_FLOAT_FIELDS = ("confidence_threshold", "unsure_threshold", "max_batch_wait_ms", "poll_timeout", "journal_max_age_hours",
+                 "canary_share")
 _PARSERS: dict[str, Callable[[str], object]] = {
     **{name: int for name in _INT_FIELDS},
     **{name: float for name in _FLOAT_FIELDS},
     "checkpoint_path": Path,
     "data_dir": Path,
     "feedback_dir": Path,
+    "canary_checkpoint": Path,
     "admin_user_ids": _parse_ids,
     "log_level": _parse_level,
     "frozen_graph": _parse_auto_bool,

@@ -161,7 +161,8 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         await answer_query(query, messages.FEEDBACK_OFF)
         await _edit_buttons(query.message, [])
         return Outcome.of("feedback_off")
-    class_names = svc.classifier.class_names
+    chat_model = svc.classifier_for(chat_id)
+    class_names = chat_model.class_names
     if data.choice == WRONG:
         await answer_query(query, messages.FEEDBACK_WHICH)
         await _edit_buttons(query.message, choice_rows(data.key, class_names))
@@ -174,7 +175,7 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     label = _chosen_label(data.choice, answer.label, class_names)
     # A class index means a class of the model serving now; if another checkpoint gave the answer, its
     # classes may differ, so ask for the photo again rather than store a guess.
-    if label is None or (data.choice.isdigit() and answer.checkpoint_id != svc.classifier.checkpoint_id):
+    if label is None or (data.choice.isdigit() and answer.checkpoint_id != chat_model.checkpoint_id):
         await answer_query(query, messages.FEEDBACK_OUTDATED, alert=True)
         await _edit_buttons(query.message, [])
         return Outcome.of("outdated", data=json.dumps(query.data))
@@ -221,7 +222,7 @@ async def stats_lines(context: ContextTypes.DEFAULT_TYPE, user_id: int | None) -
     live, photos, checkpoints = await svc.feedback.live_accuracy()
     return "\n" + messages.feedback_stats(live.judged, live.right, live.none_of_these, photos,
                                           live.per_class(svc.classifier.class_names), checkpoints,
-                                          svc.classifier.checkpoint_id)
+                                          svc.classifier.checkpoint_id, svc.canary.checkpoint_id if svc.canary else "")
 
 
 async def open_store(settings) -> FeedbackStore | None:

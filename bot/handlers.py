@@ -35,7 +35,7 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
     """/start: greeting plus the help text."""
     svc = services(context)
     await update.effective_message.reply_text(messages.start_text(
-        svc.classifier.class_names, context.bot.username, svc.settings.confidence_threshold,
+        svc.classifier_for(update.effective_chat.id).class_names, context.bot.username, svc.settings.confidence_threshold,
         feedback_stored=svc.feedback is not None, journal_hours=svc.settings.journal_max_age_hours))
     return Outcome.of("sent")
 
@@ -45,7 +45,7 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Ou
     """/help: classes, confidence, /why, limits, how to address the bot in groups."""
     svc = services(context)
     await update.effective_message.reply_text(messages.help_text(
-        svc.classifier.class_names, context.bot.username, svc.settings.confidence_threshold,
+        svc.classifier_for(update.effective_chat.id).class_names, context.bot.username, svc.settings.confidence_threshold,
         feedback_stored=svc.feedback is not None, journal_hours=svc.settings.journal_max_age_hours))
     return Outcome.of("sent")
 
@@ -80,7 +80,7 @@ async def classify_and_reply(update: Update, context: ContextTypes.DEFAULT_TYPE,
     chat_id = update.effective_chat.id
     try:
         # Before the download: a full queue refuses at once, and the batcher knows this photo is coming.
-        reservation = svc.inference.reserve(chat_id)
+        reservation = svc.inference.reserve(chat_id, svc.model_for(chat_id))
     except Stopping:
         raise
     except Busy as error:
@@ -93,7 +93,7 @@ async def classify_and_reply(update: Update, context: ContextTypes.DEFAULT_TYPE,
             await message.reply_text(messages.bad_image(str(error)), do_quote=True)
             return Outcome.of("bad_image", reason=json.dumps(str(error)))
     key = await asyncio.to_thread(remember, svc, chat_id, photo_ref, prediction)
-    text = messages.answer_text(prediction, svc.classifier.class_names, svc.settings.confidence_threshold,
+    text = messages.answer_text(prediction, svc.classifier_for(chat_id).class_names, svc.settings.confidence_threshold,
                                 svc.settings.unsure_threshold)
     await message.reply_text(text, reply_markup=answer_keyboard(key, svc.feedback is not None), do_quote=True)
     return Outcome.of("answered", answered=True, label=prediction.label, confidence=f"{prediction.confidence:.3f}")
@@ -107,7 +107,8 @@ async def reply_busy(message: Message, error: Busy) -> Outcome:
 def remember(svc: BotServices, chat_id: int, photo_ref: StoredPhoto, prediction) -> str:
     """The chat's latest photo and the answer given for it (for /why and feedback); returns the button key."""
     return svc.store.remember(chat_id, photo_ref,
-                              StoredAnswer(prediction.label, prediction.confidence, svc.classifier.checkpoint_id))
+                              StoredAnswer(prediction.label, prediction.confidence,
+                                           prediction.checkpoint_id or svc.classifier_for(chat_id).checkpoint_id))
 
 
 @request("text")
@@ -169,6 +170,9 @@ def stats_reply(user_id: int | None, svc: BotServices, journal_open: int | None 
     preparation = svc.inference.preparation
     snapshot["forward"] = preparation.describe() if preparation else "preparing"
     snapshot["heatmap_pauses"] = svc.inference.heatmap_pauses
+    if svc.canary is not None:
+        snapshot["canary"] = (f"checkpoint {svc.canary.checkpoint_id[:12]} for {svc.settings.canary_share:.0%} of chats "
+                              f"(main: {svc.classifier.checkpoint_id[:12]})")
     if journal_open is not None:
         snapshot["journal_open"] = journal_open
     return messages.stats_text(snapshot)

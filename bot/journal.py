@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS journal (
     update_json TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 1,
     progress INTEGER,
-    done_at REAL
+    done_at REAL,
+    checkpoint_id TEXT  -- the model that served the chat when it was answered
 );
 CREATE INDEX IF NOT EXISTS journal_open ON journal (done_at, received_at);
 """
@@ -93,9 +94,10 @@ class Journal:
                 (update.update_id, chat.id if chat else None, update_kind(update), self.clock(), update.to_json()))
         return cursor.rowcount == 1
 
-    def done(self, update_id: int) -> None:
+    def done(self, update_id: int, checkpoint_id: str | None = None) -> None:
         with self._lock:
-            self._db.execute("UPDATE journal SET done_at = ? WHERE update_id = ?", (self.clock(), update_id))
+            self._db.execute("UPDATE journal SET done_at = ?, checkpoint_id = ? WHERE update_id = ?",
+                             (self.clock(), checkpoint_id, update_id))
 
     def set_progress(self, update_id: int, message_id: int) -> None:
         """The message already sent for this request (a /why's coarse map), for a resumed request to edit."""

@@ -133,6 +133,8 @@ def stats_text(snapshot: dict) -> str:
         lines.append(f"Forward pass: {snapshot['forward']}")
     if "heatmap_pauses" in snapshot:
         lines.append(f"Heat-map pauses for more urgent work: {snapshot['heatmap_pauses']}")
+    if "canary" in snapshot:
+        lines.append(f"Canary: {snapshot['canary']}")
     if "journal_open" in snapshot:
         lines.append(f"Journal: {snapshot['journal_open']} accepted request(s) not yet answered")
     return "\n".join(lines)
@@ -169,7 +171,8 @@ def forget_done(records: int, photos: int) -> str:
 
 
 def feedback_stats(judged: int, right: int, none_of_these: int, photos: int,
-                   per_class: dict[str, dict], checkpoints: Sequence = (), serving: str = "") -> str:
+                   per_class: dict[str, dict], checkpoints: Sequence = (), serving: str = "",
+                   canary: str = "") -> str:
     """The /stats lines: counts and live accuracy as users judged it (latest judgement per photo and chat),
     per class and per checkpoint (``checkpoints``: model.live_accuracy.CheckpointScore, with 95% intervals)."""
     if not judged:
@@ -181,7 +184,7 @@ def feedback_stats(judged: int, right: int, none_of_these: int, photos: int,
             lines.append(f"  {name}: {score['right']}/{score['answered']} answers right ({percent(score['precision'])})")
     for score in checkpoints:
         low, high = score.interval
-        now = " (serving)" if score.checkpoint_id == serving else ""
+        now = {serving: " (serving)", canary: " (canary)"}.get(score.checkpoint_id, "") if score.checkpoint_id else ""
         lines.append(f"  checkpoint {score.checkpoint_id[:12]}{now}: {score.right}/{score.judged} right "
                      f"({percent(score.accuracy)}, 95% {percent(low)}-{percent(high)})")
     return "\n".join(lines)

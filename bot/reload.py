@@ -20,6 +20,7 @@ from telegram.ext import Application
 
 from model import CheckpointError, Classifier, load_classifier
 
+from .scheduler import CANARY, MAIN
 from .services import SERVICES_KEY
 
 log = logging.getLogger(__name__)
@@ -48,29 +49,41 @@ def load_and_probe(path) -> Classifier:
 
 
 async def reload_model(application: Application, reason: str) -> ReloadResult:
-    """Load, check and prepare CHECKPOINT_PATH, then serve it; one reload at a time."""
+    """Load, check and prepare CHECKPOINT_PATH (and CANARY_CHECKPOINT, when set), then serve them; one reload
+    at a time. Refused as a whole when either file is bad."""
     svc = application.bot_data[SERVICES_KEY]
-    path = svc.settings.checkpoint_path
     async with application.bot_data.setdefault(RELOAD_LOCK_KEY, asyncio.Lock()):
-        started = time.monotonic()
-        old = svc.classifier
-        try:
-            classifier = await asyncio.to_thread(load_and_probe, path)
-        except CheckpointError as error:
-            result = ReloadResult(False, f"reload ({reason}) refused: {path}: {error}; still serving checkpoint "
-                                         f"{old.checkpoint_id[:12]}")
-            log.error(result.text)
-            return result
-        if classifier.checkpoint_id == old.checkpoint_id:
-            result = ReloadResult(True, f"reload ({reason}): {path} is the checkpoint already served "
-                                        f"({old.checkpoint_id[:12]})")
-            log.info(result.text)
-            return result
-        preparation = await asyncio.to_thread(svc.inference.prepare_replacement, classifier)
-        svc.inference.swap(classifier, preparation)
-        svc.classifier = classifier
-        result = ReloadResult(True, f"reload ({reason}): now serving checkpoint {classifier.checkpoint_id[:12]} "
-                                    f"(classes {', '.join(classifier.class_names)}; was {old.checkpoint_id[:12]}) "
-                                    f"after {time.monotonic() - started:.1f} s; forward pass {preparation.describe()}")
+        results = [await _reload_one(svc, svc.settings.checkpoint_path, MAIN, reason)]
+        if svc.settings.canary_checkpoint is not None and results[0].ok:
+            results.append(await _reload_one(svc, svc.settings.canary_checkpoint, CANARY, reason))
+        return ReloadResult(all(r.ok for r in results), "; ".join(r.text for r in results))
+
+
+async def _reload_one(svc, path, model: str, reason: str) -> ReloadResult:
+    started = time.monotonic()
+    old = svc.classifier if model == MAIN else svc.canary
+    what = "" if model == MAIN else f"{model} "
+    try:
+        classifier = await asyncio.to_thread(load_and_probe, path)
+    except CheckpointError as error:
+        result = ReloadResult(False, f"reload ({reason}) refused: {path}: {error}; still serving {what}checkpoint "
+                                     f"{old.checkpoint_id[:12] if old else '(none)'}")
+        log.error(result.text)
+        return result
+    if old is not None and classifier.checkpoint_id == old.checkpoint_id:
+        result = ReloadResult(True, f"reload ({reason}): {path} is the {what}checkpoint already served "
+                                    f"({old.checkpoint_id[:12]})")
         log.info(result.text)
         return result
+    preparation = await asyncio.to_thread(svc.inference.prepare_replacement, classifier)
+    svc.inference.swap(classifier, preparation, model)
+    if model == MAIN:
+        svc.classifier = classifier
+    else:
+        svc.canary = classifier
+    result = ReloadResult(True, f"reload ({reason}): now serving {what}checkpoint {classifier.checkpoint_id[:12]} "
+                                f"(classes {', '.join(classifier.class_names)}; was "
+                                f"{old.checkpoint_id[:12] if old else '(none)'}) after {time.monotonic() - started:.1f} s; "
+                                f"forward pass {preparation.describe()}")
+    log.info(result.text)
+    return result

@@ -437,7 +437,8 @@ class InferenceScheduler:
             batch[0].deliver(None, RuntimeError("classification failed"))
             return
         for request, row in zip(batch, probabilities):
-            request.deliver(prediction_from_probabilities(row, classifier.class_names), None)
+            request.deliver(prediction_from_probabilities(row, classifier.class_names,
+                                                          checkpoint_id=classifier.checkpoint_id), None)
 
     def _run_map_level(self, job: MapJob) -> None:
         """One level of ``job`` on this thread; the job queues again for its next level."""

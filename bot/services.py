@@ -7,10 +7,11 @@ from telegram.ext import ContextTypes
 
 from model import Classifier
 
+from .canary import serves_canary
 from .config import Settings
 from .feedback_store import FeedbackStore
 from .journal import Journal
-from .scheduler import InferenceScheduler
+from .scheduler import CANARY, MAIN, InferenceScheduler
 from .stats import BotStats
 from .store import PhotoStore
 
@@ -26,6 +27,16 @@ class BotServices:
     journal: Journal
     stats: BotStats
     feedback: FeedbackStore | None = None  # None: feedback is off (FEEDBACK_DIR unset)
+    canary: Classifier | None = None  # the candidate model for CANARY_SHARE of chats (CANARY_CHECKPOINT)
+
+    def model_for(self, chat_id: int | None) -> str:
+        """The scheduler's name of the model that serves this chat: the canary for its share of chats."""
+        if self.canary is None or chat_id is None:
+            return MAIN
+        return CANARY if serves_canary(chat_id, self.canary.checkpoint_id, self.settings.canary_share) else MAIN
+
+    def classifier_for(self, chat_id: int | None) -> Classifier:
+        return self.canary if self.model_for(chat_id) == CANARY else self.classifier
 
     @property
     def why_levels(self) -> list[tuple[int, int]]:

@@ -81,7 +81,7 @@ async def explain_and_send(update: Update, context: ContextTypes.DEFAULT_TYPE, p
     sent_id = await asyncio.to_thread(svc.journal.progress, update.update_id)  # a resumed /why's message
     sent_levels = []
     try:
-        async for explanation in svc.inference.explain(chat_id, data, svc.why_levels):
+        async for explanation in svc.inference.explain(chat_id, data, svc.why_levels, svc.model_for(chat_id)):
             caption = messages.why_caption(explanation.label, explanation.confidence, explanation.patch,
                                            explanation.final)
             if sent_id is None:

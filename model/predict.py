@@ -21,6 +21,7 @@ class Prediction:
     label: str
     confidence: float
     top: tuple[tuple[str, float], ...]
+    checkpoint_id: str = field(default="", compare=False)  # the model that answered, where the caller says
 
     def to_dict(self) -> dict:
         return {
@@ -30,12 +31,13 @@ class Prediction:
         }
 
 
-def prediction_from_probabilities(probabilities: torch.Tensor, class_names: Sequence[str], top_k: int = 3) -> Prediction:
+def prediction_from_probabilities(probabilities: torch.Tensor, class_names: Sequence[str], top_k: int = 3,
+                                  checkpoint_id: str = "") -> Prediction:
     """One row of probabilities -> :class:`Prediction` (``top_k`` capped at the number of classes)."""
     k = max(1, min(top_k, len(class_names)))
     values, indices = probabilities.topk(k)
     top = tuple((class_names[int(i)], float(v)) for v, i in zip(values, indices))
-    return Prediction(label=top[0][0], confidence=top[0][1], top=top)
+    return Prediction(label=top[0][0], confidence=top[0][1], top=top, checkpoint_id=checkpoint_id)
 
 
 @dataclass

@@ -29,7 +29,7 @@ def services(admins):
     inference = SimpleNamespace(queue_length=lambda: 3, batch_sizes=[2, 4], heatmap_pauses=7,
                                 preparation=ModelPreparation("eager", "FROZEN_GRAPH=0"))
     settings = Settings(token="1:x", admin_user_ids=frozenset(admins))
-    return SimpleNamespace(settings=settings, stats=stats, inference=inference), clock
+    return SimpleNamespace(settings=settings, stats=stats, inference=inference, canary=None), clock
 
 
 def test_stats_refuses_non_admins():
