@@ -74,3 +74,19 @@ def running_bot(bot_settings, classifier):
                     await app.post_shutdown(app)
 
     return run
+
+
+FOUR_CLASSES = ["kurti", "lehenga", "saree", "shirt"]
+
+
+@pytest.fixture(scope="session")
+def four_class_checkpoint(tmp_path_factory):
+    """Another random-init checkpoint, with a fourth class: what a retrained model (a reload, a canary) looks like."""
+    import torch
+
+    from model import build_network, save_checkpoint
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("four") / "model.pt"
+    save_checkpoint(path, build_network(len(FOUR_CLASSES), "none").eval(), FOUR_CLASSES, training={"weights": "none"})
+    return path

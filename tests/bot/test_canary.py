@@ -4,25 +4,19 @@ model, /stats says so, and a bad CANARY_CHECKPOINT stops the start with one line
 from __future__ import annotations
 
 import pytest
-import torch
 from e2e_support import assert_prediction, expected_prediction
 
 from bot.canary import chat_fraction, serves_canary
 from bot.config import ConfigError
 from devtools.samples import jpeg
-from model import build_network, load_classifier, save_checkpoint
+from model import load_classifier
 
-CANDIDATE_CLASSES = ["kurti", "lehenga", "saree", "shirt"]
 ADMIN = 4242
 
 
-@pytest.fixture(scope="module")
-def candidate(tmp_path_factory):
-    torch.manual_seed(2)
-    path = tmp_path_factory.mktemp("candidate") / "candidate.pt"
-    save_checkpoint(path, build_network(len(CANDIDATE_CLASSES), "none").eval(), CANDIDATE_CLASSES,
-                    training={"weights": "none"})
-    return path
+@pytest.fixture
+def candidate(four_class_checkpoint):
+    return four_class_checkpoint
 
 
 def test_the_split_is_stable_per_chat_and_near_the_share():

@@ -8,27 +8,18 @@ import shutil
 import signal
 
 import pytest
-import torch
 from e2e_support import assert_prediction, expected_prediction
 from test_e2e_process import bot_process, terminate
 
 from bot.reload import reload_model
 from devtools.bot_env import settings_env
 from devtools.samples import jpeg
-from model import build_network, load_classifier, save_checkpoint
+from model import load_classifier
 
 pytestmark = pytest.mark.timeout(180)
 
-NEW_CLASSES = ["kurti", "lehenga", "saree", "shirt"]
+NEW_CLASSES = ["kurti", "lehenga", "saree", "shirt"]  # conftest's four_class_checkpoint
 ADMIN = 4242
-
-
-@pytest.fixture(scope="module")
-def four_class_checkpoint(tmp_path_factory):
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("new") / "model.pt"
-    save_checkpoint(path, build_network(len(NEW_CLASSES), "none").eval(), NEW_CLASSES, training={"weights": "none"})
-    return path
 
 
 async def help_text(fake_api, user_id=1001) -> str:
