@@ -22,6 +22,10 @@ A photo: ``reserve`` (counted, and "on its way" so a forming batch may wait for 
 A /why: ``explain`` -> :class:`MapJob` (coarse) -> compute thread: decode, coarse map, rendered -> event loop
 sends it -> the job queues again as a fine map -> fine map -> the event loop edits it in.
 
+Models (``models``): "main", and "canary" while a candidate serves a share of chats. A photo runs on the
+model named when it was queued (a batch of both runs one pass per model), a /why on the one it started with;
+:meth:`swap` (a reload) changes what later work gets, never what is already queued or running.
+
 States: NEW -> STARTING (warm-up on the compute threads; requests already queue) -> RUNNING -> STOPPING
 (new requests get :class:`Stopping`; queued classifications are still answered; maps end at their next
 pause point with :class:`Stopping`) -> STOPPED (threads joined).
