@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 from model.inbox import NONE_OF_THESE, FeedbackRecord, Inbox  # noqa: E402
 from model.live_accuracy import LiveAccuracy, accuracy_difference, per_checkpoint  # noqa: E402
 
-from .trust import TrustRule, read_reviews, suspicious_chats, trusted_labels, write_review  # noqa: E402
+from .trust import REVIEWABLE, TrustRule, read_reviews, suspicious_chats, trusted_labels, write_review  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def labelled_photos(inbox_dir: str | Path, class_names: Sequence[str] | None = N
     inbox = _open_inbox(inbox_dir)
     trusted = trusted_labels(inbox.records(), read_reviews(inbox.root), rule)
     for photo_id, why in trusted.left_out.items():
-        log.info("feedback photo %s left out of training: %s", photo_id, why)
+        log.info("feedback photo %s left out of training: %s %s", photo_id, why.reason, why.detail)
     by_class: dict[str, list[Path]] = defaultdict(list)
     for photo_id, label in sorted(trusted.labels.items()):
         if label == NONE_OF_THESE or (class_names is not None and label not in class_names):
@@ -168,7 +168,7 @@ def checkpoint_lines(records: Sequence[FeedbackRecord]) -> list[str]:
 
 def trust_lines(inbox: Inbox, records: Sequence[FeedbackRecord], rule: TrustRule) -> list[str]:
     trusted = trusted_labels(records, read_reviews(inbox.root), rule)
-    reasons = Counter(why.split(" (")[0].split(";")[0] for why in trusted.left_out.values())
+    reasons = Counter(why.reason for why in trusted.left_out.values())
     lines = [f"training may use {len(trusted.labels)} photo(s) (min {rule.min_chats} chats for a correction, at most "
              f"{rule.max_chat_share:.0%} from one chat); left out: "
              + (", ".join(f"{n} {why}" for why, n in reasons.most_common()) or "none")]
@@ -211,7 +211,7 @@ def awaiting_review(inbox_dir: str | Path, rule: TrustRule = TrustRule()) -> dic
     """photo id -> why it is left out, for the photos an admin's review would bring in (corrections)."""
     inbox = _open_inbox(inbox_dir)
     trusted = trusted_labels(inbox.records(), read_reviews(inbox.root), rule)
-    return {photo: why for photo, why in trusted.left_out.items() if "correction" in why or "disagree" in why}
+    return {photo: f"{why.reason} {why.detail}" for photo, why in trusted.left_out.items() if why.reason in REVIEWABLE}
 
 
 def main(argv: list[str] | None = None) -> int:

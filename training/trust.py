@@ -28,6 +28,15 @@ from model.inbox import NONE_OF_THESE, FeedbackRecord, atomic_write
 from model.live_accuracy import latest_judgements
 
 REVIEWS_FILE = "reviews.json"
+# Why a photo is left out (TrustedLabels.left_out); the first two are what an admin's review can settle.
+DISAGREE, LONE_CORRECTION, NONE_CHOSEN, CAPPED = "users disagree", "a lone correction", "none of these", "over the cap"
+REVIEWABLE = (DISAGREE, LONE_CORRECTION)
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    reason: str  # one of the constants above
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -40,7 +49,7 @@ class TrustRule:
 @dataclass
 class TrustedLabels:
     labels: dict[str, str] = field(default_factory=dict)  # photo id -> the label training may use
-    left_out: dict[str, str] = field(default_factory=dict)  # photo id -> why not
+    left_out: dict[str, LeftOut] = field(default_factory=dict)  # photo id -> why not
     per_chat: Counter = field(default_factory=Counter)  # admitted photos resting on each chat
 
 
@@ -80,11 +89,11 @@ def trusted_labels(records: Sequence[FeedbackRecord], reviews: dict[str, str],
             continue
         (label, count), *rest = votes[photo_id].most_common()
         if rest and rest[0][1] == count:
-            result.left_out[photo_id] = f"users disagree ({dict(votes[photo_id])})"
+            result.left_out[photo_id] = LeftOut(DISAGREE, str(dict(votes[photo_id])))
         elif label == NONE_OF_THESE:
-            result.left_out[photo_id] = "none of these"
+            result.left_out[photo_id] = LeftOut(NONE_CHOSEN)
         elif label != predicted[photo_id] and count < rule.min_chats:
-            result.left_out[photo_id] = f"a correction from {count} chat(s); needs {rule.min_chats} or a review"
+            result.left_out[photo_id] = LeftOut(LONE_CORRECTION, f"from {count} chat(s); needs {rule.min_chats} or a review")
         else:
             candidates.append((photo_id, label, voters[(photo_id, label)]))
     # The cap is a share of what is finally admitted, which shrinks as the cap does: lower it until it holds.
@@ -98,7 +107,7 @@ def trusted_labels(records: Sequence[FeedbackRecord], reviews: dict[str, str],
     result.labels.update(admitted)
     result.per_chat = per_chat
     for photo_id in capped:
-        result.left_out[photo_id] = f"its chats already have {cap} photo(s) each in training (the cap)"
+        result.left_out[photo_id] = LeftOut(CAPPED, f"its chats already have {cap} photo(s) each in training")
     return result
 
 
