@@ -146,21 +146,21 @@ async def start_services(settings: Settings, classifier: Classifier | None) -> B
         store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir)
         journal = await asyncio.to_thread(Journal.in_dir, settings.data_dir)
         await inference.ready()
-        canary = await start_canary(settings, inference)
+        await start_canary(settings, inference)
     except BaseException:  # a bad DATA_DIR or CANARY_CHECKPOINT: no threads left behind
         await inference.stop()
         raise
     log.info("model ready in %.2f s: classes=%s checkpoint=%s torch_threads=%d classify_workers=%d "
              "decode_workers=%d", time.monotonic() - started, ",".join(classifier.class_names),
              classifier.checkpoint_id[:12], settings.torch_threads, settings.classify_worker_count, settings.workers)
-    return BotServices(settings=settings, classifier=classifier, inference=inference, store=store, journal=journal,
-                       stats=BotStats(), feedback=feedback_store, canary=canary)
+    return BotServices(settings=settings, inference=inference, store=store, journal=journal, stats=BotStats(),
+                       feedback=feedback_store)
 
 
-async def start_canary(settings: Settings, inference: InferenceScheduler) -> Classifier | None:
-    """The CANARY_CHECKPOINT model, checked and warmed, serving CANARY_SHARE of chats; a bad file stops the start."""
+async def start_canary(settings: Settings, inference: InferenceScheduler) -> None:
+    """Serve the CANARY_CHECKPOINT model, checked and warmed, to CANARY_SHARE of chats; a bad file stops the start."""
     if settings.canary_checkpoint is None:
-        return None
+        return
     try:
         canary = await asyncio.to_thread(load_and_probe, settings.canary_checkpoint)
     except CheckpointError as error:
@@ -168,7 +168,6 @@ async def start_canary(settings: Settings, inference: InferenceScheduler) -> Cla
     inference.swap(canary, await asyncio.to_thread(inference.prepare_replacement, canary), CANARY)
     log.info("canary: checkpoint %s (classes %s) serves %.0f%% of chats", canary.checkpoint_id[:12],
              ",".join(canary.class_names), 100 * settings.canary_share)
-    return canary
 
 
 async def register_commands(application: Application) -> None:

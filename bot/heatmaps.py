@@ -73,8 +73,7 @@ class HeatMapMaker:
         job.next_level += 1
         explanation = Explanation(png, label, result.probability, patch, stride, final=job.finished, cached=cached)
         if explanation.final:
-            for name in ("image", "tensor"):  # the decoded photo is no longer needed
-                job.state.pop(name, None)
+            job.state.clear()  # the decoded photo is no longer needed
             self._rendered[(checkpoint_id, digest, patch, stride)] = explanation
             while len(self._rendered) > RENDERED_CACHE_SIZE:
                 self._rendered.popitem(last=False)

@@ -29,6 +29,7 @@ class MapJob:
     data: bytes
     levels: list[tuple[int, int]]
     emit: Callable[[str, Any], None]  # ("result", Explanation) or ("error", exception); thread-safe
+    maker: Any = None  # the bot.heatmaps.HeatMapMaker of the model the /why started on (it ends on it too)
     next_level: int = 0
     cancelled: bool = False  # nobody waits for it any more (set from the event loop)
     state: dict = field(default_factory=dict)  # what bot.heatmaps keeps between levels (decoded image, hash)

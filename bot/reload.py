@@ -61,7 +61,7 @@ async def reload_model(application: Application, reason: str) -> ReloadResult:
 
 async def _reload_one(svc, path, model: str, reason: str) -> ReloadResult:
     started = time.monotonic()
-    old = svc.classifier if model == MAIN else svc.canary
+    old = svc.inference.models.get(model)
     what = "" if model == MAIN else f"{model} "
     try:
         classifier = await asyncio.to_thread(load_and_probe, path)
@@ -77,10 +77,6 @@ async def _reload_one(svc, path, model: str, reason: str) -> ReloadResult:
         return result
     preparation = await asyncio.to_thread(svc.inference.prepare_replacement, classifier)
     svc.inference.swap(classifier, preparation, model)
-    if model == MAIN:
-        svc.classifier = classifier
-    else:
-        svc.canary = classifier
     result = ReloadResult(True, f"reload ({reason}): now serving {what}checkpoint {classifier.checkpoint_id[:12]} "
                                 f"(classes {', '.join(classifier.class_names)}; was "
                                 f"{old.checkpoint_id[:12] if old else '(none)'}) after {time.monotonic() - started:.1f} s; "

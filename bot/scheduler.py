@@ -194,27 +194,28 @@ class InferenceScheduler:
     def prepare_replacement(self, classifier: Classifier) -> ModelPreparation:
         """Get a new model ready to serve (forward pass chosen, first passes run), on the calling thread, while
         the old one keeps serving; then :meth:`swap` it in."""
-        preparation = prepare_model(classifier, self.config.frozen_graph, probe_batch=min(4, self._share_cap()),
-                                    workers=self._workers, threads=self._threads_shared)
+        preparation = self._prepare(classifier)
         if self.config.warm_up_batch > 0:
-            warm_up_pass(classifier, max(1, min(self._share_cap(), self.config.warm_up_batch)), self._threads_shared)
+            warm_up_pass(classifier, self._warm_up_share(), self._threads_shared)
         return preparation
 
-    def swap(self, classifier: Classifier | None, preparation: ModelPreparation | None,
-             model: str = MAIN) -> Classifier | None:
-        """Serve ``classifier`` as ``model`` from the next photo and the next /why on (``None``: no canary any
-        more); returns the old one. Photos queued and maps started finish on the model they started with."""
-        maker = self._maker(classifier) if classifier is not None else None
+    def _prepare(self, classifier: Classifier) -> ModelPreparation:
+        """Choose ``classifier``'s forward pass the way this scheduler will run it (see model.runtime)."""
+        return prepare_model(classifier, self.config.frozen_graph, probe_batch=min(4, self._share_cap()),
+                             workers=self._workers, threads=self._threads_shared)
+
+    def _warm_up_share(self) -> int:
+        """Photos in each compute thread's warm-up pass: its share of WARM_UP_BATCH, at most its batch share."""
+        return max(1, min(self._share_cap(), -(-self.config.warm_up_batch // self._workers)))
+
+    def swap(self, classifier: Classifier, preparation: ModelPreparation, model: str = MAIN) -> None:
+        """Serve ``classifier`` as ``model`` from the next photo and the next /why on. Photos queued and maps
+        started finish on the model they started with."""
+        maker = self._maker(classifier)
         with self._cond:
-            old = self.models.get(model)
-            if classifier is None:
-                self.models.pop(model, None)
-                self._makers.pop(model, None)
-            else:
-                self.models[model], self._makers[model] = classifier, maker
+            self.models[model], self._makers[model] = classifier, maker
             if model == MAIN:
                 self.preparation = preparation
-        return old
 
     @property
     def state(self) -> State:
@@ -317,7 +318,7 @@ class InferenceScheduler:
             with self._cond:
                 if self._state not in (State.STARTING, State.RUNNING):
                     raise Stopping("the service is stopping")
-                job.state["maker"] = self._makers.get(model, self._makers[MAIN])  # the model it starts and ends on
+                job.maker = self._makers.get(model, self._makers[MAIN])  # a canary removed meanwhile: the main one
                 self._maps.add(job)
                 self._cond.notify_all()
             while True:
@@ -355,9 +356,7 @@ class InferenceScheduler:
         if index == 0:
             try:
                 torch.set_num_threads(self._threads_shared)
-                self.preparation = prepare_model(self.classifier, self.config.frozen_graph,
-                                                 probe_batch=min(4, self._share_cap()), workers=self._workers,
-                                                 threads=self._threads_shared)
+                self.preparation = self._prepare(self.classifier)
                 log.info("classification forward pass: %s", self.preparation.describe())
                 if self.config.warm_up_batch > 0 and self._workers > 1:
                     # A lone photo's pass on all threads, before the others start theirs: torch's thread count
@@ -375,7 +374,7 @@ class InferenceScheduler:
             with self._cond:
                 self._cond.wait_for(lambda: self._model_prepared, 300)
         if self.config.warm_up_batch > 0:
-            per_thread = max(1, min(self._share_cap(), -(-self.config.warm_up_batch // self._workers)))
+            per_thread = self._warm_up_share()
             try:
                 seconds = warm_up_pass(self.classifier, per_thread, self._threads_shared)
                 log.info("warm-up on %s: batch %d on %d thread(s) in %.2f s", threading.current_thread().name,
@@ -450,8 +449,7 @@ class InferenceScheduler:
         with self._cond:
             outer_computing, self._map_computing = self._map_computing, True
         try:
-            maker = job.state.setdefault("maker", self.heatmaps)
-            explanation = maker.run_next_level(job, lambda done, total: self._pause_point(job))
+            explanation = job.maker.run_next_level(job, lambda done, total: self._pause_point(job))
         except _Abandoned:
             job.emit("error", Stopping("the heat map was abandoned"))
             job.next_level = len(job.levels)

@@ -21,13 +21,21 @@ SERVICES_KEY = "services"
 @dataclass
 class BotServices:
     settings: Settings
-    classifier: Classifier
     inference: InferenceScheduler
     store: PhotoStore
     journal: Journal
     stats: BotStats
     feedback: FeedbackStore | None = None  # None: feedback is off (FEEDBACK_DIR unset)
-    canary: Classifier | None = None  # the candidate model for CANARY_SHARE of chats (CANARY_CHECKPOINT)
+
+    @property
+    def classifier(self) -> Classifier:
+        """The main model (CHECKPOINT_PATH), as the scheduler serves it now (a reload swaps it there)."""
+        return self.inference.classifier
+
+    @property
+    def canary(self) -> Classifier | None:
+        """The candidate model for CANARY_SHARE of chats (CANARY_CHECKPOINT), if one is served."""
+        return self.inference.models.get(CANARY)
 
     def model_for(self, chat_id: int | None) -> str:
         """The scheduler's name of the model that serves this chat: the canary for its share of chats."""
