@@ -154,11 +154,13 @@ async def stats_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> O
     svc = services(context)
     user = update.effective_user
     user_id = user.id if user else None
-    journal_open = await asyncio.to_thread(svc.journal.open_count) if is_admin(user_id, svc.settings.admin_user_ids) else None
-    text_out = stats_reply(user_id, svc, journal_open)
-    text_out += await feedback.stats_lines(context, user_id)
+    if not is_admin(user_id, svc.settings.admin_user_ids):
+        await update.effective_message.reply_text(messages.NOT_ADMIN)
+        return Outcome.of("not_admin")
+    journal_open = await asyncio.to_thread(svc.journal.open_count)
+    text_out = stats_reply(user_id, svc, journal_open) + await feedback.stats_lines(context, user_id)
     await update.effective_message.reply_text(text_out)
-    return Outcome.of("sent" if is_admin(user_id, svc.settings.admin_user_ids) else "not_admin")
+    return Outcome.of("sent")
 
 
 def stats_reply(user_id: int | None, svc: BotServices, journal_open: int | None = None) -> str:
