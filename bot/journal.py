@@ -49,9 +49,9 @@ CREATE INDEX IF NOT EXISTS journal_open ON journal (done_at, received_at);
 
 
 def update_kind(update: Update) -> str:
-    message = update.effective_message if update.callback_query is None else None
     if update.callback_query is not None:
         return "button"
+    message = update.effective_message
     if message is None:
         return "other"
     if message.photo:

@@ -23,7 +23,7 @@ from telegram.ext import ContextTypes
 
 from . import messages
 from .scheduler import Stopping
-from .services import services
+from .services import SERVICES_KEY, services
 from .stats import log_request
 
 errors_log = logging.getLogger("bot.errors")
@@ -125,7 +125,7 @@ async def answer_query(query, text: str | None = None, alert: bool = False) -> N
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     """PTB's one error handler, for what fails outside a handler's wrapper (e.g. polling): log, tell the chat."""
     _log_failure(update, context.error)
-    svc = context.application.bot_data.get("services")
+    svc = context.application.bot_data.get(SERVICES_KEY)
     if svc is not None:
         svc.stats.errors += 1
     await tell_something_went_wrong(update, context)
