@@ -1,7 +1,8 @@
 """Command line for the model: classify photos, or explain one with an occlusion heat map.
 
     python -m model predict --checkpoint FILE [--json] [--top K] IMAGE...
-    python -m model explain --checkpoint FILE IMAGE -o OUT.png [--patch P] [--stride S] [--save-map MAP.npy]
+    python -m model explain --checkpoint FILE IMAGE -o OUT.png [--patch P] [--stride S] [--target CLASS]
+                           [--save-map MAP.npy]
 
 Exit status: 0 when every image was handled, 1 when some failed, 2 on bad usage (or an unusable checkpoint).
 """
@@ -66,6 +67,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print("error: --patch must be 1..224 and --stride at least 1", file=sys.stderr)
         return 2
     classifier = _load(args.checkpoint)
+    if args.target is not None and args.target not in classifier.class_names:
+        print(f"error: --target {args.target!r} is not a class of this checkpoint; it knows: "
+              f"{', '.join(classifier.class_names)}", file=sys.stderr)
+        return 2
     try:
         tensor = classifier.preprocess(classifier.open(Path(args.image)))
         # The model sees a reduced decode; the picture is drawn on the full-resolution photo.
@@ -75,7 +80,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 1
     prediction = classifier.predict_tensors([tensor])[0]
     explainer = OcclusionExplainer(classifier.network, patch=args.patch, stride=args.stride, batch_size=args.batch_size)
-    target = classifier.class_names.index(prediction.label)
+    label = args.target or prediction.label
+    target = classifier.class_names.index(label)
     with tqdm(total=None, unit="position", desc="occlusion", file=sys.stderr, leave=False,
               disable=not sys.stderr.isatty()) as progress:
         def advance(done: int, total: int) -> None:
@@ -86,8 +92,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     png = render_overlay(
         photo,
         result.occlusion_map,
-        prediction.label,
-        prediction.confidence,
+        label,
+        result.probability,
         preprocess_config=classifier.preprocess_config,
         patch=args.patch,
         stride=args.stride,
@@ -98,7 +104,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         np.save(args.save_map, result.occlusion_map.astype(np.float32))
     print(
         f"{args.image}: {prediction.label} ({_format_percent(prediction.confidence)}); "
-        f"heat map {result.occlusion_map.shape[0]}x{result.occlusion_map.shape[1]} written to {args.output}"
+        + (f"map for {label} ({_format_percent(result.probability)}); " if label != prediction.label else "")
+        + f"heat map {result.occlusion_map.shape[0]}x{result.occlusion_map.shape[1]} written to {args.output}"
         + (f", grid to {args.save_map}" if args.save_map else "")
     )
     return 0
@@ -123,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--patch", type=int, default=16, help="occluding patch size in pixels (default: %(default)s)")
     explain.add_argument("--stride", type=int, default=8, help="step between patch positions (default: %(default)s)")
     explain.add_argument("--batch-size", type=int, default=16, help="patch positions per forward pass")
+    explain.add_argument("--target", default=None, metavar="CLASS",
+                         help="explain this class instead of the predicted one (a class name of the checkpoint)")
     explain.add_argument("--save-map", type=Path, default=None, metavar="MAP.npy", help="also save the grid as float32 .npy")
     explain.set_defaults(func=cmd_explain)
     return parser

@@ -4,13 +4,16 @@ Definition (a contract shared with the CLI, the bot and the tests): for the clas
 normalized 224 x 224 image ``x``, for each patch position (i, j) = (row * stride, col * stride) with
 ``i + patch <= 224``, set ``x[:, i:i+patch, j:j+patch] = 0`` (the ImageNet mean colour after normalization)
 and record ``map[row, col] = P(c | x) - P(c | occluded x)`` (softmax probabilities).
+
+Each pass yields every class's probability at every position, so an :class:`OcclusionResult` keeps that
+whole grid: the map for any other class (a "why not …?") is then arithmetic, no new inference.
 """
 from __future__ import annotations
 
 import copy
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -37,9 +40,31 @@ INCREMENTAL_BATCH_FACTOR = 3
 
 @dataclass(frozen=True)
 class OcclusionResult:
+    """Plain numpy arrays and numbers only (picklable, no tensors), so a result can cross processes."""
+
     occlusion_map: np.ndarray  # float32, (G, G), G = (size - patch) // stride + 1
     target: int  # the class index explained
     probability: float  # P(target | clean image)
+    probability_grid: np.ndarray | None = None  # float32, (classes, G, G): P(class | image occluded at (row, col))
+    clean_probabilities: np.ndarray | None = None  # float32, (classes,): P(class | clean image)
+
+    def for_target(self, target: int) -> OcclusionResult:
+        """The result for another class, from the kept grid (no inference)."""
+        if target == self.target:
+            return self
+        if self.probability_grid is None or self.clean_probabilities is None:
+            raise ValueError("this result kept only its own class's map")
+        if not 0 <= target < len(self.clean_probabilities):
+            raise ValueError(f"target {target} out of range for {len(self.clean_probabilities)} classes")
+        clean = self.clean_probabilities[target]
+        return replace(self, occlusion_map=(clean - self.probability_grid[target]).astype(np.float32), target=target,
+                       probability=float(clean))
+
+    def top_classes(self, count: int) -> list[int]:
+        """The ``count`` most probable classes of the clean image, most probable first."""
+        if self.clean_probabilities is None:
+            return [self.target]
+        return [int(i) for i in np.argsort(-self.clean_probabilities, kind="stable")[:count]]
 
 
 def grid_positions(size: int, patch: int, stride: int) -> list[int]:
@@ -72,19 +97,45 @@ def _check_image(image: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def naive_occlusion_map(network: torch.nn.Module, image: torch.Tensor, target: int, patch: int, stride: int,
-                        between_batches: BetweenBatches = _no_pause) -> np.ndarray:
-    """The reference: one whole-network forward pass per patch position, batch 1. Slow; kept for tests."""
+def naive_probability_grid(network: torch.nn.Module, image: torch.Tensor, patch: int, stride: int,
+                           between_batches: BetweenBatches = _no_pause) -> np.ndarray:
+    """The reference: one whole-network forward pass per patch position, batch 1 (classes x G x G). Slow."""
     image = _check_image(image)
     positions = grid_positions(image.shape[-1], patch, stride)
-    clean = float(_probabilities(network, image.unsqueeze(0))[0, target])
-    result = np.zeros((len(positions), len(positions)), dtype=np.float32)
+    result = None
     for row, top in enumerate(positions):
         for col, left in enumerate(positions):
             between_batches(row * len(positions) + col, len(positions) ** 2)
-            occluded = occluded_batch(image, [(top, left)], patch)
-            result[row, col] = clean - float(_probabilities(network, occluded)[0, target])
+            probs = _probabilities(network, occluded_batch(image, [(top, left)], patch))[0].numpy()
+            if result is None:
+                result = np.zeros((len(probs), len(positions), len(positions)), dtype=np.float32)
+            result[:, row, col] = probs
     return result
+
+
+def naive_occlusion_map(network: torch.nn.Module, image: torch.Tensor, target: int, patch: int, stride: int,
+                        between_batches: BetweenBatches = _no_pause) -> np.ndarray:
+    """The reference map for ``target`` (see :func:`naive_probability_grid`); kept for tests."""
+    clean = float(_probabilities(network, _check_image(image).unsqueeze(0))[0, target])
+    return clean - naive_probability_grid(network, image, patch, stride, between_batches)[target]
+
+
+@torch.inference_mode()
+def batched_probability_grid(network: torch.nn.Module, image: torch.Tensor, patch: int, stride: int,
+                             batch_size: int = 16, between_batches: BetweenBatches = _no_pause) -> np.ndarray:
+    """Whole-network forward passes over batches of occluded copies (classes x G x G probabilities)."""
+    image = _check_image(image)
+    positions = grid_positions(image.shape[-1], patch, stride)
+    corners = [(top, left) for top in positions for left in positions]
+    grid = None
+    for start in range(0, len(corners), batch_size):
+        chunk = corners[start : start + batch_size]
+        between_batches(start, len(corners))
+        probs = _probabilities(network, occluded_batch(image, chunk, patch)).numpy()
+        if grid is None:
+            grid = np.zeros((probs.shape[1], len(corners)), dtype=np.float32)
+        grid[:, start : start + len(chunk)] = probs.T
+    return grid.reshape(-1, len(positions), len(positions))
 
 
 @torch.inference_mode()
@@ -92,37 +143,37 @@ def batched_occlusion_map(
     network: torch.nn.Module, image: torch.Tensor, target: int, patch: int, stride: int, batch_size: int = 16,
     clean_probability: float | None = None, between_batches: BetweenBatches = _no_pause,
 ) -> np.ndarray:
-    """Whole-network forward passes over batches of occluded copies (the straightforward fast-ish way)."""
-    image = _check_image(image)
-    positions = grid_positions(image.shape[-1], patch, stride)
+    """The map for ``target`` by :func:`batched_probability_grid` (the straightforward fast-ish way)."""
     if clean_probability is None:
-        clean_probability = float(_probabilities(network, image.unsqueeze(0))[0, target])
-    corners = [(top, left) for top in positions for left in positions]
-    drops = np.zeros(len(corners), dtype=np.float32)
-    for start in range(0, len(corners), batch_size):
-        chunk = corners[start : start + batch_size]
-        between_batches(start, len(corners))
-        probs = _probabilities(network, occluded_batch(image, chunk, patch))[:, target]
-        drops[start : start + len(chunk)] = clean_probability - probs.numpy()
-    return drops.reshape(len(positions), len(positions))
+        clean_probability = float(_probabilities(network, _check_image(image).unsqueeze(0))[0, target])
+    return clean_probability - batched_probability_grid(network, image, patch, stride, batch_size, between_batches)[target]
+
+
+def incremental_probability_grid(engine: IncrementalOcclusion, image: torch.Tensor, patch: int, stride: int,
+                                 batch_size: int, between_batches: BetweenBatches = _no_pause) -> np.ndarray:
+    """Every class's probability at every position (classes x G x G) by incremental inference: one clean
+    pass, then only the reachable windows per position."""
+    prepared = engine.prepare(_check_image(image), patch, stride)
+    count = len(prepared.starts)
+    grid = None
+    done = 0
+    for chunk in prepared.batches(batch_size):
+        between_batches(done, count * count)
+        done += len(chunk)
+        probs = torch.softmax(prepared.logits(chunk).float(), dim=1).numpy()
+        if grid is None:
+            grid = np.zeros((probs.shape[1], count, count), dtype=np.float32)
+        rows, cols = zip(*chunk)
+        grid[:, list(rows), list(cols)] = probs.T
+    return grid
 
 
 def incremental_occlusion_map(
     engine: IncrementalOcclusion, image: torch.Tensor, target: int, patch: int, stride: int, batch_size: int,
     clean_probability: float, between_batches: BetweenBatches = _no_pause,
 ) -> np.ndarray:
-    """The map by incremental inference: one clean pass, then only the reachable windows per position."""
-    prepared = engine.prepare(_check_image(image), patch, stride)
-    count = len(prepared.starts)
-    drops = np.zeros((count, count), dtype=np.float32)
-    done = 0
-    for chunk in prepared.batches(batch_size):
-        between_batches(done, count * count)
-        done += len(chunk)
-        probs = torch.softmax(prepared.logits(chunk).float(), dim=1)[:, target].numpy()
-        for (row, col), probability in zip(chunk, probs):
-            drops[row, col] = clean_probability - probability
-    return drops
+    """The map for ``target`` by :func:`incremental_probability_grid`."""
+    return clean_probability - incremental_probability_grid(engine, image, patch, stride, batch_size, between_batches)[target]
 
 
 class OcclusionExplainer:
@@ -177,16 +228,17 @@ class OcclusionExplainer:
             target = int(clean.argmax())
         if not 0 <= target < clean.numel():
             raise ValueError(f"target {target} out of range for {clean.numel()} classes")
-        probability = float(clean[target])
         if self.method == "naive":
-            occlusion = naive_occlusion_map(self.network, image, target, self.patch, self.stride, between_batches)
+            grid = naive_probability_grid(self.network, image, self.patch, self.stride, between_batches)
         elif self._engine is not None:
-            occlusion = incremental_occlusion_map(self._engine, image, target, self.patch, self.stride,
-                                                  self.batch_size * INCREMENTAL_BATCH_FACTOR, probability, between_batches)
+            grid = incremental_probability_grid(self._engine, image, self.patch, self.stride,
+                                                self.batch_size * INCREMENTAL_BATCH_FACTOR, between_batches)
         else:
-            occlusion = batched_occlusion_map(self.network, image, target, self.patch, self.stride,
-                                              self.batch_size, probability, between_batches)
-        return OcclusionResult(occlusion_map=occlusion.astype(np.float32), target=target, probability=probability)
+            grid = batched_probability_grid(self.network, image, self.patch, self.stride, self.batch_size, between_batches)
+        clean_probabilities = clean.numpy().astype(np.float32)
+        probability = float(clean[target])
+        return OcclusionResult(occlusion_map=(probability - grid[target]).astype(np.float32), target=target,
+                               probability=probability, probability_grid=grid, clean_probabilities=clean_probabilities)
 
     def __call__(self, image: torch.Tensor, target: int | None = None, *,
                  between_batches: BetweenBatches | None = None) -> np.ndarray:

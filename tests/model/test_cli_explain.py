@@ -43,3 +43,24 @@ def test_explain_bad_image_and_bad_settings(tiny_checkpoint, tmp_path, capsys):
     assert not (tmp_path / "x.png").exists()
     assert main(["explain", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "doc.pdf"), "-o", str(tmp_path / "x.png"),
                  "--patch", "0"]) == 2
+
+
+def test_explain_another_class_with_target(tiny_checkpoint, classifier, photo_path, tmp_path, capsys):
+    grid = tmp_path / "map.npy"
+    tensor = classifier.preprocess(classifier.open(photo_path))
+    predicted = classifier.predict_tensors([tensor])[0].label
+    other = next(name for name in classifier.class_names if name != predicted)
+    assert main(["explain", "--checkpoint", str(tiny_checkpoint), str(photo_path), "-o", str(tmp_path / "why.png"),
+                 "--patch", "112", "--stride", "56", "--target", other, "--save-map", str(grid)]) == 0
+    assert f"map for {other}" in capsys.readouterr().out
+    expected = OcclusionExplainer(classifier.network, patch=112, stride=56).explain(
+        tensor, target=classifier.class_names.index(other)).occlusion_map
+    np.testing.assert_allclose(np.load(grid), expected, atol=1e-6)
+
+
+def test_explain_unknown_target_is_a_clear_error(tiny_checkpoint, photo_path, tmp_path, capsys):
+    assert main(["explain", "--checkpoint", str(tiny_checkpoint), str(photo_path), "-o", str(tmp_path / "x.png"),
+                 "--target", "sherwani"]) == 2
+    err = capsys.readouterr().err
+    assert "'sherwani' is not a class" in err and "kurti" in err
+    assert not (tmp_path / "x.png").exists()

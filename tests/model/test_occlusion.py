@@ -203,3 +203,29 @@ def test_with_settings_shares_the_folded_network_and_gives_the_same_map(network,
     np.testing.assert_allclose(other(image, target), fresh(image, target), atol=1e-6)
     with pytest.raises(ValueError):
         coarse.with_settings(0, 8)
+
+
+def test_the_kept_grid_gives_every_other_class_map_without_inference(network, image, target):
+    """The "why not …?" maps: ``for_target`` on one result equals explaining that class directly."""
+    explainer = OcclusionExplainer(network, patch=56, stride=56)
+    result = explainer.explain(image)
+    assert result.probability_grid.shape == (3, 4, 4) and result.clean_probabilities.shape == (3,)
+    assert result.top_classes(3)[0] == target
+    for other in range(3):
+        direct = explainer.explain(image, target=other)
+        derived = result.for_target(other)
+        np.testing.assert_array_equal(derived.occlusion_map, direct.occlusion_map)
+        assert derived.target == other and derived.probability == pytest.approx(direct.probability)
+        np.testing.assert_allclose(derived.occlusion_map, naive_occlusion_map(network, image, other, 56, 56), atol=TOLERANCE)
+    with pytest.raises(ValueError):
+        result.for_target(3)
+
+
+def test_a_result_is_plain_numpy_and_pickles(network, image):
+    import pickle
+
+    result = OcclusionExplainer(network, patch=112, stride=112, method="batched").explain(image)
+    assert all(isinstance(value, np.ndarray) for value in (result.occlusion_map, result.probability_grid,
+                                                           result.clean_probabilities))
+    again = pickle.loads(pickle.dumps(result))
+    np.testing.assert_array_equal(again.for_target(1).occlusion_map, result.for_target(1).occlusion_map)
