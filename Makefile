@@ -21,7 +21,7 @@ DEMO_SETTINGS ?= WHY_PATCH=32 WHY_STRIDE=16
 # e.g. https://download.pytorch.org/whl/cpu on a server: a CPU-only torch is ~0.4 GB lighter in memory
 TORCH_INDEX ?=
 
-.PHONY: run test train sample install demo bench feedback-report clean
+.PHONY: run test train sample install catalogs translations demo bench feedback-report clean
 
 ## run: install, fetch the sample photos, train if there is no checkpoint, start the bot
 run: install sample
@@ -42,8 +42,18 @@ train: install
 sample: install
 	$(PY) -m training.sample --dest images/sample $(if $(SAMPLE_MIRROR),--mirror "$(SAMPLE_MIRROR)")
 
-## install: a venv with the project and its dev extras; skipped while the venv is newer than pyproject.toml
-install: $(STAMP)
+## install: a venv with the project and its dev extras (skipped while the venv is newer than pyproject.toml),
+## and the translation catalogs compiled
+install: $(STAMP) catalogs
+
+## catalogs: compile bot/locale/*/LC_MESSAGES/bot.po to .mo (only the missing or stale ones)
+catalogs: $(STAMP)
+	$(PY) -m bot.i18n compile
+
+## translations: extract the bot's texts into bot/locale/bot.pot and merge them into every language's .po
+translations: $(STAMP)
+	$(VENV)/bin/pybabel extract --no-location --sort-output --project product-id-bot -c "Translators:" -o bot/locale/bot.pot bot
+	$(VENV)/bin/pybabel update --no-location --width 120 -i bot/locale/bot.pot -d bot/locale -D bot
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -5,7 +5,10 @@ same code path serves ``run_polling``/``run_webhook`` and ``async with app: awai
 initialize returns once the scheduler has warmed up and the journal's unfinished requests are queued
 again, so polling starts at full speed. They stop in :meth:`BotApplication.stop`/``shutdown``: queued
 classifications are answered, heat maps end at their next pause point and stay in the journal for the
-next start, so SIGINT/SIGTERM end the process within seconds.
+next start, so SIGINT/SIGTERM end the process within seconds. Open albums (bot.albums) end the same way.
+
+Before anyone is served, state older than RETENTION_DAYS is purged (bot.retention), then hourly; the
+clock it reads can be given (``build_application(..., clock=...)``) so tests can move time forward.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -38,11 +42,14 @@ from model import CheckpointError, Classifier, load_classifier
 from model.memory import keep_freed_memory
 
 from . import feedback, handlers, messages, why
+from .albums import Albums
 from .config import ConfigError, Settings
+from .i18n import ENGLISH, CatalogError, Languages
 from .journal import Journal, JournalingQueue
 from .logging_setup import configure_logging
 from .reload import load_and_probe, reload_model
 from .request_handling import DEFERRED_KEY, on_error
+from .retention import purge_old_state
 from .scheduler import CANARY, InferenceScheduler
 from .services import SERVICES_KEY, BotServices
 from .stats import BotStats
@@ -54,15 +61,17 @@ log = logging.getLogger(__name__)
 # Python's default 5 ms GIL turn: an eager forward pass takes the GIL back between layers and waited
 # up to a turn each time the event loop was busy (bench/bench_gil.py measures the effect).
 GIL_SWITCH_INTERVAL_S = 0.0005
-JOURNAL_PURGE_EVERY_S = 3600.0
+JOURNAL_PURGE_EVERY_S = 3600.0  # also the retention purge (bot.retention)
 
 
 class BotApplication(Application):
     """PTB's Application plus the bot's services (model, inference threads, photo store)."""
 
-    def __init__(self, *, settings: Settings, classifier: Classifier | None = None, **kwargs):
+    def __init__(self, *, settings: Settings, classifier: Classifier | None = None,
+                 clock: Callable[[], float] = time.time, **kwargs):
         super().__init__(**kwargs)
         self.settings = settings
+        self.clock = clock  # wall-clock seconds for the journal, the photo store and the retention purge
         self._given_classifier = classifier
         self._services: BotServices | None = None
         self._purging: asyncio.Task | None = None
@@ -71,14 +80,15 @@ class BotApplication(Application):
     async def initialize(self) -> None:
         await super().initialize()
         if self._services is None:
-            self._services = await start_services(self.settings, self._given_classifier)
+            self._services = await start_services(self.settings, self._given_classifier, self.clock)
             self.bot_data[SERVICES_KEY] = self._services
             await register_commands(self)
+            await self._purge_old_state()
             await self._resume_journal()
             if self.reload_on_sighup:
                 asyncio.get_running_loop().add_signal_handler(
                     signal.SIGHUP, lambda: asyncio.ensure_future(reload_model(self, "SIGHUP")))
-            self._purging = asyncio.create_task(self._purge_journal_every(JOURNAL_PURGE_EVERY_S))
+            self._purging = asyncio.create_task(self._purge_every(JOURNAL_PURGE_EVERY_S))
 
     async def _resume_journal(self) -> None:
         """Queue again what the last run accepted and did not answer (before polling starts)."""
@@ -96,13 +106,22 @@ class BotApplication(Application):
         if entries:
             log.info("journal: resuming %d unfinished request(s) from the last run", len(entries))
 
-    async def _purge_journal_every(self, seconds: float) -> None:
+    async def _purge_every(self, seconds: float) -> None:
+        """The journal's answered entries after JOURNAL_MAX_AGE_HOURS, and everything after RETENTION_DAYS."""
         while True:
             removed = await asyncio.to_thread(self._services.journal.purge, self.settings.journal_max_age_hours * 3600)
             if removed:
                 log.info("journal: %d finished entries older than %g h removed", removed,
                          self.settings.journal_max_age_hours)
             await asyncio.sleep(seconds)
+            await self._purge_old_state()
+
+    async def _purge_old_state(self):
+        """RETENTION_DAYS (bot.retention), in a thread."""
+        svc = self._services
+        inbox = svc.feedback.inbox if svc.feedback is not None else None
+        return await asyncio.to_thread(purge_old_state, svc.store, svc.journal, inbox, self.settings.retention_days,
+                                       self.clock)
 
     async def process_update(self, update: object) -> None:
         """PTB's dispatch, then the journal entry marked done: every handler for it has finished (a reply was
@@ -121,6 +140,7 @@ class BotApplication(Application):
         # Before PTB waits for running handlers: end heat maps and answer what is queued, so a pending
         # /why (a minute of work) cannot hold up a SIGTERM.
         if self._services is not None:
+            self._services.albums.stop()
             await self._services.inference.stop()
         await super().stop()
 
@@ -135,7 +155,12 @@ class BotApplication(Application):
         await super().shutdown()
 
 
-async def start_services(settings: Settings, classifier: Classifier | None) -> BotServices:
+async def start_services(settings: Settings, classifier: Classifier | None,
+                         clock: Callable[[], float] = time.time) -> BotServices:
+    try:
+        languages = await asyncio.to_thread(Languages)
+    except CatalogError as error:  # before any thread starts, like a bad FEEDBACK_DIR
+        raise ConfigError(str(error)) from None
     feedback_store = await feedback.open_store(settings)  # before any thread starts: a bad FEEDBACK_DIR stops here
     if classifier is None:
         classifier = await asyncio.to_thread(load_classifier, settings.checkpoint_path)
@@ -143,8 +168,8 @@ async def start_services(settings: Settings, classifier: Classifier | None) -> B
     started = time.monotonic()
     inference.start()
     try:
-        store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir)
-        journal = await asyncio.to_thread(Journal.in_dir, settings.data_dir)
+        store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir, clock)
+        journal = await asyncio.to_thread(Journal.in_dir, settings.data_dir, clock)
         await inference.ready()
         await start_canary(settings, inference)
     except BaseException:  # a bad DATA_DIR or CANARY_CHECKPOINT: no threads left behind
@@ -154,7 +179,7 @@ async def start_services(settings: Settings, classifier: Classifier | None) -> B
              "decode_workers=%d", time.monotonic() - started, ",".join(classifier.class_names),
              classifier.checkpoint_id[:12], settings.torch_threads, settings.classify_worker_count, settings.workers)
     return BotServices(settings=settings, inference=inference, store=store, journal=journal, stats=BotStats(),
-                       feedback=feedback_store)
+                       feedback=feedback_store, languages=languages, albums=Albums(settings.album_wait_s))
 
 
 async def start_canary(settings: Settings, inference: InferenceScheduler) -> None:
@@ -171,18 +196,24 @@ async def start_canary(settings: Settings, inference: InferenceScheduler) -> Non
 
 
 async def register_commands(application: Application) -> None:
-    """setMyCommands, so Telegram shows the menu; a failure here is logged, not fatal."""
-    try:
-        await application.bot.set_my_commands([BotCommand(name, text) for name, text in messages.COMMANDS])
-    except TelegramError as error:
-        log.warning("setMyCommands failed (the menu may be stale): %s", error)
+    """setMyCommands, so Telegram shows the menu: English for everyone, then each shipped language for the
+    users whose Telegram is set to it. A failure here is logged, not fatal."""
+    languages = application.bot_data[SERVICES_KEY].languages
+    for code in languages.codes:
+        lang = languages.get(code)
+        try:
+            await application.bot.set_my_commands([BotCommand(name, lang.gettext(text)) for name, text in messages.COMMANDS],
+                                                  language_code=None if lang is ENGLISH else code)
+        except TelegramError as error:
+            log.warning("setMyCommands (%s) failed (the menu may be stale): %s", code, error)
 
 
-def build_application(settings: Settings, classifier: Classifier | None = None) -> BotApplication:
+def build_application(settings: Settings, classifier: Classifier | None = None,
+                      clock: Callable[[], float] = time.time) -> BotApplication:
     """The Application with every handler registered; the model loads in ``initialize`` unless given."""
     application = (
         ApplicationBuilder()
-        .application_class(BotApplication, kwargs={"settings": settings, "classifier": classifier})
+        .application_class(BotApplication, kwargs={"settings": settings, "classifier": classifier, "clock": clock})
         .update_queue(JournalingQueue())
         .token(settings.token)
         .base_url(settings.api_base_url)
@@ -211,9 +242,11 @@ def add_handlers(application: Application) -> None:
     application.add_handler(CommandHandler("start", handlers.start, filters=new_message))
     application.add_handler(CommandHandler("help", handlers.help_command, filters=new_message))
     application.add_handler(CommandHandler("why", why.why_command, filters=new_message))
+    application.add_handler(CommandHandler("privacy", handlers.privacy_command, filters=new_message))
     application.add_handler(CommandHandler("stats", handlers.stats_command, filters=new_message))
     application.add_handler(CommandHandler("reload", handlers.reload_command, filters=new_message))
     application.add_handler(CallbackQueryHandler(why.why_button, pattern=r"^why:"))
+    application.add_handler(CallbackQueryHandler(why.why_not_button, pattern=r"^wn:"))
     feedback.add_handlers(application)
     application.add_handler(CallbackQueryHandler(handlers.stale_button))
     application.add_handler(MessageHandler(new_message & filters.PHOTO, handlers.photo))

@@ -72,6 +72,8 @@ class Settings:
     journal_max_age_hours: float = 24.0  # unfinished requests older than this are not resumed after a restart
     canary_checkpoint: Path | None = None  # a candidate model for a share of chats (bot/canary.py)
     canary_share: float = 0.1  # the share of chats it serves, when CANARY_CHECKPOINT is set
+    retention_days: float = 30.0  # everything kept about users is deleted at this age (bot/retention.py, /privacy)
+    album_wait_s: float = 1.0  # an album is answered this long after its last photo arrived (bot/albums.py)
 
     def __post_init__(self) -> None:
         if not self.token:
@@ -87,6 +89,8 @@ class Settings:
         _check(self.max_batch_wait_ms >= 0, "MAX_BATCH_WAIT_MS must not be negative")
         _check(self.journal_max_age_hours >= 0, "JOURNAL_MAX_AGE_HOURS must not be negative")
         _check(0.0 <= self.canary_share <= 1.0, "CANARY_SHARE must be between 0 and 1")
+        _check(self.retention_days > 0, "RETENTION_DAYS must be positive")
+        _check(self.album_wait_s >= 0, "ALBUM_WAIT_S must not be negative")
         _check(self.warm_up_batch is None or self.warm_up_batch >= 0, "WARM_UP_BATCH must not be negative")
         _check(self.classify_workers is None or 1 <= self.classify_workers <= self.torch_threads,
                "CLASSIFY_WORKERS must be between 1 and TORCH_THREADS")
@@ -205,6 +209,8 @@ ENV_NAMES: dict[str, str] = {
     "journal_max_age_hours": "JOURNAL_MAX_AGE_HOURS",
     "canary_checkpoint": "CANARY_CHECKPOINT",
     "canary_share": "CANARY_SHARE",
+    "retention_days": "RETENTION_DAYS",
+    "album_wait_s": "ALBUM_WAIT_S",
 }
 
 _INT_FIELDS = ("workers", "torch_threads", "classify_workers", "queue_size", "per_chat_queue", "max_batch", "warm_up_batch", "why_patch",
@@ -212,7 +218,7 @@ _INT_FIELDS = ("workers", "torch_threads", "classify_workers", "queue_size", "pe
                "max_file_bytes",
                "webhook_port", "retry_after_max_retries", "http_connections")
 _FLOAT_FIELDS = ("confidence_threshold", "unsure_threshold", "max_batch_wait_ms", "poll_timeout", "journal_max_age_hours",
-                 "canary_share")
+                 "canary_share", "retention_days", "album_wait_s")
 _PARSERS: dict[str, Callable[[str], object]] = {
     **{name: int for name in _INT_FIELDS},
     **{name: float for name in _FLOAT_FIELDS},

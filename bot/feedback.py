@@ -1,10 +1,11 @@
 """The buttons under an answer — "Why?", and "✓ Right" / "✗ Wrong" when FEEDBACK_DIR is set — the
 feedback callbacks, /forget, and the feedback lines of /stats.
 
-The flow: "✓ Right" keeps the answer as the label; "✗ Wrong" swaps the feedback row for the known classes
-and "None of these"; a choice is stored (:mod:`bot.feedback_store`, on disk as :mod:`model.inbox`),
-acknowledged with ``answerCallbackQuery``, and the buttons become "Thanks — noted as saree". The "Why?" row
-stays as it is.
+The flow: "✓ Right" keeps the answer as the label; "✗ Wrong" swaps the feedback buttons for the known
+classes and "None of these"; a choice is stored (:mod:`bot.feedback_store`, on disk as :mod:`model.inbox`),
+acknowledged with ``answerCallbackQuery``, and the buttons become "Thanks — noted as saree". The "Why?"
+buttons stay as they are. Under an album's answer each photo has its own row ("Why? #2", "#2 ✓", "#2 ✗"),
+and a press changes only the buttons of its own photo (by the key in their callback_data).
 
 callback_data (under Telegram's 64 bytes; ``<key>`` is the photo's 12-hex key in :mod:`bot.store`, which
 also keeps the answer given for it, so buttons keep working after a restart)::
@@ -36,11 +37,13 @@ from telegram.ext import (
 from model.inbox import NONE_OF_THESE
 
 from . import messages
+from .albums import AlbumPhoto
 from .config import ConfigError
 from .feedback_store import FeedbackStore
+from .i18n import ENGLISH, Language
 from .photos import photo_in
 from .request_handling import Outcome, answer_query, request
-from .services import services
+from .services import language_of, services
 from .stats import is_admin
 from .store import StoredPhoto
 from .telegram_io import download
@@ -77,41 +80,83 @@ class FeedbackData:
 
 
 # ---- keyboards -----------------------------------------------------------------------------------------
-def why_row(key: str) -> list[InlineKeyboardButton]:
-    return [InlineKeyboardButton(messages.WHY_BUTTON, callback_data=f"why:{key}")]
+def why_button(key: str, lang: Language = ENGLISH, number: int | None = None) -> InlineKeyboardButton:
+    return InlineKeyboardButton(messages.why_button(number, lang), callback_data=f"why:{key}")
 
 
-def answer_keyboard(key: str, feedback_on: bool) -> InlineKeyboardMarkup:
+def why_row(key: str, lang: Language = ENGLISH) -> list[InlineKeyboardButton]:
+    return [why_button(key, lang)]
+
+
+def judge_buttons(key: str, lang: Language = ENGLISH, number: int | None = None) -> list[InlineKeyboardButton]:
+    right, wrong = messages.feedback_buttons(number, lang)
+    return [InlineKeyboardButton(right, callback_data=FeedbackData(key, RIGHT).encode()),
+            InlineKeyboardButton(wrong, callback_data=FeedbackData(key, WRONG).encode())]
+
+
+def answer_keyboard(key: str, feedback_on: bool, lang: Language = ENGLISH) -> InlineKeyboardMarkup:
     """"Why?", plus "✓ Right" / "✗ Wrong" when feedback is on (asking users to judge answers nobody keeps
     would waste their time, so the row is hidden when it is off)."""
-    rows = [why_row(key)]
+    rows = [why_row(key, lang)]
     if feedback_on:
-        rows.append([InlineKeyboardButton(messages.RIGHT_BUTTON, callback_data=FeedbackData(key, RIGHT).encode()),
-                     InlineKeyboardButton(messages.WRONG_BUTTON, callback_data=FeedbackData(key, WRONG).encode())])
+        rows.append(judge_buttons(key, lang))
     return InlineKeyboardMarkup(rows)
 
 
-def choice_rows(key: str, class_names: list[str]) -> list[list[InlineKeyboardButton]]:
+def album_keyboard(photos: list[AlbumPhoto], feedback_on: bool, lang: Language = ENGLISH) -> InlineKeyboardMarkup:
+    """One row per classified photo of an album: "Why? #n", and "#n ✓" / "#n ✗" when feedback is on."""
+    rows = []
+    for number, photo in enumerate(photos, start=1):
+        if photo.key is None:  # not classified: nothing to explain or judge
+            continue
+        rows.append([why_button(photo.key, lang, number)] + (judge_buttons(photo.key, lang, number) if feedback_on else []))
+    return InlineKeyboardMarkup(rows)
+
+
+def choice_rows(key: str, class_names: list[str], lang: Language = ENGLISH) -> list[list[InlineKeyboardButton]]:
     """Every known class (the predicted one too: "Wrong" may have been a slip), then "None of these"."""
-    buttons = [InlineKeyboardButton(messages.display_name(name), callback_data=FeedbackData(key, str(index)).encode())
+    buttons = [InlineKeyboardButton(lang.product(name), callback_data=FeedbackData(key, str(index)).encode())
                for index, name in enumerate(class_names)][:MAX_CLASS_BUTTONS]
     rows = [buttons[i : i + CLASSES_PER_ROW] for i in range(0, len(buttons), CLASSES_PER_ROW)]
-    rows.append([InlineKeyboardButton(messages.NONE_OF_THESE_BUTTON, callback_data=FeedbackData(key, NONE_CHOICE).encode())])
+    rows.append([InlineKeyboardButton(lang.gettext(messages.NONE_OF_THESE_BUTTON),
+                                      callback_data=FeedbackData(key, NONE_CHOICE).encode())])
     return rows
 
 
-def thanks_rows(key: str, label: str | None) -> list[list[InlineKeyboardButton]]:
-    return [[InlineKeyboardButton(messages.feedback_thanks(label), callback_data=FeedbackData(key, DONE).encode())]]
+def thanks_rows(key: str, label: str | None, lang: Language = ENGLISH,
+                number: int | None = None) -> list[list[InlineKeyboardButton]]:
+    return [[InlineKeyboardButton(messages.feedback_thanks(label, lang, number), callback_data=FeedbackData(key, DONE).encode())]]
 
 
-def is_feedback_button(button: InlineKeyboardButton) -> bool:
-    return str(button.callback_data or "").startswith(f"{PREFIX}:")
+def is_feedback_button(button: InlineKeyboardButton, key: str | None = None) -> bool:
+    """A feedback button (of the photo ``key``, when given)."""
+    return str(button.callback_data or "").startswith(f"{PREFIX}:" + (f"{key}:" if key else ""))
 
 
-def with_feedback_rows(markup: InlineKeyboardMarkup | None, rows: list[list[InlineKeyboardButton]]) -> InlineKeyboardMarkup:
-    """``markup`` with its feedback rows replaced by ``rows``; rows of other buttons ("Why?") are kept."""
-    kept = [list(row) for row in (markup.inline_keyboard if markup else ()) if not any(map(is_feedback_button, row))]
-    return InlineKeyboardMarkup(kept + rows)
+def album_number(markup: InlineKeyboardMarkup | None, key: str) -> int | None:
+    """The photo's number in an album's answer (its "Why? #n" button), or None under a single answer."""
+    for row in markup.inline_keyboard if markup else ():
+        for button in row:
+            if button.callback_data == f"why:{key}" and "#" in button.text:
+                number = button.text.rsplit("#", 1)[1]
+                return int(number) if number.isdigit() else None
+    return None
+
+
+def with_feedback_rows(markup: InlineKeyboardMarkup | None, rows: list[list[InlineKeyboardButton]],
+                       key: str | None = None) -> InlineKeyboardMarkup:
+    """``markup`` with the feedback buttons (of photo ``key``, when given) replaced by ``rows``, placed where the
+    first of them was; other buttons ("Why?", the other photos of an album) are kept."""
+    kept: list[list[InlineKeyboardButton]] = []
+    place = None
+    for row in markup.inline_keyboard if markup else ():
+        others = [button for button in row if not is_feedback_button(button, key)]
+        if len(others) < len(row) and place is None:
+            place = len(kept) + (1 if others else 0)
+        if others:
+            kept.append(others)
+    place = len(kept) if place is None else place
+    return InlineKeyboardMarkup(kept[:place] + rows + kept[place:])
 
 
 # ---- the button callback ---------------------------------------------------------------------------------
@@ -125,12 +170,13 @@ async def _photo_behind(message: Message | None, key: str, context: ContextTypes
     return photo
 
 
-async def _edit_buttons(message: Message | None, rows: list[list[InlineKeyboardButton]]) -> None:
-    """Swap the feedback row; a message that can no longer be edited keeps its old buttons (logged)."""
+async def _edit_buttons(message: Message | None, rows: list[list[InlineKeyboardButton]], key: str | None = None) -> None:
+    """Swap the feedback buttons (of photo ``key``); a message that can no longer be edited keeps its old buttons
+    (logged)."""
     if not isinstance(message, Message):  # too old for Telegram to send it: nothing to edit
         return
     try:
-        await message.edit_reply_markup(with_feedback_rows(message.reply_markup, rows))
+        await message.edit_reply_markup(with_feedback_rows(message.reply_markup, rows, key))
     except BadRequest as error:
         if "not modified" not in str(error).lower():  # "not modified": a double press, the buttons already say so
             log.warning("feedback: could not edit the buttons: %s", error)
@@ -151,6 +197,7 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     """Any ``fb:`` button. "Wrong" shows the classes; "Right" or a class stores the judgement, answers the
     query and turns the buttons into "Thanks — noted as …". Every press is answered, even a stale one."""
     svc = services(context)
+    lang = language_of(update, context)
     query = update.callback_query
     chat_id = update.effective_chat.id if update.effective_chat else None
     data = FeedbackData.decode(query.data)
@@ -158,26 +205,27 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         await answer_query(query)
         return Outcome.of("ignored", data=json.dumps(query.data))
     if svc.feedback is None:
-        await answer_query(query, messages.FEEDBACK_OFF)
-        await _edit_buttons(query.message, [])
+        await answer_query(query, lang.gettext(messages.FEEDBACK_OFF))
+        await _edit_buttons(query.message, [], data.key)
         return Outcome.of("feedback_off")
     chat_model = svc.classifier_for(chat_id)
     class_names = chat_model.class_names
+    number = album_number(query.message.reply_markup if isinstance(query.message, Message) else None, data.key)
     if data.choice == WRONG:
-        await answer_query(query, messages.FEEDBACK_WHICH)
-        await _edit_buttons(query.message, choice_rows(data.key, class_names))
+        await answer_query(query, lang.gettext(messages.FEEDBACK_WHICH) + (f" (#{number})" if number else ""))
+        await _edit_buttons(query.message, choice_rows(data.key, class_names, lang), data.key)
         return Outcome.of("asked_class")
     answer, photo = await asyncio.gather(asyncio.to_thread(svc.store.answer, data.key),
                                          _photo_behind(query.message, data.key, context))
     if answer is None or photo is None or chat_id is None:
-        await answer_query(query, messages.FEEDBACK_PHOTO_GONE, alert=True)
+        await answer_query(query, lang.gettext(messages.FEEDBACK_PHOTO_GONE), alert=True)
         return Outcome.of("photo_gone")
     label = _chosen_label(data.choice, answer.label, class_names)
     # A class index means a class of the model serving now; if another checkpoint gave the answer, its
     # classes may differ, so ask for the photo again rather than store a guess.
     if label is None or (data.choice.isdigit() and answer.checkpoint_id != chat_model.checkpoint_id):
-        await answer_query(query, messages.FEEDBACK_OUTDATED, alert=True)
-        await _edit_buttons(query.message, [])
+        await answer_query(query, lang.gettext(messages.FEEDBACK_OUTDATED), alert=True)
+        await _edit_buttons(query.message, [], data.key)
         return Outcome.of("outdated", data=json.dumps(query.data))
     try:
         record = await svc.feedback.record(
@@ -191,26 +239,33 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         )
     except (TelegramError, OSError, ValueError) as error:
         log.warning("feedback not stored for chat %s: %s", chat_id, error)
-        await answer_query(query, messages.FEEDBACK_SAVE_FAILED, alert=True)
+        await answer_query(query, lang.gettext(messages.FEEDBACK_SAVE_FAILED), alert=True)
         return Outcome.of("save_failed", error=json.dumps(str(error)))
     shown = None if label == NONE_OF_THESE else label
-    await answer_query(query, messages.feedback_thanks(shown))
-    await _edit_buttons(query.message, thanks_rows(data.key, shown))
+    await answer_query(query, messages.feedback_thanks(shown, lang, number))
+    await _edit_buttons(query.message, thanks_rows(data.key, shown, lang, number), data.key)
     return Outcome.of("stored", predicted=record.predicted, label=record.label)
 
 
 # ---- /forget and /stats --------------------------------------------------------------------------------
 @request("forget")
 async def forget_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
-    """/forget: delete this chat's judgements and the photos nobody else judged."""
-    store = services(context).feedback
+    """/forget: delete this chat's last photo, answers and journal entries, and (when feedback is on) its
+    judgements and the photos nobody else judged."""
+    svc = services(context)
     chat_id = update.effective_chat.id
-    if store is None:
-        await update.effective_message.reply_text(messages.FORGET_OFF)
-        return Outcome.of("feedback_off")
-    records, photos = await store.forget(chat_id)
-    await update.effective_message.reply_text(messages.forget_done(records, photos))
-    return Outcome.of("deleted", records=records, photos=photos)
+    state = await asyncio.to_thread(forget_chat_state, svc, chat_id, update.update_id)
+    records = photos = 0
+    if svc.feedback is not None:
+        records, photos = await svc.feedback.forget(chat_id)
+    await update.effective_message.reply_text(messages.forget_done(records, photos, language_of(update, context),
+                                                                   feedback_on=svc.feedback is not None))
+    return Outcome.of("deleted", records=records, photos=photos, state=state)
+
+
+def forget_chat_state(svc, chat_id: int, keep_update_id: int) -> int:
+    """The chat's rows in the photo store and the journal (but this /forget's own entry, still open)."""
+    return svc.store.forget_chat(chat_id) + svc.journal.forget_chat(chat_id, keep_update_id)
 
 
 async def stats_lines(context: ContextTypes.DEFAULT_TYPE, user_id: int | None) -> str:

@@ -1,6 +1,7 @@
-"""One async function per kind of update: commands, photos, image files, text, /stats.
+"""One async function per kind of update: commands, photos, image files, text, /stats, /privacy.
 
-The /why flow lives in :mod:`bot.why`, the feedback buttons in :mod:`bot.feedback`. Each handler runs in
+The /why flow lives in :mod:`bot.why`, the feedback buttons in :mod:`bot.feedback`, the one reply per
+album in :mod:`bot.albums`. Every user-facing text goes out in the user's language (:mod:`bot.i18n`). Each handler runs in
 the one request wrapper (:func:`bot.request_handling.request`), which counts it, replies if it fails and
 writes its one log line from the :class:`Outcome` it returns.
 """
@@ -9,18 +10,20 @@ from __future__ import annotations
 import asyncio
 import json
 
-from telegram import Message, Update
+from telegram import Message, ReplyParameters, Update
 from telegram.ext import ContextTypes
 
 from model import ImageError
 
 from . import feedback, messages
-from .feedback import answer_keyboard
+from .albums import Album, AlbumPhoto
+from .feedback import album_keyboard, answer_keyboard
+from .i18n import Language
 from .photos import fetch_bytes
 from .reload import reload_model
-from .request_handling import Outcome, answer_query, request
+from .request_handling import Outcome, RequestEnded, answer_query, request
 from .scheduler import Busy, Stopping
-from .services import BotServices, services
+from .services import BotServices, language_of, services
 from .stats import is_admin
 from .store import StoredAnswer, StoredPhoto
 from .telegram_io import choose_photo_size, command_for_other_bot, is_addressed
@@ -36,7 +39,8 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
     svc = services(context)
     await update.effective_message.reply_text(messages.start_text(
         svc.classifier_for(update.effective_chat.id).class_names, context.bot.username, svc.settings.confidence_threshold,
-        feedback_stored=svc.feedback is not None, journal_hours=svc.settings.journal_max_age_hours))
+        feedback_stored=svc.feedback is not None, journal_hours=svc.settings.journal_max_age_hours,
+        lang=language_of(update, context)))
     return Outcome.of("sent")
 
 
@@ -46,7 +50,18 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Ou
     svc = services(context)
     await update.effective_message.reply_text(messages.help_text(
         svc.classifier_for(update.effective_chat.id).class_names, context.bot.username, svc.settings.confidence_threshold,
-        feedback_stored=svc.feedback is not None, journal_hours=svc.settings.journal_max_age_hours))
+        feedback_stored=svc.feedback is not None, journal_hours=svc.settings.journal_max_age_hours,
+        lang=language_of(update, context)))
+    return Outcome.of("sent")
+
+
+@request("privacy")
+async def privacy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
+    """/privacy: what the bot keeps, for how long (RETENTION_DAYS), who sees it, and /forget."""
+    svc = services(context)
+    await update.effective_message.reply_text(messages.privacy_text(
+        svc.settings.retention_days, svc.settings.journal_max_age_hours, svc.feedback is not None,
+        lang=language_of(update, context)))
     return Outcome.of("sent")
 
 
@@ -54,53 +69,134 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Ou
 async def photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome | None:
     """A photo (alone or in an album; the caption is ignored): reply with the product and confidence."""
     message = update.effective_message
-    if not _addressed(message, context):
-        return None
     size = choose_photo_size(message.photo)
-    return await classify_and_reply(update, context, StoredPhoto(size.file_id, size.file_unique_id, message.message_id),
-                                    size.file_size)
+    return await answer_photo(update, context, StoredPhoto(size.file_id, size.file_unique_id, message.message_id),
+                              size.file_size)
 
 
 @request("document", counted=True)
 async def document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome | None:
     """A file: whether it is an image is decided by decoding its bytes, not by its declared MIME type."""
     message = update.effective_message
-    if not _addressed(message, context):
-        return None
     doc = message.document
-    return await classify_and_reply(update, context, StoredPhoto(doc.file_id, doc.file_unique_id, message.message_id),
-                                    doc.file_size)
+    return await answer_photo(update, context, StoredPhoto(doc.file_id, doc.file_unique_id, message.message_id),
+                              doc.file_size)
+
+
+async def answer_photo(update: Update, context: ContextTypes.DEFAULT_TYPE, photo_ref: StoredPhoto,
+                       file_size: int | None) -> Outcome | None:
+    """A photo or file addressed to the bot: its own answer, or its line in its album's one answer."""
+    message = update.effective_message
+    group = message.media_group_id
+    in_open_album = group is not None and services(context).albums.is_open(update.effective_chat.id, group)
+    if not (in_open_album or _addressed(message, context)):  # in a group, an album's caption is on one photo only
+        return None
+    if group is not None:
+        return await classify_album_photo(update, context, photo_ref, file_size)
+    return await classify_and_reply(update, context, photo_ref, file_size)
+
+
+async def classify(update: Update, context: ContextTypes.DEFAULT_TYPE, photo_ref: StoredPhoto,
+                   file_size: int | None, lang: Language):
+    """Size check, download, classify (micro-batched by the scheduler), remember the photo: (prediction, key).
+    Raises :class:`Busy`, :class:`model.ImageError`, or :class:`RequestEnded` once the user was told why not."""
+    svc = services(context)
+    chat_id = update.effective_chat.id
+    # Before the download: a full queue refuses at once, and the batcher knows this photo is coming.
+    with svc.inference.reserve(chat_id, svc.model_for(chat_id)) as reservation:
+        data = await fetch_bytes(context.bot, update.effective_message, chat_id, photo_ref, file_size,
+                                 svc.settings.max_file_bytes, lang)
+        prediction = await reservation.classify(data)
+    key = await asyncio.to_thread(remember, svc, chat_id, photo_ref, prediction)
+    return prediction, key
 
 
 async def classify_and_reply(update: Update, context: ContextTypes.DEFAULT_TYPE, photo_ref: StoredPhoto,
                              file_size: int | None) -> Outcome:
-    """Size check, download, classify (micro-batched by the scheduler), remember the photo, answer with buttons."""
+    """One photo or file: classify it and answer with the product, the confidence and the buttons."""
     svc = services(context)
     message = update.effective_message
-    chat_id = update.effective_chat.id
+    lang = language_of(update, context)
     try:
-        # Before the download: a full queue refuses at once, and the batcher knows this photo is coming.
-        reservation = svc.inference.reserve(chat_id, svc.model_for(chat_id))
+        prediction, key = await classify(update, context, photo_ref, file_size, lang)
     except Stopping:
         raise
     except Busy as error:
-        return await reply_busy(message, error)
-    with reservation:
-        data = await fetch_bytes(context.bot, message, chat_id, photo_ref, file_size, svc.settings.max_file_bytes)
-        try:
-            prediction = await reservation.classify(data)
-        except ImageError as error:
-            await message.reply_text(messages.bad_image(str(error)), do_quote=True)
-            return Outcome.of("bad_image", reason=json.dumps(str(error)))
-    key = await asyncio.to_thread(remember, svc, chat_id, photo_ref, prediction)
-    text = messages.answer_text(prediction, svc.classifier_for(chat_id).class_names, svc.settings.confidence_threshold,
-                                svc.settings.unsure_threshold)
-    await message.reply_text(text, reply_markup=answer_keyboard(key, svc.feedback is not None), do_quote=True)
+        return await reply_busy(message, error, lang)
+    except ImageError as error:
+        await message.reply_text(messages.bad_image(str(error), lang), do_quote=True)
+        return Outcome.of("bad_image", reason=json.dumps(str(error)))
+    text = messages.answer_text(prediction, svc.classifier_for(update.effective_chat.id).class_names,
+                                svc.settings.confidence_threshold, svc.settings.unsure_threshold, lang)
+    await message.reply_text(text, reply_markup=answer_keyboard(key, svc.feedback is not None, lang), do_quote=True)
     return Outcome.of("answered", answered=True, label=prediction.label, confidence=f"{prediction.confidence:.3f}")
 
 
-async def reply_busy(message: Message, error: Busy) -> Outcome:
-    await message.reply_text(messages.BUSY, do_quote=True)
+async def classify_album_photo(update: Update, context: ContextTypes.DEFAULT_TYPE, photo_ref: StoredPhoto,
+                               file_size: int | None) -> Outcome:
+    """One photo of an album: classified like any photo; the album's first handler sends the one reply
+    (bot.albums), and every handler returns only once it is sent, so the journal keeps the album open till then."""
+    svc = services(context)
+    message = update.effective_message
+    lang = language_of(update, context)
+    album, photo, sends = svc.albums.join(update.effective_chat.id, message.media_group_id, message.message_id)
+    failure: BaseException | None = None
+    try:
+        prediction, key = await classify(update, context, photo_ref, file_size, lang)
+        svc.albums.finish(album, photo, key=key, prediction=prediction)
+        outcome = Outcome.of("answered", answered=True, label=prediction.label, confidence=f"{prediction.confidence:.3f}",
+                             album=json.dumps(message.media_group_id))
+    except Stopping:
+        svc.albums.stop_photo(album)
+        raise
+    except Busy as error:
+        svc.albums.finish(album, photo, problem=lang.gettext(messages.BUSY))
+        outcome = Outcome.of("busy", reason=json.dumps(str(error)))
+    except ImageError as error:
+        svc.albums.finish(album, photo, problem=messages.bad_image(str(error), lang))
+        outcome = Outcome.of("bad_image", reason=json.dumps(str(error)))
+    except RequestEnded as ended:  # too large, download failed: the user was told; the album still answers
+        svc.albums.finish(album, photo, problem=lang.gettext(messages.DOWNLOAD_FAILED))
+        outcome = ended.outcome
+    except Exception as error:  # a bug: this photo's line says so, the others are still answered
+        svc.albums.finish(album, photo, problem=lang.gettext(messages.SOMETHING_WRONG))
+        failure = error
+    if sends:
+        await send_album_reply(context, album, lang)
+    else:
+        try:
+            await album.sent  # the first photo's handler sends it
+        except Stopping:  # the bot stopped first: the journal keeps this photo for the next start
+            raise
+        except Exception as error:  # the sender failed and told the user; one apology is enough
+            return Outcome.of("album_not_sent", error=type(error).__name__)
+    if failure is not None:
+        raise failure
+    return outcome
+
+
+async def send_album_reply(context: ContextTypes.DEFAULT_TYPE, album: Album, lang: Language) -> None:
+    svc = services(context)
+    try:
+        photos: list[AlbumPhoto] = await album.complete
+        lines = [messages.album_line(number, photo.prediction, svc.settings.confidence_threshold,
+                                     svc.settings.unsure_threshold, lang, photo.problem)
+                 for number, photo in enumerate(photos, start=1)]
+        await context.bot.send_message(album.chat_id, messages.album_text(lines, lang),
+                                       reply_parameters=ReplyParameters(photos[0].message_id, allow_sending_without_reply=True),
+                                       reply_markup=album_keyboard(photos, svc.feedback is not None, lang))
+    except BaseException as error:
+        if not album.sent.done():
+            album.sent.set_exception(error)
+            album.sent.exception()  # retrieved: the other handlers may all have gone
+        raise
+    finally:
+        svc.albums.close(album)
+    album.sent.set_result(None)
+
+
+async def reply_busy(message: Message, error: Busy, lang: Language) -> Outcome:
+    await message.reply_text(lang.gettext(messages.BUSY), do_quote=True)
     return Outcome.of("busy", reason=json.dumps(str(error)))
 
 
@@ -114,13 +210,13 @@ def remember(svc: BotServices, chat_id: int, photo_ref: StoredPhoto, prediction)
 @request("text")
 async def text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome | None:
     """Plain text: a short hint (in groups only when the text is addressed to the bot)."""
-    return await _hint_if_addressed(update, context, messages.TEXT_HINT)
+    return await _hint_if_addressed(update, context, language_of(update, context).gettext(messages.TEXT_HINT))
 
 
 @request("other")
 async def other_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome | None:
     """Stickers, videos, voice, locations...: say what the bot can read (in groups only when addressed)."""
-    return await _hint_if_addressed(update, context, messages.ONLY_PHOTOS)
+    return await _hint_if_addressed(update, context, language_of(update, context).gettext(messages.ONLY_PHOTOS))
 
 
 async def _hint_if_addressed(update: Update, context: ContextTypes.DEFAULT_TYPE, hint: str) -> Outcome | None:
@@ -137,14 +233,14 @@ async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     message = update.effective_message
     if command_for_other_bot(message, context.bot.username):
         return None
-    await message.reply_text(messages.UNKNOWN_COMMAND)
+    await message.reply_text(language_of(update, context).gettext(messages.UNKNOWN_COMMAND))
     return Outcome.of("hint", command=json.dumps((message.text or "").split(maxsplit=1)[0][:40]))
 
 
 @request("stale_button")
 async def stale_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
     """A button this bot version does not know (old message, other version): stop its spinner politely."""
-    await answer_query(update.callback_query, messages.WHY_EXPIRED)
+    await answer_query(update.callback_query, language_of(update, context).gettext(messages.WHY_EXPIRED))
     return Outcome.of("expired")
 
 
@@ -155,7 +251,7 @@ async def stats_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> O
     user = update.effective_user
     user_id = user.id if user else None
     if not is_admin(user_id, svc.settings.admin_user_ids):
-        await update.effective_message.reply_text(messages.NOT_ADMIN)
+        await update.effective_message.reply_text(language_of(update, context).gettext(messages.NOT_ADMIN))
         return Outcome.of("not_admin")
     journal_open = await asyncio.to_thread(svc.journal.open_count)
     text_out = stats_reply(user_id, svc, journal_open) + await feedback.stats_lines(context, user_id)
@@ -186,7 +282,7 @@ async def reload_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     svc = services(context)
     user = update.effective_user
     if not is_admin(user.id if user else None, svc.settings.admin_user_ids):
-        await update.effective_message.reply_text(messages.NOT_ADMIN)
+        await update.effective_message.reply_text(language_of(update, context).gettext(messages.NOT_ADMIN))
         return Outcome.of("not_admin")
     result = await reload_model(context.application, f"/reload from user {user.id}")
     await update.effective_message.reply_text(result.text)

@@ -33,6 +33,8 @@ class MapJob:
     next_level: int = 0
     cancelled: bool = False  # nobody waits for it any more (set from the event loop)
     state: dict = field(default_factory=dict)  # what bot.heatmaps keeps between levels (decoded image, hash)
+    target: int | None = None  # the class to explain ("Why not …?"); None: the predicted one
+    language: Any = None  # the bot.i18n.Language of the map's texts; None: English
 
     @property
     def kind(self) -> JobKind:

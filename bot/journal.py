@@ -134,6 +134,17 @@ class Journal:
                                       (self.clock() - max_age_s,))
         return cursor.rowcount
 
+    def purge_all_older(self, max_age_s: float) -> int:
+        """Delete every entry older than ``max_age_s``, answered or not (RETENTION_DAYS); returns how many."""
+        with self._lock:
+            return self._db.execute("DELETE FROM journal WHERE received_at < ?", (self.clock() - max_age_s,)).rowcount
+
+    def forget_chat(self, chat_id: int, keep_update_id: int | None = None) -> int:
+        """Delete the chat's entries (but ``keep_update_id``, the /forget being answered); returns how many."""
+        with self._lock:
+            return self._db.execute("DELETE FROM journal WHERE chat_id = ? AND update_id IS NOT ?",
+                                    (chat_id, keep_update_id)).rowcount
+
     def open_count(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM journal WHERE done_at IS NULL").fetchone()[0]

@@ -1,6 +1,9 @@
-"""Every text the bot shows a user, in one place, so it can be read, tested and later translated.
+"""Every text the bot shows a user, in one place, so it can be read, tested and translated.
 
-Functions take plain values (class names, numbers) and return strings; nothing here knows Telegram.
+Functions take plain values (class names, numbers) and the user's :class:`bot.i18n.Language` (English
+when not given) and return strings; constants are English message ids marked with ``N_``, translated
+where they are shown (``language.gettext(messages.BUSY)``). The catalogs are in bot/locale (see
+:mod:`bot.i18n`). Nothing here knows Telegram. Operator-only texts (/stats) stay in English.
 """
 from __future__ import annotations
 
@@ -8,114 +11,175 @@ from collections.abc import Sequence
 
 from model import Prediction
 
+from .i18n import ENGLISH, N_, Language, display_name
+
 FILE_LIMIT_MB = 20
 
-
-def display_name(label: str) -> str:
-    """``"saree"`` -> ``"Saree"``; ``"t_shirt"`` -> ``"T shirt"``."""
-    text = label.replace("_", " ").strip()
-    return text[:1].upper() + text[1:] if text else label
+__all__ = ["display_name"]  # re-exported: callers name classes through messages
 
 
-def with_article(label: str) -> str:
-    name = label.replace("_", " ").strip()
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+def with_article(label: str, lang: Language = ENGLISH) -> str:
+    """"a kurti", "an anarkali" (English articles; a catalog translates both forms, e.g. to the bare name)."""
+    name = lang.product_lower(label)
+    if name[:1].lower() in "aeiou":
+        return lang.gettext("an {name}").format(name=name)
+    return lang.gettext("a {name}").format(name=name)
 
 
-def either_of(class_names: Sequence[str]) -> str:
+def either_of(class_names: Sequence[str], lang: Language = ENGLISH) -> str:
     """``["kurti", "saree", "shirt"]`` -> ``"a kurti, a saree or a shirt"``."""
-    items = [with_article(name) for name in class_names]
+    items = [with_article(name, lang) for name in class_names]
     if not items:
-        return "anything I know"
+        return lang.gettext("anything I know")
     if len(items) == 1:
         return items[0]
-    return f"{', '.join(items[:-1])} or {items[-1]}"
+    return lang.gettext("{items} or {last}").format(items=", ".join(items[:-1]), last=items[-1])
 
 
 def percent(value: float) -> str:
     return f"{round(value * 100)}%"
 
 
-def guesses(top: Sequence[tuple[str, float]]) -> str:
-    return ", ".join(f"{label.replace('_', ' ')} {percent(conf)}" for label, conf in top)
+def guesses(top: Sequence[tuple[str, float]], lang: Language = ENGLISH) -> str:
+    return ", ".join(f"{lang.product_lower(label)} {percent(conf)}" for label, conf in top)
 
 
 def answer_text(prediction: Prediction, class_names: Sequence[str], confidence_threshold: float,
-                unsure_threshold: float) -> str:
+                unsure_threshold: float, lang: Language = ENGLISH) -> str:
     """The reply to a photo.
 
     At or above ``unsure_threshold``: ``"Saree (93%)"``. Between the thresholds: the answer plus the other
     top guesses. Below ``confidence_threshold``: an honest "I'm not sure" with the top guesses.
     """
     if prediction.confidence < confidence_threshold:
-        return f"I'm not sure this is {either_of(class_names)}.\nMy best guesses: {guesses(prediction.top)}."
-    headline = f"{display_name(prediction.label)} ({percent(prediction.confidence)})"
+        return lang.gettext("I'm not sure this is {either}.\nMy best guesses: {guesses}.").format(
+            either=either_of(class_names, lang), guesses=guesses(prediction.top, lang))
+    headline = f"{lang.product(prediction.label)} ({percent(prediction.confidence)})"
     others = [item for item in prediction.top if item[0] != prediction.label]
     if prediction.confidence < unsure_threshold and others:
-        return f"{headline}, but I'm not certain.\nOther guesses: {guesses(others)}."
+        return lang.gettext("{answer}, but I'm not certain.\nOther guesses: {guesses}.").format(
+            answer=headline, guesses=guesses(others, lang))
     return headline
 
 
+def album_line(number: int, prediction: Prediction | None, confidence_threshold: float, unsure_threshold: float,
+               lang: Language = ENGLISH, problem: str | None = None) -> str:
+    """One photo of an album: ``"#2 Saree (93%)"``; ``problem`` when the photo could not be classified."""
+    if prediction is None:
+        return f"#{number} {problem or lang.gettext(SOMETHING_WRONG)}"
+    answer = f"{lang.product(prediction.label)} ({percent(prediction.confidence)})"
+    if prediction.confidence < confidence_threshold:
+        answer = lang.gettext("not sure: {guesses}").format(guesses=guesses(prediction.top, lang))
+    elif prediction.confidence < unsure_threshold and len(prediction.top) > 1:
+        answer = lang.gettext("{answer}, not certain").format(answer=answer)
+    return f"#{number} {answer}"
+
+
+def album_text(lines: Sequence[str], lang: Language = ENGLISH) -> str:
+    count = len(lines)
+    return lang.ngettext("{count} photo:", "{count} photos:", count).format(count=count) + "\n" + "\n".join(lines)
+
+
 def help_text(class_names: Sequence[str], bot_username: str, confidence_threshold: float,
-              feedback_stored: bool = False, journal_hours: float | None = None) -> str:
-    mention = f"@{bot_username}" if bot_username else "the bot"
-    known = ", ".join(name.replace("_", " ") for name in class_names) or "(no classes loaded)"
-    feedback = FEEDBACK_HELP if feedback_stored else ("Nothing you send is stored except the id of your last "
-                                                      "photo in this chat, so /why can find it.")
+              feedback_stored: bool = False, journal_hours: float | None = None, lang: Language = ENGLISH) -> str:
+    mention = f"@{bot_username}" if bot_username else lang.gettext("the bot")
+    known = ", ".join(lang.product_lower(name) for name in class_names) or lang.gettext("(no classes loaded)")
+    feedback = lang.gettext(FEEDBACK_HELP) if feedback_stored else lang.gettext(
+        "Nothing you send is stored except the id of your last photo in this chat, so /why can find it.")
     if journal_hours is not None:  # JOURNAL_MAX_AGE_HOURS: how long bot.journal keeps a request
-        feedback += (f" Each message you send me is also kept for about {journal_hours:g} hours, so that a restart "
-                     "of the bot never leaves it unanswered; then it is deleted.")
-    return (
-        "Send me a photo of a clothing product and I'll tell you what it is.\n"
-        f"I know: {known}.\n\n"
-        "The percentage is how sure the model is (its probability for that class). "
-        f"Below {percent(confidence_threshold)} I say I'm not sure and show my best guesses.\n\n"
-        "/why (or the \"Why?\" button) shows a heat map of the parts of the photo that mattered: "
-        "first a rough one, then a finer one. Reply /why to a photo to explain that photo, "
-        "or just send /why for your latest photo.\n\n"
-        f"Limits: images up to {FILE_LIMIT_MB} MB, as a photo or as a file. Albums get one answer per photo.\n"
-        f"In groups I only answer photos that reply to me or mention {mention} in the caption; "
-        f"/why works as a reply to a photo, and commands can be written as /help{mention if bot_username else ''}.\n\n"
-        f"{feedback}"
-    )
+        feedback += " " + lang.gettext(
+            "Each message you send me is also kept for about {hours} hours, so that a restart of the bot never "
+            "leaves it unanswered; then it is deleted.").format(hours=f"{journal_hours:g}")
+    command_hint = f"/help{mention if bot_username else ''}"
+    return "\n\n".join([
+        lang.gettext("Send me a photo of a clothing product and I'll tell you what it is.\nI know: {known}.").format(
+            known=known),
+        lang.gettext("The percentage is how sure the model is (its probability for that class). Below {threshold} "
+                     "I say I'm not sure and show my best guesses.").format(threshold=percent(confidence_threshold)),
+        lang.gettext("/why (or the \"Why?\" button) shows a heat map of the parts of the photo that mattered: first a "
+                     "rough one, then a finer one. Reply /why to a photo to explain that photo, or just send /why for "
+                     "your latest photo. Under the map, \"Why not …?\" buttons show the map for the other likely "
+                     "classes."),
+        lang.gettext("Limits: images up to {limit} MB, as a photo or as a file. An album gets one answer, a numbered "
+                     "line per photo.\nIn groups I only answer photos that reply to me or mention {mention} in the "
+                     "caption; /why works as a reply to a photo, and commands can be written as {command}.").format(
+            limit=FILE_LIMIT_MB, mention=mention, command=command_hint),
+        feedback + " " + lang.gettext("/privacy tells what I keep and for how long; /forget deletes it."),
+    ])
 
 
 def start_text(class_names: Sequence[str], bot_username: str, confidence_threshold: float,
-               feedback_stored: bool = False, journal_hours: float | None = None) -> str:
-    return "Hello!\n\n" + help_text(class_names, bot_username, confidence_threshold, feedback_stored, journal_hours)
+               feedback_stored: bool = False, journal_hours: float | None = None, lang: Language = ENGLISH) -> str:
+    return lang.gettext("Hello!") + "\n\n" + help_text(class_names, bot_username, confidence_threshold,
+                                                        feedback_stored, journal_hours, lang)
 
 
 COMMANDS = (
-    ("start", "What this bot does"),
-    ("help", "How to use it"),
-    ("why", "Heat map: why did you say that?"),
+    ("start", N_("What this bot does")),
+    ("help", N_("How to use it")),
+    ("why", N_("Heat map: why did you say that?")),
+    ("privacy", N_("What I keep about you, and for how long")),
+    ("forget", N_("Delete what I keep about this chat")),
 )
 
-TEXT_HINT = "Send me a photo of a clothing product (or an image file) and I'll tell you what it is. /help for more."
-ONLY_PHOTOS = "I can only look at photos and image files. Send me a photo of a clothing product."
-UNKNOWN_COMMAND = "I don't know that command. Try /help."
-WHY_NO_PHOTO = "Send me a photo first, then /why (or reply /why to a photo) and I'll show what I looked at."
-WHY_BUTTON = "Why?"
-WHY_EXPIRED = "I no longer have that photo. Please send it again."
-BUSY = "I'm busy right now. Please try again in a minute."
-TOO_LARGE = f"That file is too big for me: Telegram lets bots download up to {FILE_LIMIT_MB} MB. Please send a smaller image."
-DOWNLOAD_FAILED = "I couldn't download that file from Telegram. Please try sending it again."
-SOMETHING_WRONG = "Sorry, something went wrong on my side. Please try again."
-NOT_ADMIN = "Sorry, that command is only for the bot's operators."
+TEXT_HINT = N_("Send me a photo of a clothing product (or an image file) and I'll tell you what it is. /help for more.")
+ONLY_PHOTOS = N_("I can only look at photos and image files. Send me a photo of a clothing product.")
+UNKNOWN_COMMAND = N_("I don't know that command. Try /help.")
+WHY_NO_PHOTO = N_("Send me a photo first, then /why (or reply /why to a photo) and I'll show what I looked at.")
+WHY_BUTTON = N_("Why?")
+WHY_EXPIRED = N_("I no longer have that photo. Please send it again.")
+BUSY = N_("I'm busy right now. Please try again in a minute.")
+TOO_LARGE = N_("That file is too big for me: Telegram lets bots download up to {limit} MB. Please send a smaller image.")
+DOWNLOAD_FAILED = N_("I couldn't download that file from Telegram. Please try sending it again.")
+SOMETHING_WRONG = N_("Sorry, something went wrong on my side. Please try again.")
+NOT_ADMIN = N_("Sorry, that command is only for the bot's operators.")
 
 
-def bad_image(reason: str) -> str:
-    """``reason`` comes from :class:`model.ImageError` and is safe to show."""
-    return f"I couldn't read that as an image: {reason}. Please send a photo (JPEG, PNG or WebP)."
+def too_large(lang: Language = ENGLISH) -> str:
+    return lang.gettext(TOO_LARGE).format(limit=FILE_LIMIT_MB)
 
 
-def why_caption(label: str, confidence: float, patch: int, final: bool) -> str:
-    name = display_name(label)
-    meaning = (f"Red: hiding that part lowers the '{label}' score the most — it mattered. "
-               f"Blue: hiding it raises the score.")
+def bad_image(reason: str, lang: Language = ENGLISH) -> str:
+    """``reason`` comes from :class:`model.ImageError` and is safe to show (it stays in English)."""
+    return lang.gettext("I couldn't read that as an image: {reason}. Please send a photo (JPEG, PNG or WebP).").format(
+        reason=reason)
+
+
+def why_button(number: int | None, lang: Language = ENGLISH) -> str:
+    """"Why?" under one answer; "Why? #2" under an album's answer."""
+    return lang.gettext(WHY_BUTTON) + (f" #{number}" if number else "")
+
+
+def why_not_button(label: str, lang: Language = ENGLISH) -> str:
+    return lang.gettext("Why not {name}?").format(name=lang.product(label))
+
+
+def why_caption(label: str, confidence: float, patch: int, final: bool, lang: Language = ENGLISH) -> str:
+    name = lang.product(label)
+    meaning = lang.gettext("Red: hiding that part lowers the '{name}' score the most — it mattered. "
+                           "Blue: hiding it raises the score.").format(name=lang.product_lower(label))
     if final:
-        return f"Why {name} ({percent(confidence)}): {meaning} (squares of {patch} px)"
-    return f"Rough map for {name} ({percent(confidence)}), squares of {patch} px; a finer one is on its way… {meaning}"
+        return lang.gettext("Why {name} ({percent}): {meaning} (squares of {patch} px)").format(
+            name=name, percent=percent(confidence), meaning=meaning, patch=patch)
+    return lang.gettext("Rough map for {name} ({percent}), squares of {patch} px; a finer one is on its way… "
+                        "{meaning}").format(name=name, percent=percent(confidence), meaning=meaning, patch=patch)
+
+
+def why_not_caption(label: str, probability: float, predicted: str, patch: int, lang: Language = ENGLISH) -> str:
+    """The caption of a "Why not …?" map: the class it explains, named, and the answer it lost to."""
+    return lang.gettext("Why not {name}? The model gives it {percent} (its answer: {predicted}). Red: hiding that part "
+                        "lowers the '{lower}' score — it looked like {lower} there. Blue: hiding it raises the score. "
+                        "(squares of {patch} px)").format(
+        name=lang.product(label), percent=percent(probability), predicted=lang.product(predicted),
+        lower=lang.product_lower(label), patch=patch)
+
+
+def heat_map_texts(label: str, confidence: float, lang: Language = ENGLISH) -> tuple[str, str, str]:
+    """The heat-map picture's title, colour-bar label and legend (model.render draws them)."""
+    name, lower = lang.product(label), lang.product_lower(label)
+    return (lang.gettext("{name} — {percent} confident").format(name=name, percent=percent(confidence)),
+            lang.gettext("drop in P({name}) when the patch is covered").format(name=lower),
+            lang.gettext("Red: covering this area lowers the '{name}' score the most").format(name=lower))
 
 
 def stats_text(snapshot: dict) -> str:
@@ -141,33 +205,70 @@ def stats_text(snapshot: dict) -> str:
 
 
 # ---- feedback buttons (bot/feedback.py), shown only when the operator sets FEEDBACK_DIR -------------------
-FEEDBACK_HELP = (
+FEEDBACK_HELP = N_(
     "Under each answer, \"✓ Right\" and \"✗ Wrong\" tell me how I did. When you press them, this is stored to "
     "improve the model: the photo itself (photos are kept), what I answered and how sure I was, what you chose, "
-    "and the time. "
-    "Your chat is kept only as an anonymous code, never your name or id. "
+    "and the time. Your chat is kept only as an anonymous code, never your name or id. "
     "Send /forget to delete everything you judged, photos included."
 )
-RIGHT_BUTTON = "✓ Right"
-WRONG_BUTTON = "✗ Wrong"
-NONE_OF_THESE_BUTTON = "None of these"
-FEEDBACK_WHICH = "Which one is it?"
-FEEDBACK_SAVE_FAILED = "Sorry, I couldn't save that. Please try again."
-FEEDBACK_OUTDATED = "That answer came from an older model. Send the photo again to give feedback."
-FEEDBACK_PHOTO_GONE = "I no longer have that photo. Send it again to give feedback."
-FEEDBACK_OFF = "Feedback is switched off on this bot."
-FORGET_OFF = "Nothing from your feedback is stored here, so there is nothing to forget."
+RIGHT_BUTTON = N_("✓ Right")
+WRONG_BUTTON = N_("✗ Wrong")
+NONE_OF_THESE_BUTTON = N_("None of these")
+FEEDBACK_WHICH = N_("Which one is it?")
+FEEDBACK_SAVE_FAILED = N_("Sorry, I couldn't save that. Please try again.")
+FEEDBACK_OUTDATED = N_("That answer came from an older model. Send the photo again to give feedback.")
+FEEDBACK_PHOTO_GONE = N_("I no longer have that photo. Send it again to give feedback.")
+FEEDBACK_OFF = N_("Feedback is switched off on this bot.")
 
 
-def feedback_thanks(label: str | None) -> str:
-    """``"Thanks — noted as saree"``; ``None`` for "None of these"."""
-    return f"Thanks — noted as {label.replace('_', ' ') if label else 'none of these'}"
+def feedback_buttons(number: int | None, lang: Language = ENGLISH) -> tuple[str, str]:
+    """"✓ Right" / "✗ Wrong" under one answer; "#2 ✓" / "#2 ✗" for an album's second photo."""
+    if number:
+        return f"#{number} ✓", f"#{number} ✗"
+    return lang.gettext(RIGHT_BUTTON), lang.gettext(WRONG_BUTTON)
 
 
-def forget_done(records: int, photos: int) -> str:
+def feedback_thanks(label: str | None, lang: Language = ENGLISH, number: int | None = None) -> str:
+    """``"Thanks — noted as saree"``; ``None`` for "None of these"; ``number``: an album's photo."""
+    name = lang.product_lower(label) if label else lang.gettext("none of these")
+    text = lang.gettext("Thanks — noted as {name}").format(name=name)
+    return f"#{number} {text}" if number else text
+
+
+def forget_done(records: int, photos: int, lang: Language = ENGLISH, feedback_on: bool = True) -> str:
+    """/forget's answer: the chat's own state (last photo, answers, journal) is always deleted."""
+    kept = lang.gettext("Done: I deleted this chat's last photo, my answers and the journal of its messages.")
+    if not feedback_on:
+        return kept
     if not records:
-        return "There was no feedback from this chat. Nothing is stored about it."
-    return f"Done: deleted {records} judgement(s) and {photos} photo(s) from this chat."
+        return kept + " " + lang.gettext("There was no feedback from this chat.")
+    return kept + " " + lang.ngettext("I also deleted {count} judgement", "I also deleted {count} judgements",
+                                      records).format(count=records) + " " + lang.ngettext(
+        "and {count} photo.", "and {count} photos.", photos).format(count=photos)
+
+
+def privacy_text(retention_days: float, journal_hours: float, feedback_stored: bool, lang: Language = ENGLISH) -> str:
+    """/privacy: what is kept, for how long, who sees it, and how to delete it."""
+    days = lang.ngettext("{count} day", "{count} days", round(retention_days)).format(count=f"{retention_days:g}")
+    parts = [
+        lang.gettext("What I keep, on the server that runs me:"),
+        "• " + lang.gettext("the id Telegram gives your last photo in each chat (not the photo), so a bare /why "
+                            "can find it;"),
+        "• " + lang.gettext("my answer to each photo (the product and how sure I was), for /why and the "
+                            "feedback buttons;"),
+        "• " + lang.gettext("a journal of the messages you send me, so that a restart never leaves one unanswered; "
+                            "an answered one is deleted after about {hours} hours.").format(hours=f"{journal_hours:g}"),
+    ]
+    if feedback_stored:
+        parts.append("• " + lang.gettext("when you press ✓ Right or ✗ Wrong: the photo, my answer, your choice and the "
+                                         "time, with your chat only as an anonymous code, to improve the model."))
+    parts += [
+        lang.gettext("For how long: everything is deleted when it is {days} old, at the latest.").format(days=days),
+        lang.gettext("Who sees it: only the people who run this bot. It is not shared or sold. Telegram itself "
+                     "carries the messages, under Telegram's privacy policy."),
+        lang.gettext("/forget deletes what I keep about this chat now."),
+    ]
+    return "\n".join(parts)
 
 
 def feedback_stats(judged: int, right: int, none_of_these: int, photos: int,

@@ -7,6 +7,7 @@ from telegram import Message
 from telegram.error import BadRequest, TelegramError
 
 from . import messages
+from .i18n import ENGLISH, Language
 from .request_handling import Outcome, RequestEnded
 from .store import StoredPhoto
 from .telegram_io import choose_photo_size, download
@@ -25,7 +26,7 @@ def photo_in(message: Message | None) -> StoredPhoto | None:
 
 
 async def fetch_bytes(bot, message: Message | None, chat_id: int, photo_ref: StoredPhoto, file_size: int | None,
-                      max_file_bytes: int) -> bytes:
+                      max_file_bytes: int, lang: Language = ENGLISH) -> bytes:
     """The file's bytes; raises :class:`RequestEnded` after telling the user why not (too big, download failed)."""
 
     async def tell(text: str) -> None:
@@ -35,16 +36,16 @@ async def fetch_bytes(bot, message: Message | None, chat_id: int, photo_ref: Sto
             await bot.send_message(chat_id, text)
 
     if file_size is not None and file_size > max_file_bytes:
-        await tell(messages.TOO_LARGE)
+        await tell(messages.too_large(lang))
         raise RequestEnded(Outcome.of("too_large", bytes=file_size))
     try:
         return await download(bot, photo_ref.file_id)
     except BadRequest as error:
         # Telegram refuses getFile past 20 MB ("File is too big") even when file_size was not given.
         too_big = "too big" in str(error).lower()
-        await tell(messages.TOO_LARGE if too_big else messages.DOWNLOAD_FAILED)
+        await tell(messages.too_large(lang) if too_big else lang.gettext(messages.DOWNLOAD_FAILED))
         raise RequestEnded(Outcome.of("too_large" if too_big else "download_failed",
                                       error=json.dumps(str(error)))) from None
     except TelegramError as error:
-        await tell(messages.DOWNLOAD_FAILED)
+        await tell(lang.gettext(messages.DOWNLOAD_FAILED))
         raise RequestEnded(Outcome.of("download_failed", error=json.dumps(str(error)))) from None

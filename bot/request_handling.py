@@ -23,7 +23,7 @@ from telegram.ext import ContextTypes
 
 from . import messages
 from .scheduler import Stopping
-from .services import SERVICES_KEY, services
+from .services import SERVICES_KEY, language_of, services
 from .stats import log_request
 
 errors_log = logging.getLogger("bot.errors")
@@ -108,7 +108,8 @@ async def tell_something_went_wrong(update: object, context: ContextTypes.DEFAUL
         await answer_query(update.callback_query)
     if update.effective_chat is not None:
         try:
-            await context.bot.send_message(update.effective_chat.id, messages.SOMETHING_WRONG)
+            await context.bot.send_message(update.effective_chat.id,
+                                           language_of(update, context).gettext(messages.SOMETHING_WRONG))
         except TelegramError:
             errors_log.warning("could not tell chat %s about the error", update.effective_chat.id)
 

@@ -301,8 +301,9 @@ class InferenceScheduler:
 
     # ---- heat maps -------------------------------------------------------------------------------------
     async def explain(self, chat_id: Hashable, data: bytes, levels: Sequence[tuple[int, int]],
-                      model: str = MAIN) -> AsyncIterator[Explanation]:
+                      model: str = MAIN, target: int | None = None, language=None) -> AsyncIterator[Explanation]:
         """Heat maps for each (patch, stride) in ``levels``, coarse to fine; the last has ``final=True``.
+        ``target``: the class to explain (default: the predicted one); ``language``: the texts' bot.i18n.Language.
 
         If the finest map is cached, only it is produced. Raises :class:`Busy`, :class:`model.ImageError`.
         """
@@ -313,7 +314,7 @@ class InferenceScheduler:
         def emit(kind, value):  # on a compute thread
             _call_threadsafe(loop, events.put_nowait, (kind, value))
 
-        job = MapJob(chat_id, bytes(data), [(int(p), int(s)) for p, s in levels], emit)
+        job = MapJob(chat_id, bytes(data), [(int(p), int(s)) for p, s in levels], emit, target=target, language=language)
         try:
             with self._cond:
                 if self._state not in (State.STARTING, State.RUNNING):

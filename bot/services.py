@@ -1,15 +1,18 @@
 """The long-lived objects the handlers share, kept in ``application.bot_data["services"]``."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from telegram import Update
 from telegram.ext import ContextTypes
 
 from model import Classifier
 
+from .albums import Albums
 from .canary import serves_canary
 from .config import Settings
 from .feedback_store import FeedbackStore
+from .i18n import Language, Languages
 from .journal import Journal
 from .scheduler import CANARY, MAIN, InferenceScheduler
 from .stats import BotStats
@@ -26,6 +29,8 @@ class BotServices:
     journal: Journal
     stats: BotStats
     feedback: FeedbackStore | None = None  # None: feedback is off (FEEDBACK_DIR unset)
+    languages: Languages | None = None  # None: English only (tests that build services by hand)
+    albums: Albums = field(default_factory=lambda: Albums(1.0))
 
     @property
     def classifier(self) -> Classifier:
@@ -56,3 +61,10 @@ class BotServices:
 
 def services(context: ContextTypes.DEFAULT_TYPE) -> BotServices:
     return context.application.bot_data[SERVICES_KEY]
+
+
+def language_of(update: object, context: ContextTypes.DEFAULT_TYPE) -> Language:
+    """The language to answer this update's user in (their Telegram ``language_code``; English otherwise)."""
+    svc = context.application.bot_data.get(SERVICES_KEY)
+    user = update.effective_user if isinstance(update, Update) else None
+    return (svc.languages if svc is not None and svc.languages is not None else Languages.english_only()).for_user(user)

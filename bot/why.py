@@ -5,6 +5,11 @@ The coarse map (WHY_COARSE_PATCH/STRIDE) is sent with sendPhoto as soon as it is
 Maps are cached by (checkpoint, image hash, patch, stride), so asking again answers at once. The id of
 the sent message is kept in the journal, so a /why resumed after a restart edits that message instead of
 sending a second one.
+
+Under the final map, "Why not …?" buttons (callback_data ``wn:<key>:<class index>``) offer the other likely
+classes (top 3). A press sends the fine map for that class as a new photo, captioned with the class: the
+cached result keeps every class's grid (model.occlusion), so it costs no new inference while it is cached.
+Captions and the picture's texts are in the user's language.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import asyncio
 import contextlib
 import json
 
-from telegram import InputMediaPhoto, Message, ReplyParameters, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Message, ReplyParameters, Update
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
@@ -20,13 +25,30 @@ from telegram.ext import ContextTypes
 from model import ImageError
 
 from . import messages
+from .heatmaps import Explanation
+from .i18n import Language
 from .photos import fetch_bytes, photo_in
 from .request_handling import Outcome, answer_query, request
 from .scheduler import Busy, Stopping
-from .services import services
-from .store import StoredPhoto
+from .services import language_of, services
+from .store import StoredPhoto, photo_key
 
 CHAT_ACTION_EVERY_S = 4.5  # Telegram shows a chat action for about 5 s
+WHY_NOT_PREFIX = "wn"
+
+
+def why_not_keyboard(key: str, explanation: Explanation, lang: Language) -> InlineKeyboardMarkup | None:
+    """One "Why not …?" button per other likely class of a final map; None when there is none."""
+    buttons = [InlineKeyboardButton(messages.why_not_button(label, lang), callback_data=f"{WHY_NOT_PREFIX}:{key}:{index}")
+               for index, label in explanation.others]
+    return InlineKeyboardMarkup([[button] for button in buttons]) if buttons else None
+
+
+def caption_of(explanation: Explanation, why_not: bool, lang: Language) -> str:
+    if why_not:
+        return messages.why_not_caption(explanation.label, explanation.confidence, explanation.predicted,
+                                        explanation.patch, lang)
+    return messages.why_caption(explanation.label, explanation.confidence, explanation.patch, explanation.final, lang)
 
 
 def button_key_in(message: Message | None) -> str | None:
@@ -51,7 +73,7 @@ async def why_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Out
     if photo_ref is None:
         photo_ref = await asyncio.to_thread(svc.store.last_photo, update.effective_chat.id)
     if photo_ref is None:
-        await message.reply_text(messages.WHY_NO_PHOTO)
+        await message.reply_text(language_of(update, context).gettext(messages.WHY_NO_PHOTO))
         return Outcome.of("no_photo")
     return await explain_and_send(update, context, photo_ref, reply_to=message.message_id)
 
@@ -63,48 +85,74 @@ async def why_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outc
     query = update.callback_query
     photo_ref = await asyncio.to_thread(svc.store.by_key, (query.data or "")[4:])
     if photo_ref is None:
-        await answer_query(query, messages.WHY_EXPIRED)
+        await answer_query(query, language_of(update, context).gettext(messages.WHY_EXPIRED))
         return Outcome.of("expired")
     await answer_query(query)  # stop the button's spinner at once; the map follows as a new message
     reply_to = query.message.message_id if isinstance(query.message, Message) else None
     return await explain_and_send(update, context, photo_ref, reply_to=reply_to)
 
 
-async def explain_and_send(update: Update, context: ContextTypes.DEFAULT_TYPE, photo_ref: StoredPhoto,
-                           reply_to: int | None) -> Outcome:
+@request("why_not_button", counted=True)
+async def why_not_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
+    """A "Why not …?" button (``wn:<key>:<class index>``): the fine map for that class, from the cached grid."""
     svc = services(context)
+    query = update.callback_query
+    parts = (query.data or "").split(":")
+    photo_ref = None
+    if len(parts) == 3 and parts[1].isalnum() and parts[2].isdigit():
+        photo_ref = await asyncio.to_thread(svc.store.by_key, parts[1])
+    if photo_ref is None:
+        await answer_query(query, language_of(update, context).gettext(messages.WHY_EXPIRED))
+        return Outcome.of("expired", data=json.dumps(query.data))
+    await answer_query(query)
+    reply_to = query.message.message_id if isinstance(query.message, Message) else None
+    return await explain_and_send(update, context, photo_ref, reply_to=reply_to, target=int(parts[2]))
+
+
+async def explain_and_send(update: Update, context: ContextTypes.DEFAULT_TYPE, photo_ref: StoredPhoto,
+                           reply_to: int | None, target: int | None = None) -> Outcome:
+    """The maps of ``photo_ref`` (for class ``target``, or the predicted one), coarse then fine, in one message."""
+    svc = services(context)
+    lang = language_of(update, context)
     chat_id = update.effective_chat.id
+    why_not = target is not None
+    key = photo_key(photo_ref.file_unique_id)
+    await asyncio.to_thread(svc.store.keep_key, chat_id, photo_ref)  # so the "Why not …?" buttons find the photo
     data = await fetch_bytes(context.bot, update.effective_message, chat_id, photo_ref, None,
-                             svc.settings.max_file_bytes)
+                             svc.settings.max_file_bytes, lang)
     uploading = asyncio.create_task(_keep_uploading(context, chat_id))
     reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
     sent_id = await asyncio.to_thread(svc.journal.progress, update.update_id)  # a resumed /why's message
     sent_levels = []
     try:
-        async for explanation in svc.inference.explain(chat_id, data, svc.why_levels, svc.model_for(chat_id)):
-            caption = messages.why_caption(explanation.label, explanation.confidence, explanation.patch,
-                                           explanation.final)
+        # A "Why not …?" map is the fine level only: its grid is the one the /why before it cached.
+        levels = svc.why_levels[-1:] if why_not else svc.why_levels
+        async for explanation in svc.inference.explain(chat_id, data, levels, svc.model_for(chat_id), target=target,
+                                                       language=lang):
+            caption = caption_of(explanation, why_not, lang)
+            markup = why_not_keyboard(key, explanation, lang) if explanation.final else None
             if sent_id is None:
-                sent = await context.bot.send_photo(chat_id, explanation.png, caption=caption, reply_parameters=reply)
+                sent = await context.bot.send_photo(chat_id, explanation.png, caption=caption, reply_parameters=reply,
+                                                    reply_markup=markup)
                 sent_id = sent.message_id
                 if not explanation.final:
                     await asyncio.to_thread(svc.journal.set_progress, update.update_id, sent_id)
             else:
                 await context.bot.edit_message_media(InputMediaPhoto(explanation.png, caption=caption),
-                                                     chat_id=chat_id, message_id=sent_id)
+                                                     chat_id=chat_id, message_id=sent_id, reply_markup=markup)
             sent_levels.append(explanation.patch)
             if explanation.final:
                 svc.stats.heatmaps += 1
                 svc.stats.heatmaps_cached += explanation.cached
                 return Outcome.of("sent", answered=True, patches=",".join(map(str, sent_levels)),
-                                  cached=explanation.cached)
+                                  cached=explanation.cached, target=json.dumps(explanation.label))
     except ImageError as error:
-        await context.bot.send_message(chat_id, messages.bad_image(str(error)), reply_parameters=reply)
+        await context.bot.send_message(chat_id, messages.bad_image(str(error), lang), reply_parameters=reply)
         return Outcome.of("bad_image", reason=json.dumps(str(error)))
     except Stopping:
         raise
     except Busy as error:
-        await context.bot.send_message(chat_id, messages.BUSY, reply_parameters=reply)
+        await context.bot.send_message(chat_id, lang.gettext(messages.BUSY), reply_parameters=reply)
         return Outcome.of("busy", reason=json.dumps(str(error)))
     finally:
         uploading.cancel()

@@ -101,6 +101,8 @@ class FakeTelegram(UpdateBuilders, BotApiMethods):
         self.chats: dict[int, dict] = {}
         self.messages: dict[tuple[int, int], dict] = {}
         self.commands: list[dict] = []
+        self.commands_for: dict[tuple[str, str], list[dict]] = {}  # (scope type, language_code or "") -> menu
+        self.user_languages: dict[int, str | None] = {}  # user id -> language_code (default "en"; None: absent)
         self.polls: list[float] = []  # when each getUpdates arrived (its Call is recorded only when it returns)
         self.port = 0
         self._updates: list[dict] = []

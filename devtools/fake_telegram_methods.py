@@ -80,7 +80,15 @@ class BotApiMethods:
         return {"url": "", "has_custom_certificate": False, "pending_update_count": len(self._updates)}
 
     async def api_setMyCommands(self, params, files):
-        self.commands = list(params.get("commands") or [])
+        """The menu per (scope, language): ``commands`` is the default one; ``commands_for[(scope, code)]`` all."""
+        commands = list(params.get("commands") or [])
+        scope = (params.get("scope") or {}).get("type", "default")
+        code = params.get("language_code") or ""
+        if code and len(code) != 2:
+            raise BadRequest("language code is invalid")
+        self.commands_for[(scope, code)] = commands
+        if (scope, code) == ("default", ""):
+            self.commands = commands
         return True
 
     async def api_setMyDescription(self, params, files):

@@ -32,9 +32,22 @@ class UpdateBuilders:
                 self.chats[chat_id] = {"id": chat_id, "type": chat_type, "title": f"Group {chat_id}"}
         return self.chats[chat_id]
 
+    def user(self, user_id: int) -> dict:
+        """A user as Telegram describes them; ``language_code`` from :meth:`set_language` (default ``en``;
+        ``None``: the field is left out, as for users whose app does not send it)."""
+        user = {"id": user_id, "is_bot": False, "first_name": f"User{user_id}", "username": f"user{user_id}"}
+        code = self.user_languages.get(user_id, "en")
+        if code is not None:
+            user["language_code"] = code
+        return user
+
+    def set_language(self, user_id: int, language_code: str | None) -> None:
+        """The language of the user's Telegram app (an IETF tag like ``hi`` or ``pt-br``) in their later updates."""
+        self.user_languages[user_id] = language_code
+
     def _user_message(self, user_id: int, chat_id: int | None, chat_type: str, reply_to: dict | None, **content) -> dict:
         chat = self.chat(user_id if chat_id is None else chat_id, chat_type)
-        user = {"id": user_id, "is_bot": False, "first_name": f"User{user_id}", "username": f"user{user_id}", "language_code": "en"}
+        user = self.user(user_id)
         message = {"message_id": self._next_message_id(chat["id"]), "from": user, "chat": chat, "date": int(time.time())}
         if reply_to is not None:
             message["reply_to_message"] = {k: v for k, v in reply_to.items() if k != "reply_to_message"}
@@ -81,7 +94,7 @@ class UpdateBuilders:
         user_id = chat["id"] if user_id is None else user_id
         query_id = f"CB{next(self._callback_ids)}"
         self._open_callbacks.add(query_id)
-        user = {"id": user_id, "is_bot": False, "first_name": f"User{user_id}", "username": f"user{user_id}"}
+        user = self.user(user_id)
         query = {"id": query_id, "from": user, "message": message, "chat_instance": f"ci{chat['id']}", "data": data}
         return self._update(callback_query=query)
 

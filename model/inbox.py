@@ -23,7 +23,7 @@ import re
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -88,6 +88,11 @@ class FeedbackRecord:
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def record_epoch(record: FeedbackRecord) -> float:
+    """When ``record`` was made, in seconds since the epoch (its ``time`` is UTC ISO 8601)."""
+    return datetime.strptime(record.time, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
 
 
 def chat_hash(chat_id: int, salt: str) -> str:
@@ -199,9 +204,17 @@ class Inbox:
     def forget_chat(self, chat: str) -> tuple[int, int]:
         """Delete every record of the chat hash ``chat`` and the photos no other record needs.
         Returns (records deleted, photos deleted)."""
+        return self._delete_records(lambda record: record.chat == chat)
+
+    def purge_older_than(self, cutoff: float) -> tuple[int, int]:
+        """Delete the records made before ``cutoff`` (seconds since the epoch) and the photos no remaining
+        record needs (the retention period). Returns (records deleted, photos deleted)."""
+        return self._delete_records(lambda record: record_epoch(record) < cutoff)
+
+    def _delete_records(self, doomed: Callable[[FeedbackRecord], bool]) -> tuple[int, int]:
         kept_photos, dropped_photos, deleted = set(), set(), 0
         for path, record in self._records_with_paths():
-            if record.chat == chat:
+            if doomed(record):
                 path.unlink(missing_ok=True)
                 dropped_photos.add(record.photo_id)
                 deleted += 1

@@ -3,16 +3,23 @@
 The whole photo is shown with its aspect ratio; the heat map covers only the centre-crop region the
 model saw (``crop_box``), smoothly upsampled, and the rest of the photo is dimmed. The colour scale is
 diverging and centred at 0 because the map is signed: hiding a patch can also raise the score.
+
+The title, colour-bar label and legend come from the caller (``texts``, e.g. in the user's language; English
+by default). Text is drawn in DejaVu Sans (matplotlib's own) with Noto Sans Devanagari (shipped in
+model/fonts, SIL OFL) as the fallback for Hindi. Devanagari needs shaping (vowel signs placed before their
+consonant, conjuncts); matplotlib shapes text with libraqm from 3.11 on, which pyproject.toml requires.
 """
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display on a server; must precede pyplot
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import font_manager
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.patches import Rectangle
 from PIL import Image
@@ -26,6 +33,22 @@ DIM_OUTSIDE = 0.35  # brightness kept outside the region the model saw
 HEAT_ALPHA = 0.55
 MAX_IMAGE_ASPECT = 1.3  # height / width of the drawn photo at most
 COLOUR_MAP = "RdBu_r"  # red = positive drop (important), blue = negative, white = no effect
+FONT_DIR = Path(__file__).parent / "fonts"
+FONT_FAMILIES = ["DejaVu Sans", "Noto Sans Devanagari"]  # per glyph: the first font that has it
+
+
+def _register_fonts() -> None:
+    for path in sorted(FONT_DIR.glob("*.ttf")):
+        font_manager.fontManager.addfont(str(path))
+
+
+_register_fonts()
+
+
+def english_texts(label: str, confidence: float) -> tuple[str, str, str]:
+    """The default title, colour-bar label and legend."""
+    return (f"{label} — {confidence:.0%} confident", f"drop in P({label}) when the patch is covered",
+            f"Red: covering this area lowers the '{label}' score the most")
 
 
 def _axis_samples(crop: int, cells: int, patch: int | None, stride: int | None) -> np.ndarray:
@@ -64,8 +87,11 @@ def render_overlay(
     preprocess_config: PreprocessConfig = PreprocessConfig(),
     patch: int | None = None,
     stride: int | None = None,
+    texts: tuple[str, str, str] | None = None,
 ) -> bytes:
-    """PNG bytes: the photo, the map over the region the model saw, a colour bar, title and legend."""
+    """PNG bytes: the photo, the map over the region the model saw, a colour bar, title and legend
+    (``texts``: title, colour-bar label, legend; English by default)."""
+    title, bar_label, legend = texts or english_texts(label, confidence)
     occlusion_map = np.asarray(occlusion_map, dtype=np.float32)
     if occlusion_map.ndim != 2 or occlusion_map.size == 0:
         raise ValueError(f"occlusion_map must be a non-empty 2-D array, got shape {occlusion_map.shape}")
@@ -109,17 +135,16 @@ def render_overlay(
         image_axes.set_ylim(shown.height, 0)
         image_axes.set_axis_off()
 
-        figure.text(0.5, 1 - 0.45 / height_in, f"{label} — {confidence:.0%} confident", ha="center", va="center",
-                    fontsize=24, fontweight="bold")
+        figure.text(0.5, 1 - 0.45 / height_in, title, ha="center", va="center", fontsize=24, fontweight="bold",
+                    family=FONT_FAMILIES)
         bar_axes = figure.add_axes((0.1, (legend_in + 0.6) / height_in, 0.8, 0.22 / height_in))
         bar = figure.colorbar(overlay, cax=bar_axes, orientation="horizontal")
         bar.solids.set_alpha(1.0)
         bar.ax.tick_params(labelsize=13)
         bar.set_ticks([-limit, 0.0, limit])
         bar.set_ticklabels([_tick_label(-limit), "0", _tick_label(limit)])
-        bar.set_label(f"drop in P({label}) when the patch is covered", fontsize=13)
-        figure.text(0.5, 0.3 / height_in, f"Red: covering this area lowers the '{label}' score the most",
-                    ha="center", va="center", fontsize=16)
+        bar.set_label(bar_label, fontsize=13, family=FONT_FAMILIES)
+        figure.text(0.5, 0.3 / height_in, legend, ha="center", va="center", fontsize=16, family=FONT_FAMILIES)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=DPI)
         return buffer.getvalue()

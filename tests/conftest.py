@@ -16,6 +16,15 @@ from model import build_network, load_classifier, save_checkpoint
 SEED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "seed"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_catalogs() -> None:
+    """The translation catalogs as `make catalogs` compiles them (a build step, like the checkpoint below), so
+    `pytest` alone tests the .po files as they are now."""
+    from bot.i18n import compile_catalogs
+
+    compile_catalogs()
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A random-init ResNet50 checkpoint with three classes (deterministic)."""

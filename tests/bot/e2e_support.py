@@ -25,6 +25,19 @@ def assert_prediction(call, prediction) -> None:
     assert any(abs(p - prediction.confidence * 100) <= 1.0 for p in percentages(text)), (text, prediction)
 
 
+def album_lines(call) -> list[str]:
+    """The numbered lines of an album's one answer ("#1 Saree (93%)", ...), in order."""
+    lines = [line for line in call.text.splitlines() if re.match(r"#\d+ ", line)]
+    assert [int(line[1:].split()[0]) for line in lines] == list(range(1, len(lines) + 1)), call.text
+    return lines
+
+
+def assert_line_prediction(line: str, prediction) -> None:
+    """One album line names the predicted class and its confidence."""
+    assert prediction.label.replace("_", " ").lower() in line.lower(), line
+    assert any(abs(p - prediction.confidence * 100) <= 1.0 for p in percentages(line)), (line, prediction)
+
+
 def assert_short_notice(call) -> None:
     """A friendly text for bad input: short, no traceback, no prediction."""
     assert call.method == "sendMessage", call

@@ -1,4 +1,4 @@
-"""End to end: /start and /help, a photo, an image sent as a file, an album, text and unknown commands."""
+"""End to end: /start and /help, a photo, an image sent as a file, text and unknown commands (albums: test_e2e_albums)."""
 from __future__ import annotations
 
 import pytest
@@ -67,19 +67,6 @@ async def test_image_sent_as_a_file_is_recognised_by_its_bytes(fake_api, running
         answer = await fake_api.wait_for_answer(update["message"])
     assert_prediction(answer, expected_prediction(classifier, picture))
     why_button(answer)
-
-
-async def test_album_gets_one_answer_per_photo(fake_api, running_bot, classifier):
-    photos = [jpeg(seed) for seed in range(3)]
-    async with running_bot():
-        updates = [fake_api.photo_update(photo, media_group_id="album-1", caption="my album" if i == 0 else None)
-                   for i, photo in enumerate(photos)]
-        for update in updates:
-            await fake_api.push(update)
-        answers = [await fake_api.wait_for_answer(update["message"]) for update in updates]
-    for photo, answer in zip(photos, answers):
-        assert_prediction(answer, expected_prediction(classifier, photo))
-    assert len({answer.result["message_id"] for answer in answers}) == 3
 
 
 @pytest.mark.parametrize("text", ["hello, what can you do?", "/frobnicate", "/frobnicate@ProductIdBot now"])

@@ -81,11 +81,10 @@ async def test_busy_queue_says_busy_and_leaves_nobody_unanswered(fake_api, runni
     assert len(fake_api.find_calls("getFile", after=mark)) == len(answered)
 
 
-async def test_one_users_album_does_not_starve_another_user(fake_api, running_bot):
+async def test_one_users_burst_does_not_starve_another_user(fake_api, running_bot):
     async with running_bot(MAX_BATCH=2):
         mark = fake_api.mark()
-        album = [await fake_api.push(fake_api.photo_update(jpeg(i), user_id=3001, media_group_id="big"))
-                 for i in range(10)]
+        album = [await fake_api.push(fake_api.photo_update(jpeg(i), user_id=3001)) for i in range(10)]
         await fake_api.push(fake_api.photo_update(jpeg(20), user_id=3002))
         await fake_api.wait_for_calls("sendMessage", 11, after=mark, timeout=40)
     order = [call.chat_id for call in fake_api.find_calls("sendMessage", after=mark)]

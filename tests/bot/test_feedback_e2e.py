@@ -147,7 +147,7 @@ async def test_help_stats_and_forget_when_feedback_is_on(fake_api, running_bot, 
         mark = fake_api.mark()
         await fake_api.push(fake_api.command_update("/forget"))
         forgot = (await fake_api.wait_for_call("sendMessage", after=mark)).text
-        assert "deleted 1 judgement(s) and 1 photo(s)" in forgot
+        assert "deleted 1 judgement and 1 photo." in forgot and "last photo" in forgot
     assert Inbox(inbox_dir).records() == [] and Inbox(inbox_dir).photo_count() == 0
 
 

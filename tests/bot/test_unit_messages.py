@@ -51,7 +51,7 @@ def test_help_lists_classes_limits_and_group_usage():
     assert "kurti, saree, t shirt" in text
     assert "60%" in text and "20 MB" in text and "/why" in text
     assert "@ProductIdBot" in text and "/help@ProductIdBot" in text
-    assert "Albums" in text
+    assert "An album gets one answer" in text
 
 
 def test_help_says_whether_feedback_is_stored():
