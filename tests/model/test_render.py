@@ -71,3 +71,53 @@ def test_colour_bar_labels_keep_small_values_readable():
 
     assert _tick_label(0.00031) == "+0.00031"
     assert _tick_label(-0.25) == "-0.25"
+
+
+HINDI = "कुर्ती विश्वास हिस्से"  # a reph, a conjunct and a vowel sign drawn before its consonant: shaping shows
+
+
+def _ink_width(picture: Image.Image) -> int:
+    xs = np.nonzero((np.asarray(picture.convert("L")) < 128).any(axis=0))[0]
+    return int(xs.max() - xs.min() + 1)
+
+
+def test_matplotlib_shapes_devanagari_like_a_shaping_engine():
+    """The heat map's Hindi: matplotlib (libraqm) lays the words out as HarfBuzz does (Pillow's raqm layout),
+    not glyph by glyph (Pillow's basic layout, visibly wider with loose vowel signs and viramas)."""
+    import matplotlib.pyplot as plt
+    from PIL import ImageDraw, ImageFont, features
+
+    from model.render import FONT_DIR, FONT_FAMILIES
+
+    if not features.check("raqm"):
+        pytest.skip("Pillow without raqm: no reference shaping here")
+    font_file = str(FONT_DIR / "NotoSansDevanagari-Regular.ttf")
+
+    def pillow(layout) -> int:
+        font = ImageFont.truetype(font_file, 48, layout_engine=layout)
+        picture = Image.new("L", (1200, 120), 255)
+        ImageDraw.Draw(picture).text((10, 20), HINDI, font=font, fill=0)
+        return _ink_width(picture)
+
+    figure = plt.figure(figsize=(12, 1.2), dpi=100)
+    figure.text(0.01, 0.3, HINDI, family=FONT_FAMILIES, fontsize=48 * 72 / 100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    shaped, unshaped, drawn = pillow(ImageFont.Layout.RAQM), pillow(ImageFont.Layout.BASIC), _ink_width(Image.open(buffer))
+    assert abs(unshaped - shaped) > 0.1 * shaped, "the check must tell shaped from unshaped text"
+    assert abs(drawn - shaped) <= 0.03 * shaped, (drawn, shaped, unshaped)
+
+
+def test_hindi_texts_find_every_glyph(recwarn):
+    """DejaVu Sans for Latin, digits and signs, the shipped Noto Sans Devanagari for Hindi: no missing glyph."""
+    from matplotlib import font_manager
+
+    from model.render import FONT_DIR
+
+    found = font_manager.findfont(font_manager.FontProperties(family="Noto Sans Devanagari"), fallback_to_default=False)
+    assert found.startswith(str(FONT_DIR))
+    texts = ("साड़ी — 62% विश्वास", "हिस्सा ढकने पर P(साड़ी) में गिरावट", "लाल: इस हिस्से को ढकने से 'साड़ी' का स्कोर")
+    png = render_overlay(Image.new("RGB", (300, 400), GREEN), np.ones((3, 3), np.float32), "saree", 0.62, texts=texts)
+    assert png.startswith(b"\x89PNG")
+    assert not [w for w in recwarn if "missing from font" in str(w.message)]
