@@ -41,6 +41,9 @@ COPY pyproject.toml README.md ./
 COPY model ./model
 COPY bot ./bot
 COPY training ./training
+# The translation catalogs (.po -> .mo, Babel), compiled fresh so the package installs them (package-data);
+# a .mo left in the build context could be stale.
+RUN pip install "babel>=2.12" && python -m bot.i18n compile --force
 RUN pip install . "python-telegram-bot[webhooks]>=22,<23" \
     && python -c "import torch; assert not torch.version.cuda, 'a CUDA build of torch got into the image'"
 

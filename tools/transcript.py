@@ -1,10 +1,11 @@
 """Run one real session of the bot against the fake Bot API server and print it as a transcript.
 
     python tools/transcript.py --heat-map why.png [--checkpoint checkpoints/model.pt] [--photo FILE] \
-        [--set WHY_PATCH=32 --set WHY_STRIDE=16]
+        [--set WHY_PATCH=32 --set WHY_STRIDE=16] [--language hi]
 
 The user says /start and /help, sends a photo, asks /why, sends a PDF and some text; every answer the bot
 gives is printed ("user →" / "bot ←" lines) and the last heat map it sent is saved to ``--heat-map``.
+``--language`` is the user's Telegram language_code (the bot answers in it when it has that language).
 The photo is ``--photo``, else one of the sample photos that ``make sample`` (or ``make run``) fetched into
 images/sample/, else a generated one. Without a checkpoint file a random-init one is made in a temporary
 folder (the answers are then meaningless, but the session is real). Everything runs on 127.0.0.1; the fake
@@ -33,6 +34,7 @@ from devtools.samples import PDF, jpeg  # noqa: E402
 SAMPLE_DIR = ROOT / "images" / "sample"  # where `make sample` puts the photos: <train|test>/<class>/<name>
 PREFERRED_SAMPLE = Path("test") / "saree" / "saree1.jpeg"  # the photo of the README's example
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+USER_ID = 1001  # the fake's default user
 SHOWN = ("sendMessage", "sendPhoto", "editMessageMedia", "editMessageText", "editMessageCaption",
          "sendChatAction", "answerCallbackQuery")
 
@@ -46,6 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", type=setting,
                         help="a bot setting (env name)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the finer heat map")
+    parser.add_argument("--language", default="en", metavar="CODE",
+                        help="the user's Telegram language_code, e.g. hi or es (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -128,6 +132,7 @@ async def session(args: argparse.Namespace, settings, classifier, photo: tuple[s
     from bot.app import build_application
 
     app = build_application(settings, classifier)
+    fake.set_language(USER_ID, args.language)
     lines: list[str] = []
     started = time.monotonic()
     try:
