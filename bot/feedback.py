@@ -45,7 +45,7 @@ from .photos import photo_in
 from .request_handling import Outcome, answer_query, request
 from .services import language_of, services
 from .stats import is_admin
-from .store import StoredPhoto
+from .store import StoredPhoto, photo_key
 from .telegram_io import download
 
 log = logging.getLogger(__name__)
@@ -162,10 +162,11 @@ def with_feedback_rows(markup: InlineKeyboardMarkup | None, rows: list[list[Inli
 # ---- the button callback ---------------------------------------------------------------------------------
 async def _photo_behind(message: Message | None, key: str, context: ContextTypes.DEFAULT_TYPE) -> StoredPhoto | None:
     """The photo the answer is about: the message it replies to (the same size the bot classified), or the
-    bot's photo store by the button's key (when the user deleted their message)."""
+    bot's photo store by the button's key (the user deleted their message, or the button is for another
+    photo of an album than the first one, which the answer replies to)."""
     replied = message.reply_to_message if isinstance(message, Message) else None
     photo = photo_in(replied)
-    if photo is None:
+    if photo is None or photo_key(photo.file_unique_id) != key:
         photo = await asyncio.to_thread(services(context).store.by_key, key)
     return photo
 

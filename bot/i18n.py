@@ -96,10 +96,6 @@ class Languages:
             except (OSError, ValueError) as error:  # a truncated or foreign file
                 raise CatalogError(f"cannot read the {code} catalog {mo}: {error}") from None
 
-    @classmethod
-    def english_only(cls) -> Languages:
-        return cls(Path("/nonexistent"))
-
     @property
     def codes(self) -> list[str]:
         return list(self._languages)

@@ -1,7 +1,7 @@
 """The long-lived objects the handlers share, kept in ``application.bot_data["services"]``."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from telegram import Update
 from telegram.ext import ContextTypes
@@ -12,7 +12,7 @@ from .albums import Albums
 from .canary import serves_canary
 from .config import Settings
 from .feedback_store import FeedbackStore
-from .i18n import Language, Languages
+from .i18n import ENGLISH, Language, Languages
 from .journal import Journal
 from .scheduler import CANARY, MAIN, InferenceScheduler
 from .stats import BotStats
@@ -28,9 +28,9 @@ class BotServices:
     store: PhotoStore
     journal: Journal
     stats: BotStats
+    languages: Languages  # the shipped catalogs (bot.i18n)
+    albums: Albums  # the albums being collected for their one reply (bot.albums)
     feedback: FeedbackStore | None = None  # None: feedback is off (FEEDBACK_DIR unset)
-    languages: Languages | None = None  # None: English only (tests that build services by hand)
-    albums: Albums = field(default_factory=lambda: Albums(1.0))
 
     @property
     def classifier(self) -> Classifier:
@@ -66,5 +66,6 @@ def services(context: ContextTypes.DEFAULT_TYPE) -> BotServices:
 def language_of(update: object, context: ContextTypes.DEFAULT_TYPE) -> Language:
     """The language to answer this update's user in (their Telegram ``language_code``; English otherwise)."""
     svc = context.application.bot_data.get(SERVICES_KEY)
-    user = update.effective_user if isinstance(update, Update) else None
-    return (svc.languages if svc is not None and svc.languages is not None else Languages.english_only()).for_user(user)
+    if svc is None:  # an error before the services started
+        return ENGLISH
+    return svc.languages.for_user(update.effective_user if isinstance(update, Update) else None)

@@ -104,14 +104,19 @@ class PhotoStore:
         return cls(Path(data_dir) / DB_NAME, clock)
 
     def remember(self, chat_id: int, photo: StoredPhoto, answer: StoredAnswer | None = None) -> str:
-        """Make ``photo`` the chat's latest (with the ``answer`` given for it) and return its button key."""
+        """Make ``photo`` the chat's latest (with the ``answer`` given for it) and return its button key.
+
+        An earlier message of the chat stays behind a later one that was remembered first (an album's photos
+        finish in any order), so a bare /why explains the photo the user sent last."""
         key = photo_key(photo.file_unique_id)
         now = self.clock()
         with self._lock, self._db:  # one transaction
             self._db.execute(
                 "INSERT INTO last_photo VALUES (?, ?, ?, ?, ?) ON CONFLICT(chat_id) DO UPDATE SET "
                 "file_id=excluded.file_id, file_unique_id=excluded.file_unique_id, "
-                "message_id=excluded.message_id, updated_at=excluded.updated_at",
+                "message_id=excluded.message_id, updated_at=excluded.updated_at "
+                "WHERE excluded.message_id IS NULL OR last_photo.message_id IS NULL "
+                "OR excluded.message_id >= last_photo.message_id",
                 (chat_id, photo.file_id, photo.file_unique_id, photo.message_id, now),
             )
             self._db.execute("INSERT OR REPLACE INTO photo_key VALUES (?, ?, ?, ?, ?)",

@@ -81,6 +81,10 @@ async def test_album_feedback_buttons_work_per_photo(fake_api, running_bot, tmp_
         assert after_choice == [rows[0], [rows[1][0]], [("#2 Thanks — noted as saree", after_choice[2][0][1])]]
     (record,) = Inbox(inbox_dir).records()
     assert record.label == "saree"
+    second_photo = {size["file_unique_id"] for size in sent[1]["photo"]}
+    assert record.photo_id in second_photo, "the judgement of #2 must keep photo #2"
+    stored = (inbox_dir / record.photo_file).read_bytes()
+    assert stored in {fake_api.file_bytes(size["file_id"]) for size in sent[1]["photo"]}
 
 
 async def test_group_album_addressed_in_its_first_caption_is_answered_whole(fake_api, running_bot):

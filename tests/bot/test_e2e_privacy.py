@@ -47,7 +47,8 @@ async def test_privacy_says_what_is_kept_how_long_and_who_sees_it(fake_api, runn
     assert "privacy" in {command["command"] for command in fake_api.commands}
 
 
-async def test_state_older_than_the_retention_period_is_purged_at_start(fake_api, running_bot, bot_settings, tmp_path):
+async def test_state_older_than_the_retention_period_is_purged_at_start(fake_api, running_bot, bot_settings, tmp_path,
+                                                                      classifier):
     data_dir, inbox_dir = tmp_path / "data", tmp_path / "fb"
     settings = bot_settings(data_dir, FEEDBACK_DIR=str(inbox_dir), RETENTION_DAYS="30")
     async with running_bot(settings):
@@ -59,7 +60,7 @@ async def test_state_older_than_the_retention_period_is_purged_at_start(fake_api
     from bot.app import build_application
 
     async def start_at(days_later: float):
-        app = build_application(settings, clock=lambda: time.time() + days_later * DAY)
+        app = build_application(settings, classifier, clock=lambda: time.time() + days_later * DAY)
         await app.initialize()  # the purge runs here, before anyone is served
         await app.shutdown()
 
@@ -75,13 +76,14 @@ async def test_state_older_than_the_retention_period_is_purged_at_start(fake_api
     assert hint.text.startswith("Send me a photo first")
 
 
-async def test_the_purge_also_runs_on_its_schedule(fake_api, running_bot, bot_settings, tmp_path, monkeypatch):
+async def test_the_purge_also_runs_on_its_schedule(fake_api, bot_settings, tmp_path, monkeypatch, classifier):
     import bot.app
 
     monkeypatch.setattr(bot.app, "JOURNAL_PURGE_EVERY_S", 0.05)
     data_dir = tmp_path / "data"
     offset = [0.0]
-    app = bot.app.build_application(bot_settings(data_dir, RETENTION_DAYS="1"), clock=lambda: time.time() + offset[0])
+    app = bot.app.build_application(bot_settings(data_dir, RETENTION_DAYS="1"), classifier,
+                                    clock=lambda: time.time() + offset[0])
     await app.initialize()
     await app.start()
     await app.updater.start_polling(poll_interval=0, timeout=1)
