@@ -80,16 +80,16 @@ class FeedbackData:
 
 
 # ---- keyboards -----------------------------------------------------------------------------------------
-def why_button(key: str, lang: Language = ENGLISH, number: int | None = None) -> InlineKeyboardButton:
-    return InlineKeyboardButton(messages.why_button(number, lang), callback_data=f"why:{key}")
+def why_key_button(key: str, lang: Language = ENGLISH, number: int | None = None) -> InlineKeyboardButton:
+    return InlineKeyboardButton(messages.why_button_text(number, lang), callback_data=f"why:{key}")
 
 
 def why_row(key: str, lang: Language = ENGLISH) -> list[InlineKeyboardButton]:
-    return [why_button(key, lang)]
+    return [why_key_button(key, lang)]
 
 
 def judge_buttons(key: str, lang: Language = ENGLISH, number: int | None = None) -> list[InlineKeyboardButton]:
-    right, wrong = messages.feedback_buttons(number, lang)
+    right, wrong = messages.feedback_button_texts(number, lang)
     return [InlineKeyboardButton(right, callback_data=FeedbackData(key, RIGHT).encode()),
             InlineKeyboardButton(wrong, callback_data=FeedbackData(key, WRONG).encode())]
 
@@ -109,7 +109,7 @@ def album_keyboard(photos: list[AlbumPhoto], feedback_on: bool, lang: Language =
     for number, photo in enumerate(photos, start=1):
         if photo.key is None:  # not classified: nothing to explain or judge
             continue
-        rows.append([why_button(photo.key, lang, number)] + (judge_buttons(photo.key, lang, number) if feedback_on else []))
+        rows.append([why_key_button(photo.key, lang, number)] + (judge_buttons(photo.key, lang, number) if feedback_on else []))
     return InlineKeyboardMarkup(rows)
 
 

@@ -145,7 +145,7 @@ def bad_image(reason: str, lang: Language = ENGLISH) -> str:
         reason=reason)
 
 
-def why_button(number: int | None, lang: Language = ENGLISH) -> str:
+def why_button_text(number: int | None, lang: Language = ENGLISH) -> str:
     """"Why?" under one answer; "Why? #2" under an album's answer."""
     return lang.gettext(WHY_BUTTON) + (f" #{number}" if number else "")
 
@@ -221,7 +221,7 @@ FEEDBACK_PHOTO_GONE = N_("I no longer have that photo. Send it again to give fee
 FEEDBACK_OFF = N_("Feedback is switched off on this bot.")
 
 
-def feedback_buttons(number: int | None, lang: Language = ENGLISH) -> tuple[str, str]:
+def feedback_button_texts(number: int | None, lang: Language = ENGLISH) -> tuple[str, str]:
     """"✓ Right" / "✗ Wrong" under one answer; "#2 ✓" / "#2 ✗" for an album's second photo."""
     if number:
         return f"#{number} ✓", f"#{number} ✗"

@@ -112,6 +112,10 @@ async def test_an_album_cut_short_by_a_stop_is_answered_once_at_the_next_start(f
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("the album's photos were not classified")
+        # What a crash (SIGKILL) now would leave: every photo of the album still open in the journal, so the
+        # next start resumes them all; the stop below leaves the same (tests/bot/test_e2e_journal.py kills).
+        journal = app.bot_data["services"].journal
+        assert await asyncio.to_thread(journal.open_count) == 3
     assert not fake_api.find_calls("sendMessage", after=mark), "no partial answer before the stop"
     async with running_bot(bot_settings(data_dir, ALBUM_WAIT_S="0.2")):
         answer = await fake_api.wait_for_answer(sent[0], after=mark, timeout=20)

@@ -90,3 +90,20 @@ async def test_store_uses_the_configured_salt_and_a_failed_download_stores_nothi
                            checkpoint_id=CHECKPOINT, chat_id=5)
     live, photos, checkpoints = await store.live_accuracy()
     assert live.judged == 0 and photos == 0 and checkpoints == []
+
+
+def test_album_rows_change_only_the_pressed_photos_buttons():
+    from bot.albums import AlbumPhoto
+    from bot.feedback import album_keyboard, album_number
+
+    photos = [AlbumPhoto(10, key="a" * 12), AlbumPhoto(11, key="b" * 12), AlbumPhoto(12)]  # #3 not classified
+    markup = album_keyboard(photos, feedback_on=True)
+    assert [[b.text for b in row] for row in markup.inline_keyboard] == [["Why? #1", "#1 ✓", "#1 ✗"],
+                                                                         ["Why? #2", "#2 ✓", "#2 ✗"]]
+    assert album_number(markup, "b" * 12) == 2 and album_number(answer_keyboard(KEY, True), KEY) is None
+    asked = with_feedback_rows(markup, choice_rows("b" * 12, ["kurti", "saree"]), "b" * 12)
+    texts = [[b.text for b in row] for row in asked.inline_keyboard]
+    assert texts == [["Why? #1", "#1 ✓", "#1 ✗"], ["Why? #2"], ["Kurti", "Saree"], ["None of these"]]
+    done = with_feedback_rows(asked, thanks_rows("b" * 12, "saree", number=2), "b" * 12)
+    assert [[b.text for b in row] for row in done.inline_keyboard] == [["Why? #1", "#1 ✓", "#1 ✗"], ["Why? #2"],
+                                                                       ["#2 Thanks — noted as saree"]]
