@@ -53,7 +53,7 @@ catalogs: $(STAMP)
 ## translations: extract the bot's texts into bot/locale/bot.pot and merge them into every language's .po
 translations: $(STAMP)
 	$(VENV)/bin/pybabel extract --no-location --sort-output --project product-id-bot -c "Translators:" -o bot/locale/bot.pot bot
-	$(VENV)/bin/pybabel update --no-location --width 120 -i bot/locale/bot.pot -d bot/locale -D bot
+	$(VENV)/bin/pybabel update --width 120 -i bot/locale/bot.pot -d bot/locale -D bot
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
