@@ -207,21 +207,22 @@ def test_with_settings_shares_the_folded_network_and_gives_the_same_map(network,
 
 
 def test_the_kept_grid_gives_every_other_class_map_without_inference(network, image, target):
-    """The "why not …?" maps: ``for_target`` on one result equals explaining that class directly."""
-    explainer = OcclusionExplainer(network, patch=56, stride=112)
-    result = explainer.explain(image)
+    """The "why not …?" maps: the incremental engine's grid holds every class's probabilities (as the naive
+    loop gives them), and ``for_target`` on one result equals explaining that class directly."""
+    result = OcclusionExplainer(network, patch=56, stride=112).explain(image)
     assert result.probability_grid.shape == (3, 2, 2) and result.clean_probabilities.shape == (3,)
     assert result.top_classes(3)[0] == target
-    with torch.inference_mode():
-        clean = torch.softmax(network(image.unsqueeze(0)), dim=1)[0].numpy()
     naive_grid = naive_probability_grid(network, image, 56, 112)  # every class from one naive loop
-    np.testing.assert_allclose(result.occlusion_map, clean[target] - naive_grid[target], atol=TOLERANCE)
-    for other in [k for k in range(3) if k != target]:
-        direct = explainer.explain(image, target=other)
+    np.testing.assert_allclose(result.probability_grid, naive_grid, atol=TOLERANCE)
+    for other in range(3):
         derived = result.for_target(other)
-        np.testing.assert_array_equal(derived.occlusion_map, direct.occlusion_map)
-        assert derived.target == other and derived.probability == pytest.approx(direct.probability)
-        np.testing.assert_allclose(derived.occlusion_map, clean[other] - naive_grid[other], atol=TOLERANCE)
+        np.testing.assert_allclose(derived.occlusion_map, result.clean_probabilities[other] - naive_grid[other],
+                                   atol=TOLERANCE)
+        assert derived.target == other and derived.probability == pytest.approx(float(result.clean_probabilities[other]))
+    batched = OcclusionExplainer(network, patch=56, stride=112, method="batched")  # quicker on a 2 x 2 grid
+    kept = batched.explain(image)
+    for other in [k for k in range(3) if k != target]:
+        np.testing.assert_array_equal(kept.for_target(other).occlusion_map, batched.explain(image, target=other).occlusion_map)
     with pytest.raises(ValueError):
         result.for_target(3)
 
