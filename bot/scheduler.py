@@ -46,7 +46,7 @@ import torch
 
 from model import Classifier, Prediction
 from model.predict import prediction_from_probabilities
-from model.runtime import ModelPreparation, prepare_model, warm_up_pass
+from model.runtime import ModelPreparation, prepare_model, runtime_cache_dir, warm_up_pass
 from model.threads import name_os_thread
 
 from .batching import BatchQueue, PendingRequest, share_of_work
@@ -95,6 +95,9 @@ class SchedulerConfig:
     explain_cache_size: int
     warm_up_batch: int  # photos in the warm-up passes at start (0: none)
     frozen_graph: bool | None  # None: measure eager against the graph at start and keep the faster
+    precision: str = "auto"  # model.runtime.prepare_model's choices: auto (measured at start) or forced
+    device: str = "auto"
+    runtime: str = "auto"
 
 
 class InferenceScheduler:
@@ -202,7 +205,9 @@ class InferenceScheduler:
     def _prepare(self, classifier: Classifier) -> ModelPreparation:
         """Choose ``classifier``'s forward pass the way this scheduler will run it (see model.runtime)."""
         return prepare_model(classifier, self.config.frozen_graph, probe_batch=min(4, self._share_cap()),
-                             workers=self._workers, threads=self._threads_shared)
+                             workers=self._workers, threads=self._threads_shared, precision=self.config.precision,
+                             device=self.config.device, runtime=self.config.runtime,
+                             cache_dir=runtime_cache_dir(classifier))
 
     def _warm_up_share(self) -> int:
         """Photos in each compute thread's warm-up pass: its share of WARM_UP_BATCH, at most its batch share."""
@@ -364,8 +369,8 @@ class InferenceScheduler:
                     seconds = warm_up_pass(self.classifier, 1, self._threads_alone)
                     log.info("warm-up: a lone photo on %d threads in %.2f s", self._threads_alone, seconds)
             except Exception:  # a broken network shows up on the first request, answered per request
-                log.exception("preparing the model failed: serving the eager network")
-                self.classifier.graph = None
+                log.exception("preparing the model failed: serving the eager fp32 network")
+                self.classifier.graph, self.classifier.runner, self.classifier.precision = None, None, "fp32"
                 self.preparation = ModelPreparation("eager", "preparing the model failed (see the log)")
             with self._cond:
                 self._model_prepared = True
