@@ -35,8 +35,8 @@ from telegram.ext import (
 from telegram.warnings import PTBDeprecationWarning
 
 from model import CheckpointError, Classifier, load_classifier
-from model.precision import DeviceUnavailable, resolve_device
 from model.memory import keep_freed_memory
+from model.precision import DeviceUnavailable, resolve_device
 
 from . import feedback, handlers, messages, why
 from .config import ConfigError, Settings
