@@ -370,7 +370,9 @@ class InferenceScheduler:
                     log.info("warm-up: a lone photo on %d threads in %.2f s", self._threads_alone, seconds)
             except Exception:  # a broken network shows up on the first request, answered per request
                 log.exception("preparing the model failed: serving the eager fp32 network")
+                self.classifier.to("cpu")
                 self.classifier.graph, self.classifier.runner, self.classifier.precision = None, None, "fp32"
+                self.classifier.runtime = "torch"
                 self.preparation = ModelPreparation("eager", "preparing the model failed (see the log)")
             with self._cond:
                 self._model_prepared = True

@@ -60,6 +60,7 @@ class Classifier:
     graph: torch.jit.ScriptModule | None = None
     runner: Callable[[torch.Tensor], torch.Tensor] | None = None  # batch -> logits
     precision: str = "fp32"  # what ``runner`` computes in (the network itself is always fp32)
+    runtime: str = "torch"  # what ``runner`` is: "torch" or "openvino"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def to(self, device: torch.device | str) -> Classifier:
@@ -67,7 +68,7 @@ class Classifier:
         device = torch.device(device)
         if device != self.device:
             self.network = self.network.to(device)
-            self.graph, self.runner, self.precision, self.device = None, None, "fp32", device
+            self.graph, self.runner, self.precision, self.runtime, self.device = None, None, "fp32", "torch", device
         return self
 
     def use_frozen_graph(self) -> bool:

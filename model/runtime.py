@@ -233,7 +233,7 @@ def prepare_model(classifier: Classifier, frozen_graph: bool | None, probe_batch
     precision, runtime = check_precision(precision), check_runtime(runtime)
     target = resolve_device(device)
     classifier.to(target)
-    classifier.runner, classifier.precision = None, "fp32"
+    classifier.runner, classifier.precision, classifier.runtime = None, "fp32", "torch"
     side = classifier.preprocess_config.crop
     generator = torch.Generator().manual_seed(0)
     batch = torch.randn(max(1, probe_batch), 3, side, side, generator=generator).to(target)
@@ -245,6 +245,7 @@ def prepare_model(classifier: Classifier, frozen_graph: bool | None, probe_batch
     choice = choose_precision(precision, capability, lambda: _precision_probe(classifier, forwards, batch, workers, threads),
                               device=target)
     classifier.runner, classifier.precision = forwards.runner(choice.precision), choice.precision
+    classifier.runtime = forwards.runtime
     return ModelPreparation(torch_forward.forward, torch_forward.reason, torch_forward.eager_ms, torch_forward.graph_ms,
                             time.perf_counter() - started, choice.precision, choice.reason, forwards.runtime,
                             runtime_reason, str(target))
