@@ -12,6 +12,10 @@ Threads, and who waits on what (one lock, ``InferenceScheduler._cond``, guards e
        side by side on a core's share of the torch threads, a lone photo gets them all;
     2. when no classification waits or runs and no heat map is in progress: the next level of a heat map
        (:mod:`bot.jobs`): every waiting chat's first (coarse) map before any finer map, chats taking turns.
+  What a pass runs on is chosen at warm-up (:func:`model.runtime.prepare_model`: device, runtime,
+  precision, each logged with its reason and shown in /stats). On OpenVINO a pass runs on OpenVINO's own
+  threads (all cores, one stream; ``torch.set_num_threads`` does not reach them) with the GIL released, so
+  two compute threads' batches queue on that stream instead of splitting the cores.
   A map runs on all torch threads. Before each explainer batch it reaches its **pause point**
   (:meth:`_pause_point`): its thread runs due classification batches itself (or waits while other threads
   run them), and a fine map runs each waiting coarse map to its end before it goes on. So a photo waits for

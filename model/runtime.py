@@ -181,8 +181,8 @@ class _Forwards:
         return None if self.runtime == "torch" and precision == "fp32" else self.get(precision)
 
 
-def _choose_runtime(requested: str, classifier: Classifier, batch: torch.Tensor, workers: int, threads: int,
-                    cache_dir: Path | None) -> tuple[_Forwards, str]:
+def _choose_runtime(requested: str, precision: str, classifier: Classifier, batch: torch.Tensor, workers: int,
+                    threads: int, cache_dir: Path | None) -> tuple[_Forwards, str]:
     total_threads = max(1, workers * threads)
     torch_forwards = _Forwards(classifier, "torch", cache_dir, total_threads)
     if requested == "torch":
@@ -192,15 +192,15 @@ def _choose_runtime(requested: str, classifier: Classifier, batch: torch.Tensor,
     if openvino_version() is None:
         return torch_forwards, f"RUNTIME={requested}, but OpenVINO is not installed (pip install openvino)"
     openvino = _Forwards(classifier, "openvino", cache_dir, total_threads)
-    try:
-        openvino_fp32 = openvino.get("fp32")
+    try:  # RUNTIME=auto compares fp32 passes; a forced runtime converts only the precision it needs first
+        first = openvino.get("bf16" if requested == "openvino" and precision == "bf16" else "fp32")
     except OpenVINOUnavailable as error:
         log.warning("%s: serving with torch", error)
         return torch_forwards, f"RUNTIME={requested}, but {error}"
     sources = "; ".join(openvino.sources)
     if requested == "openvino":
         return openvino, f"RUNTIME=openvino, OpenVINO {openvino_version()} ({sources})"
-    torch_ms, openvino_ms = _fastest([torch_forwards.get("fp32"), openvino_fp32], batch, workers, threads)
+    torch_ms, openvino_ms = _fastest([torch_forwards.get("fp32"), first], batch, workers, threads)
     timing = f"fp32 probe: torch {torch_ms:.1f} ms/photo, OpenVINO {openvino_ms:.1f} ms/photo"
     if openvino_ms < OPENVINO_MUST_BE_FASTER * torch_ms:
         return openvino, f"auto: OpenVINO {openvino_version()} was faster here ({timing}; {sources})"
@@ -239,7 +239,7 @@ def prepare_model(classifier: Classifier, frozen_graph: bool | None, probe_batch
     batch = torch.randn(max(1, probe_batch), 3, side, side, generator=generator).to(target)
     batch = batch.contiguous(memory_format=torch.channels_last)
     torch_forward = _choose_torch_forward(classifier, frozen_graph, batch, workers, threads)
-    forwards, runtime_reason = _choose_runtime(runtime, classifier, batch, workers, threads,
+    forwards, runtime_reason = _choose_runtime(runtime, precision, classifier, batch, workers, threads,
                                                Path(cache_dir) if cache_dir is not None else None)
     capability = capability if capability is not None else bf16_capability(target)
     choice = choose_precision(precision, capability, lambda: _precision_probe(classifier, forwards, batch, workers, threads),
