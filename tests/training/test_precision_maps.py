@@ -2,6 +2,8 @@
 real probability spread (a random-init model's are flat)."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,7 @@ def trained(learned_run):
     _, result = learned_run
     classifier = load_classifier(result.checkpoint)
     photos = sorted(p for p in (result.checkpoint.parents[1] / "data").rglob("*.png"))
-    return classifier, [classifier.preprocess(classifier.open(p)) for p in photos[::9]]
+    return classifier, [classifier.preprocess(classifier.open(p)) for p in photos[::11]]
 
 
 def test_bf16_map_is_within_the_documented_tolerance_of_fp32(trained):
@@ -35,15 +37,14 @@ def test_bf16_map_is_within_the_documented_tolerance_of_fp32(trained):
     assert redone < len(images)
 
 
-def test_a_flat_bf16_map_is_redone_in_fp32(trained):
-    classifier, images = trained
-    image = images[0]
-    # 112/112 over a uniform texture: four nearly equal drops, well within bf16 noise
-    fp32 = OcclusionExplainer(classifier.network, patch=112, stride=112)(image)
-    bf16 = OcclusionExplainer(classifier.network, patch=112, stride=112, precision="bf16")(image)
-    if np.ptp(fp32) >= BF16_MAP_NOISE / 2:
-        pytest.skip(f"this photo's 2x2 map is not flat (range {np.ptp(fp32):.3f})")
-    np.testing.assert_allclose(bf16, fp32, atol=1e-5)  # the fp32 map itself, not bf16 noise
+def test_a_flat_bf16_map_is_redone_in_fp32(trained, caplog):
+    classifier, _ = trained
+    blank = torch.zeros(3, 224, 224)  # the mean colour everywhere: occluding it with the mean changes nothing
+    fp32 = OcclusionExplainer(classifier.network, patch=112, stride=112)(blank)
+    with caplog.at_level(logging.INFO, logger="model.occlusion"):
+        bf16 = OcclusionExplainer(classifier.network, patch=112, stride=112, precision="bf16")(blank)
+    assert "within bf16 noise" in caplog.text
+    np.testing.assert_array_equal(bf16, fp32)  # the fp32 map itself
 
 
 @pytest.mark.skipif(openvino_version() is None, reason="OpenVINO is not installed")
