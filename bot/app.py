@@ -40,6 +40,7 @@ from telegram.warnings import PTBDeprecationWarning
 
 from model import CheckpointError, Classifier, load_classifier
 from model.memory import keep_freed_memory
+from model.precision import DeviceUnavailable, resolve_device
 
 from . import feedback, handlers, messages, why
 from .albums import Albums
@@ -265,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env(env_file=args.env_file)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        resolve_device(settings.device)  # DEVICE=cuda on a machine without a GPU stops here, before any work
+    except DeviceUnavailable as error:
+        print(f"error: DEVICE={settings.device}: {error}", file=sys.stderr)
         return 2
     if not settings.checkpoint_path.is_file():
         print(f"error: no model checkpoint at {settings.checkpoint_path}: train one with `make train` "

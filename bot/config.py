@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from model.precision import DEVICES, PRECISIONS
+from model.runtime import RUNTIMES
 from model.threads import available_cores
 
 if TYPE_CHECKING:
@@ -50,6 +52,9 @@ class Settings:
     max_batch_wait_ms: float = 10.0
     warm_up_batch: int | None = None  # photos in the start-up warm-up passes; None: MAX_BATCH; 0: no warm-up
     frozen_graph: bool | None = None  # frozen TorchScript graph (model/graph.py); None: auto, by measurement
+    precision: str = "auto"  # fp32, bf16, or auto: bf16 where native, agreeing and faster (model/precision.py)
+    device: str = "auto"  # cpu, cuda, or auto: CUDA when torch sees a GPU
+    runtime: str = "auto"  # torch, openvino, or auto: OpenVINO on a CPU where installed and faster (model/runtime.py)
     why_patch: int = 16
     why_stride: int = 8
     why_coarse_patch: int = 56
@@ -95,6 +100,9 @@ class Settings:
         _check(self.classify_workers is None or 1 <= self.classify_workers <= self.torch_threads,
                "CLASSIFY_WORKERS must be between 1 and TORCH_THREADS")
         _check(self.why_patch <= 224 and self.why_coarse_patch <= 224, "WHY_PATCH and WHY_COARSE_PATCH must be at most 224")
+        _check(self.precision in PRECISIONS, f"PRECISION must be one of {', '.join(PRECISIONS)}")
+        _check(self.device in DEVICES, f"DEVICE must be one of {', '.join(DEVICES)}")
+        _check(self.runtime in RUNTIMES, f"RUNTIME must be one of {', '.join(RUNTIMES)}")
         _check(self.log_level in _LOG_LEVELS, f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
         _check(self.webhook_secret == "" or re.fullmatch(r"[A-Za-z0-9_-]{1,256}", self.webhook_secret) is not None,
                "WEBHOOK_SECRET may only contain A-Z, a-z, 0-9, _ and - (1 to 256 characters)")
@@ -121,7 +129,8 @@ class Settings:
             per_chat_queue=self.per_chat_queue, why_queue_size=self.why_queue_size, decode_workers=self.workers,
             torch_threads=self.torch_threads, classify_workers=self.classify_worker_count,
             explain_batch_size=self.why_batch_size, explain_cache_size=self.explain_cache_size,
-            warm_up_batch=self.warm_up_photos, frozen_graph=self.frozen_graph)
+            warm_up_batch=self.warm_up_photos, frozen_graph=self.frozen_graph, precision=self.precision,
+            device=self.device, runtime=self.runtime)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
@@ -187,6 +196,9 @@ ENV_NAMES: dict[str, str] = {
     "max_batch_wait_ms": "MAX_BATCH_WAIT_MS",
     "warm_up_batch": "WARM_UP_BATCH",
     "frozen_graph": "FROZEN_GRAPH",
+    "precision": "PRECISION",
+    "device": "DEVICE",
+    "runtime": "RUNTIME",
     "why_patch": "WHY_PATCH",
     "why_stride": "WHY_STRIDE",
     "why_coarse_patch": "WHY_COARSE_PATCH",
@@ -228,6 +240,9 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "canary_checkpoint": Path,
     "admin_user_ids": _parse_ids,
     "log_level": _parse_level,
+    "precision": str.lower,
+    "device": str.lower,
+    "runtime": str.lower,
     "frozen_graph": _parse_auto_bool,
 }
 _EXPECTED = {

@@ -114,6 +114,5 @@ class HeatMapMaker:
             if self._explainers:  # coarse and fine maps share one folded copy of the network
                 self._explainers[key] = next(iter(self._explainers.values())).with_settings(patch, stride)
             else:
-                self._explainers[key] = OcclusionExplainer(self.classifier.network, patch=patch, stride=stride,
-                                                           batch_size=self._batch_size)
+                self._explainers[key] = OcclusionExplainer.for_classifier(self.classifier, patch, stride, self._batch_size)
         return self._explainers[key]

@@ -12,6 +12,10 @@ Threads, and who waits on what (one lock, ``InferenceScheduler._cond``, guards e
        side by side on a core's share of the torch threads, a lone photo gets them all;
     2. when no classification waits or runs and no heat map is in progress: the next level of a heat map
        (:mod:`bot.jobs`): every waiting chat's first (coarse) map before any finer map, chats taking turns.
+  What a pass runs on is chosen at warm-up (:func:`model.runtime.prepare_model`: device, runtime,
+  precision, each logged with its reason and shown in /stats). On OpenVINO a pass runs on OpenVINO's own
+  threads (all cores, one stream; ``torch.set_num_threads`` does not reach them) with the GIL released, so
+  two compute threads' batches queue on that stream instead of splitting the cores.
   A map runs on all torch threads. Before each explainer batch it reaches its **pause point**
   (:meth:`_pause_point`): its thread runs due classification batches itself (or waits while other threads
   run them), and a fine map runs each waiting coarse map to its end before it goes on. So a photo waits for
@@ -46,7 +50,7 @@ import torch
 
 from model import Classifier, Prediction
 from model.predict import prediction_from_probabilities
-from model.runtime import ModelPreparation, prepare_model, warm_up_pass
+from model.runtime import ModelPreparation, prepare_model, runtime_cache_dir, warm_up_pass
 from model.threads import name_os_thread
 
 from .batching import BatchQueue, PendingRequest, share_of_work
@@ -95,6 +99,9 @@ class SchedulerConfig:
     explain_cache_size: int
     warm_up_batch: int  # photos in the warm-up passes at start (0: none)
     frozen_graph: bool | None  # None: measure eager against the graph at start and keep the faster
+    precision: str = "auto"  # model.runtime.prepare_model's choices: auto (measured at start) or forced
+    device: str = "auto"
+    runtime: str = "auto"
 
 
 class InferenceScheduler:
@@ -202,7 +209,9 @@ class InferenceScheduler:
     def _prepare(self, classifier: Classifier) -> ModelPreparation:
         """Choose ``classifier``'s forward pass the way this scheduler will run it (see model.runtime)."""
         return prepare_model(classifier, self.config.frozen_graph, probe_batch=min(4, self._share_cap()),
-                             workers=self._workers, threads=self._threads_shared)
+                             workers=self._workers, threads=self._threads_shared, precision=self.config.precision,
+                             device=self.config.device, runtime=self.config.runtime,
+                             cache_dir=runtime_cache_dir(classifier))
 
     def _warm_up_share(self) -> int:
         """Photos in each compute thread's warm-up pass: its share of WARM_UP_BATCH, at most its batch share."""
@@ -365,8 +374,10 @@ class InferenceScheduler:
                     seconds = warm_up_pass(self.classifier, 1, self._threads_alone)
                     log.info("warm-up: a lone photo on %d threads in %.2f s", self._threads_alone, seconds)
             except Exception:  # a broken network shows up on the first request, answered per request
-                log.exception("preparing the model failed: serving the eager network")
-                self.classifier.graph = None
+                log.exception("preparing the model failed: serving the eager fp32 network")
+                self.classifier.to("cpu")
+                self.classifier.graph, self.classifier.runner, self.classifier.precision = None, None, "fp32"
+                self.classifier.runtime = "torch"
                 self.preparation = ModelPreparation("eager", "preparing the model failed (see the log)")
             with self._cond:
                 self._model_prepared = True

@@ -25,6 +25,9 @@ def settings_env(fake, checkpoint: Path, data_dir: Path, **extra: str) -> dict[s
         # The shared session classifier stays eager, so tests do not depend on which bot traced it first;
         # the graph (the default) is tested end to end on a bot that loads its own model.
         "FROZEN_GRAPH": "0",
+        # fp32 on torch, as the session classifier was loaded: no conversion or precision probe per bot start.
+        "PRECISION": "fp32",
+        "RUNTIME": "torch",
     }
     env.update({key: str(value) for key, value in extra.items()})
     return env

@@ -1,10 +1,14 @@
 """Command line for the model: classify photos, or explain one with an occlusion heat map.
 
-    python -m model predict --checkpoint FILE [--json] [--top K] IMAGE...
+    python -m model predict --checkpoint FILE [--json] [--top K] [--precision P] [--device D] [--runtime R] IMAGE...
     python -m model explain --checkpoint FILE IMAGE -o OUT.png [--patch P] [--stride S] [--target CLASS]
-                           [--save-map MAP.npy]
+                            [--save-map MAP.npy] [--precision P] [--device D] [--runtime R]
 
-Exit status: 0 when every image was handled, 1 when some failed, 2 on bad usage (or an unusable checkpoint).
+``--precision``, ``--device`` and ``--runtime`` mean what the bot's PRECISION, DEVICE and RUNTIME mean
+(:mod:`model.runtime`); the choice and its reason go to stderr, results to stdout as before.
+
+Exit status: 0 when every image was handled, 1 when some failed, 2 on bad usage (or an unusable checkpoint,
+or a device that is not there).
 """
 from __future__ import annotations
 
@@ -16,17 +20,31 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CheckpointError
+from .precision import DEVICES, PRECISIONS, DeviceUnavailable
 from .predict import Classifier, load_classifier
 from .preprocess import ImageError, open_image
+from .runtime import RUNTIMES, prepare_model, runtime_cache_dir
 from .threads import configure_torch_threads
 
 
-def _load(path: Path) -> Classifier:
+def _load(args: argparse.Namespace) -> Classifier:
+    """The checkpoint, loaded and prepared per --precision/--device/--runtime (exit 2 when unusable)."""
     try:
-        return load_classifier(path)
+        classifier = load_classifier(args.checkpoint)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    try:
+        # One image at a time from one thread, eager (a graph's tracing would cost more than it saves here).
+        preparation = prepare_model(classifier, False, probe_batch=1, workers=1, threads=args.threads_used,
+                                    precision=args.precision, device=args.device, runtime=args.runtime,
+                                    cache_dir=runtime_cache_dir(classifier))
+    except DeviceUnavailable as exc:
+        print(f"error: --device {args.device}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"model: {preparation.runtime} {preparation.precision} on {preparation.device} "
+          f"(runtime: {preparation.runtime_reason}; precision: {preparation.precision_reason})", file=sys.stderr)
+    return classifier
 
 
 def _format_percent(confidence: float) -> str:
@@ -34,7 +52,7 @@ def _format_percent(confidence: float) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    classifier = _load(args.checkpoint)
+    classifier = _load(args)
     results: list[dict] = []
     for name in args.images:
         # One image at a time: a bad file fails alone and memory stays bounded by the decode limit.
@@ -66,7 +84,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.patch < 1 or args.stride < 1 or args.patch > 224:
         print("error: --patch must be 1..224 and --stride at least 1", file=sys.stderr)
         return 2
-    classifier = _load(args.checkpoint)
+    classifier = _load(args)
     if args.target is not None and args.target not in classifier.class_names:
         print(f"error: --target {args.target!r} is not a class of this checkpoint; it knows: "
               f"{', '.join(classifier.class_names)}", file=sys.stderr)
@@ -79,7 +97,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"{args.image}: error: {exc}", file=sys.stderr)
         return 1
     prediction = classifier.predict_tensors([tensor])[0]
-    explainer = OcclusionExplainer(classifier.network, patch=args.patch, stride=args.stride, batch_size=args.batch_size)
+    explainer = OcclusionExplainer.for_classifier(classifier, args.patch, args.stride, args.batch_size)
     label = args.target or prediction.label
     target = classifier.class_names.index(label)
     with tqdm(total=None, unit="position", desc="occlusion", file=sys.stderr, leave=False,
@@ -111,6 +129,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model_choices(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="fp32, bf16, or auto: bf16 where the hardware runs it natively and a probe agrees (default: %(default)s)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="cpu, cuda, or auto: CUDA when torch sees a GPU (default: %(default)s)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="torch, openvino, or auto: OpenVINO on a CPU where installed and faster (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m model", description="Classify clothing photos and explain the answer.")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core)")
@@ -120,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint (e.g. checkpoints/model.pt)")
     predict.add_argument("--json", action="store_true", help="print one JSON list instead of text")
     predict.add_argument("--top", type=int, default=3, help="how many classes to list per image (default: %(default)s)")
+    _add_model_choices(predict)
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.set_defaults(func=cmd_predict)
 
@@ -133,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--target", default=None, metavar="CLASS",
                          help="explain this class instead of the predicted one (a class name of the checkpoint)")
     explain.add_argument("--save-map", type=Path, default=None, metavar="MAP.npy", help="also save the grid as float32 .npy")
+    _add_model_choices(explain)
     explain.set_defaults(func=cmd_explain)
     return parser
 
@@ -142,5 +171,5 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "top", 1) < 1:
         parser.error("--top must be at least 1")
-    configure_torch_threads(args.threads)
+    args.threads_used = configure_torch_threads(args.threads)
     return args.func(args)

@@ -9,6 +9,9 @@ cached data, so borders are exact. In a batch of positions every layer's window 
 largest reach among them, shifted inward at the borders, which recomputes a few unchanged values), so
 the batch runs as ordinary batched convs. When the reach covers the whole map (layer3/layer4 for large
 patches) the window is the whole map.
+
+Any dtype and device: the plan's (:func:`model.incremental_plan.build_plan`); activations stay in that
+dtype from the image to the global pool, and the pooled features go to the fp32 tail.
 """
 from __future__ import annotations
 
@@ -105,7 +108,8 @@ def assemble(source: torch.Tensor, pad: int, delta: Delta, row_origins: list[int
     batch, channels, source_width = len(row_origins), source.shape[1], source.shape[-1]
     rows = torch.tensor(row_origins).unsqueeze(1) + (pad + torch.arange(height))  # batch x height
     cols = torch.tensor(col_origins).unsqueeze(1) + (pad + torch.arange(width))
-    out = _pixel_rows(source).index_select(0, (rows.unsqueeze(2) * source_width + cols.unsqueeze(1)).reshape(-1))
+    gather = (rows.unsqueeze(2) * source_width + cols.unsqueeze(1)).reshape(-1).to(source.device)
+    out = _pixel_rows(source).index_select(0, gather)
 
     delta_height, delta_width = delta.values.shape[-2:]
     target_rows = (torch.tensor(delta.row_origins) - torch.tensor(row_origins)).unsqueeze(1) + torch.arange(delta_height)
@@ -115,18 +119,18 @@ def assemble(source: torch.Tensor, pad: int, delta: Delta, row_origins: list[int
     destination = (item * height + target_rows.unsqueeze(2)) * width + target_cols.unsqueeze(1)
     pixels = _pixel_rows(delta.values)
     if bool(inside.all()):
-        out.index_copy_(0, destination.reshape(-1), pixels)
+        out.index_copy_(0, destination.reshape(-1).to(source.device), pixels)
     else:
         source_index = torch.arange(pixels.shape[0]).view(batch, delta_height, delta_width)
-        out.index_copy_(0, destination[inside], pixels.index_select(0, source_index[inside]))
+        out.index_copy_(0, destination[inside].to(source.device), pixels.index_select(0, source_index[inside].to(source.device)))
     return out.view(batch, height, width, channels).permute(0, 3, 1, 2)  # channels_last N x C x H x W
 
 
 class IncrementalOcclusion:
     """Occlusion probabilities for many patch positions of one image, recomputing only what changes."""
 
-    def __init__(self, network: torch.nn.Module):
-        self.plan: ResNetPlan = build_plan(network)
+    def __init__(self, network: torch.nn.Module, dtype: torch.dtype = torch.float32):
+        self.plan: ResNetPlan = build_plan(network, dtype)
         self.profile: dict[str, float] = defaultdict(float)  # seconds per stage, summed over calls
 
     @torch.inference_mode()
@@ -152,7 +156,7 @@ class PreparedImage:
         self.outputs: dict[str, torch.Tensor] = {}  # op/block name -> its clean output
         self.windows: dict[str, AxisWindows] = {}  # op/block name -> the windows of its output
         plan = engine.plan
-        x = image.detach().float().unsqueeze(0).contiguous(memory_format=torch.channels_last)
+        x = image.detach().to(plan.device, plan.dtype).unsqueeze(0).contiguous(memory_format=torch.channels_last)
         self.image_padded = x
         windows = patch_windows(size, self.starts, patch)
         for op in plan.stem:
@@ -170,7 +174,7 @@ class PreparedImage:
             windows = union(main_windows, shortcut_windows)
             self.outputs[block.name], self.windows[block.name] = x, windows
         self.final = x
-        self.clean_logits = plan.tail(x.mean(dim=(2, 3)))
+        self.clean_logits = plan.tail(x.float().mean(dim=(2, 3)))
         self.input_windows = patch_windows(size, self.starts, patch)
 
     def batches(self, batch_size: int) -> list[list[tuple[int, int]]]:
@@ -233,7 +237,8 @@ class PreparedImage:
         profile, plan = self.engine.profile, self.engine.plan
         rows, cols = [r for r, _ in positions], [c for _, c in positions]
         started = time.perf_counter()
-        patch = torch.zeros(len(positions), 3, self.patch, self.patch).contiguous(memory_format=torch.channels_last)
+        patch = torch.zeros(len(positions), 3, self.patch, self.patch, dtype=plan.dtype, device=plan.device)
+        patch = patch.contiguous(memory_format=torch.channels_last)
         delta = Delta(patch, [self.starts[r] for r in rows], [self.starts[c] for c in cols], rows, cols)
         for op in plan.stem:
             delta = self._apply(op, delta)
@@ -255,7 +260,7 @@ class PreparedImage:
             started = _lap(profile, block.name.split(".")[0], started)
         extent = self.final.shape[-1]
         full = AxisWindows(extent, (0,) * len(self.starts), (extent,) * len(self.starts))
-        features = self._window_of(delta, self.final, full).values.mean(dim=(2, 3))
+        features = self._window_of(delta, self.final, full).values.float().mean(dim=(2, 3))
         logits = plan.tail(features)
         _lap(profile, "pool+head", started)
         return logits

@@ -4,6 +4,10 @@ Incremental occlusion needs to run every layer on arbitrary windows of its input
 turned into (weight, bias, kernel, stride, padding) with its BatchNorm folded in (eval mode only: the
 running statistics are constants then), and the network into stem ops, residual blocks and a tail
 (global average pool, then whatever maps 2048 features to logits).
+
+The convs run in the plan's ``dtype`` (fp32 or bf16: folded in fp32, then rounded once) on the network's
+device; the tail stays the network's own fp32 modules, fed fp32 features (it is a few small matrix
+products, and the head's logits are compared across positions).
 """
 from __future__ import annotations
 
@@ -65,19 +69,22 @@ class BlockOp:
 class ResNetPlan:
     stem: tuple[ConvOp | MaxPoolOp, ...]
     blocks: tuple[BlockOp, ...]
-    tail: Callable[[torch.Tensor], torch.Tensor]  # N x C pooled features -> logits
+    tail: Callable[[torch.Tensor], torch.Tensor]  # N x C pooled fp32 features -> logits
+    dtype: torch.dtype = torch.float32  # what the convs compute in
+    device: torch.device = torch.device("cpu")
 
 
-def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | nn.Identity, relu: bool, name: str) -> ConvOp:
-    """The conv with ``bn`` folded in; ``bn`` may be an Identity where it was folded at load
-    (model.fold.fold_batch_norms), and then the conv's own tensors are used, not copied."""
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | nn.Identity, relu: bool, name: str,
+                 dtype: torch.dtype = torch.float32) -> ConvOp:
+    """The conv with ``bn`` folded in, in ``dtype``; ``bn`` may be an Identity where it was folded at load
+    (model.fold.fold_batch_norms), and then (in fp32) the conv's own tensors are used, not copied."""
     if conv.groups != 1 or conv.dilation != (1, 1) or len(set(conv.kernel_size)) != 1 or len(set(conv.stride)) != 1:
         raise UnsupportedNetwork(f"{name}: only square, ungrouped, undilated convs are supported")
     if not isinstance(conv.padding, tuple) or len(set(conv.padding)) != 1:
         raise UnsupportedNetwork(f"{name}: only symmetric numeric padding is supported")
     if isinstance(bn, nn.Identity):
         weight = conv.weight.detach().float()
-        bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros(conv.out_channels)
+        bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros(conv.out_channels, device=weight.device)
     elif isinstance(bn, nn.BatchNorm2d) and not bn.training and bn.running_mean is not None:
         scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
         weight = conv.weight.detach().float() * scale.view(-1, 1, 1, 1)
@@ -86,8 +93,8 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | nn.Identity, relu: bool, 
     else:
         raise UnsupportedNetwork(f"{name}: BatchNorm must be in eval mode with running statistics to be folded")
     return ConvOp(
-        weight=weight.contiguous(memory_format=torch.channels_last),
-        bias=bias.contiguous(),
+        weight=weight.to(dtype).contiguous(memory_format=torch.channels_last),
+        bias=bias.to(dtype).contiguous(),
         kernel=conv.kernel_size[0],
         stride=conv.stride[0],
         padding=conv.padding[0],
@@ -96,17 +103,17 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | nn.Identity, relu: bool, 
     )
 
 
-def _block_op(block: nn.Module, name: str) -> BlockOp:
+def _block_op(block: nn.Module, name: str, dtype: torch.dtype) -> BlockOp:
     if isinstance(block, Bottleneck):
         main = (
-            fold_conv_bn(block.conv1, block.bn1, True, f"{name}.conv1"),
-            fold_conv_bn(block.conv2, block.bn2, True, f"{name}.conv2"),
-            fold_conv_bn(block.conv3, block.bn3, False, f"{name}.conv3"),
+            fold_conv_bn(block.conv1, block.bn1, True, f"{name}.conv1", dtype),
+            fold_conv_bn(block.conv2, block.bn2, True, f"{name}.conv2", dtype),
+            fold_conv_bn(block.conv3, block.bn3, False, f"{name}.conv3", dtype),
         )
     elif isinstance(block, BasicBlock):
         main = (
-            fold_conv_bn(block.conv1, block.bn1, True, f"{name}.conv1"),
-            fold_conv_bn(block.conv2, block.bn2, False, f"{name}.conv2"),
+            fold_conv_bn(block.conv1, block.bn1, True, f"{name}.conv1", dtype),
+            fold_conv_bn(block.conv2, block.bn2, False, f"{name}.conv2", dtype),
         )
     else:
         raise UnsupportedNetwork(f"{name}: unknown block type {type(block).__name__}")
@@ -116,7 +123,7 @@ def _block_op(block: nn.Module, name: str) -> BlockOp:
         if not (isinstance(ds, nn.Sequential) and len(ds) == 2 and isinstance(ds[0], nn.Conv2d)
                 and isinstance(ds[1], (nn.BatchNorm2d, nn.Identity))):
             raise UnsupportedNetwork(f"{name}.downsample: expected Sequential(Conv2d, BatchNorm2d)")
-        shortcut = fold_conv_bn(ds[0], ds[1], False, f"{name}.downsample")
+        shortcut = fold_conv_bn(ds[0], ds[1], False, f"{name}.downsample", dtype)
     return BlockOp(main=main, shortcut=shortcut, name=name)
 
 
@@ -137,8 +144,8 @@ def _find_resnet(network: nn.Module) -> tuple[ResNet, Callable[[torch.Tensor], t
     raise UnsupportedNetwork(f"{type(network).__name__} is neither a torchvision ResNet nor has .backbone/.head")
 
 
-def build_plan(network: nn.Module) -> ResNetPlan:
-    """Fold and flatten ``network`` (which must be in eval mode) into a :class:`ResNetPlan`."""
+def build_plan(network: nn.Module, dtype: torch.dtype = torch.float32) -> ResNetPlan:
+    """Fold and flatten ``network`` (which must be in eval mode) into a :class:`ResNetPlan` computing in ``dtype``."""
     if network.training:
         raise UnsupportedNetwork("the network must be in eval mode")
     resnet, tail = _find_resnet(network)
@@ -146,10 +153,10 @@ def build_plan(network: nn.Module) -> ResNetPlan:
         raise UnsupportedNetwork("unexpected ResNet stem or pooling")
     if resnet.avgpool.output_size not in (1, (1, 1)):
         raise UnsupportedNetwork("the ResNet must pool globally")
-    stem = (fold_conv_bn(resnet.conv1, resnet.bn1, True, "conv1"), _maxpool_op(resnet.maxpool))
+    stem = (fold_conv_bn(resnet.conv1, resnet.bn1, True, "conv1", dtype), _maxpool_op(resnet.maxpool))
     blocks = tuple(
-        _block_op(block, f"{layer_name}.{index}")
+        _block_op(block, f"{layer_name}.{index}", dtype)
         for layer_name in ("layer1", "layer2", "layer3", "layer4")
         for index, block in enumerate(getattr(resnet, layer_name))
     )
-    return ResNetPlan(stem=stem, blocks=blocks, tail=tail)
+    return ResNetPlan(stem=stem, blocks=blocks, tail=tail, dtype=dtype, device=resnet.conv1.weight.device)

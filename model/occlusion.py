@@ -7,6 +7,12 @@ and record ``map[row, col] = P(c | x) - P(c | occluded x)`` (softmax probabiliti
 
 Each pass yields every class's probability at every position, so an :class:`OcclusionResult` keeps that
 whole grid: the map for any other class (a "why not …?") is then arithmetic, no new inference.
+
+Precision: a map is computed in one precision throughout (the clean and the occluded probabilities from
+the same forward pass), fp32 or bf16. A bf16 map's values lie within :data:`BF16_MAP_TOLERANCE` of the
+fp32 map's, so a bf16 map whose whole range is within :data:`BF16_MAP_NOISE` would show noise as if it
+meant something: such a map is computed again in fp32, and that is the one returned (the rule is
+documented in the README, "Heat maps in bf16").
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import torch
 
 from .incremental import IncrementalOcclusion
 from .incremental_plan import UnsupportedNetwork
+from .precision import DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,21 @@ def _no_pause(done: int, total: int) -> None:
 # it takes this many times ``batch_size`` positions per batch at about the same memory; fewer, larger
 # ops also suffer less from thread hand-offs on a busy 2-core machine.
 INCREMENTAL_BATCH_FACTOR = 3
+# How far a bf16 map's values may lie from the fp32 map's: the largest difference measured on a model trained
+# on the synthetic separable classes was 0.010 (bench/bench_precision.py --parts maps; docs/benchmarks.md).
+BF16_MAP_TOLERANCE = 0.015
+# A bf16 map whose max - min is below this (twice the tolerance) could be mostly noise: it is redone in fp32.
+BF16_MAP_NOISE = 2 * BF16_MAP_TOLERANCE
+# Where a faster whole-network forward pass than torch's exists (OpenVINO: :mod:`model.openvino_runtime`),
+# batched passes of it are used instead of the incremental engine once the engine would still compute more
+# than this fraction of a whole pass's multiply-adds per position (56/28: 0.59, 16/8: 0.42, 8/4: 0.41).
+# bf16: always. On a quiet machine the engine in torch bf16 was 1.4x faster at 16/8, but with one core
+# busy torch's two OpenMP threads wait for each other at every layer and it was 3-4x slower than OpenVINO
+# (16/8: 17.3 s against 4.6 s; 8/4: 115 s against 37 s), and a bot's cores are rarely quiet.
+# fp32: OpenVINO's fp32 is only ~1.3x torch's per image, so the engine's saving wins from 16/8 down.
+FAST_FORWARD_ABOVE = {"bf16": 0.0, "fp32": 0.7}
+
+Forward = Callable[[torch.Tensor], torch.Tensor]  # normalized N x 3 x H x W batch -> logits
 
 
 @dataclass(frozen=True)
@@ -83,24 +105,34 @@ def occluded_batch(image: torch.Tensor, corners: list[tuple[int, int]], patch: i
 
 
 @torch.inference_mode()
-def _probabilities(network: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+def _probabilities(network: Forward, batch: torch.Tensor) -> torch.Tensor:
     logits = network(batch.contiguous(memory_format=torch.channels_last))
-    return torch.softmax(logits.float(), dim=1)
+    return torch.softmax(logits.float(), dim=1).cpu()
 
 
-def _check_image(image: torch.Tensor) -> torch.Tensor:
+def _check_image(image: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     if image.dim() == 4 and image.shape[0] == 1:
         image = image[0]
     if image.dim() != 3 or image.shape[0] != 3 or image.shape[1] != image.shape[2]:
         raise ValueError(f"expected a normalized 3 x H x H image tensor, got shape {tuple(image.shape)}")
-    return image.detach().float().cpu()
+    return image.detach().float().to(device)
+
+
+class _InDtype:
+    """``network`` run in another dtype (its own copy of the weights), returning fp32 logits."""
+
+    def __init__(self, network: torch.nn.Module, dtype: torch.dtype):
+        self.dtype, self.network = dtype, copy.deepcopy(network).to(dtype)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.network(batch.to(self.dtype)).float()
 
 
 @torch.inference_mode()
-def naive_probability_grid(network: torch.nn.Module, image: torch.Tensor, patch: int, stride: int,
+def naive_probability_grid(network: Forward, image: torch.Tensor, patch: int, stride: int,
                            between_batches: BetweenBatches = _no_pause) -> np.ndarray:
     """The reference: one whole-network forward pass per patch position, batch 1 (classes x G x G). Slow."""
-    image = _check_image(image)
+    image = _check_image(image, _device_of(network))
     positions = grid_positions(image.shape[-1], patch, stride)
     result = None
     for row, top in enumerate(positions):
@@ -113,18 +145,19 @@ def naive_probability_grid(network: torch.nn.Module, image: torch.Tensor, patch:
     return result
 
 
-def naive_occlusion_map(network: torch.nn.Module, image: torch.Tensor, target: int, patch: int, stride: int,
+def naive_occlusion_map(network: Forward, image: torch.Tensor, target: int, patch: int, stride: int,
                         between_batches: BetweenBatches = _no_pause) -> np.ndarray:
     """The reference map for ``target`` (see :func:`naive_probability_grid`); kept for tests."""
-    clean = float(_probabilities(network, _check_image(image).unsqueeze(0))[0, target])
+    clean = float(_probabilities(network, _check_image(image, _device_of(network)).unsqueeze(0))[0, target])
     return clean - naive_probability_grid(network, image, patch, stride, between_batches)[target]
 
 
 @torch.inference_mode()
-def batched_probability_grid(network: torch.nn.Module, image: torch.Tensor, patch: int, stride: int,
+def batched_probability_grid(network: Forward, image: torch.Tensor, patch: int, stride: int,
                              batch_size: int = 16, between_batches: BetweenBatches = _no_pause) -> np.ndarray:
-    """Whole-network forward passes over batches of occluded copies (classes x G x G probabilities)."""
-    image = _check_image(image)
+    """Whole-network forward passes over batches of occluded copies (classes x G x G probabilities);
+    ``network`` may be any forward pass (e.g. OpenVINO's, :mod:`model.openvino_runtime`)."""
+    image = _check_image(image, _device_of(network))
     positions = grid_positions(image.shape[-1], patch, stride)
     corners = [(top, left) for top in positions for left in positions]
     grid = None
@@ -140,27 +173,28 @@ def batched_probability_grid(network: torch.nn.Module, image: torch.Tensor, patc
 
 @torch.inference_mode()
 def batched_occlusion_map(
-    network: torch.nn.Module, image: torch.Tensor, target: int, patch: int, stride: int, batch_size: int = 16,
+    network: Forward, image: torch.Tensor, target: int, patch: int, stride: int, batch_size: int = 16,
     clean_probability: float | None = None, between_batches: BetweenBatches = _no_pause,
 ) -> np.ndarray:
     """The map for ``target`` by :func:`batched_probability_grid` (the straightforward fast-ish way)."""
     if clean_probability is None:
-        clean_probability = float(_probabilities(network, _check_image(image).unsqueeze(0))[0, target])
+        clean_probability = float(_probabilities(network, _check_image(image, _device_of(network)).unsqueeze(0))[0, target])
     return clean_probability - batched_probability_grid(network, image, patch, stride, batch_size, between_batches)[target]
 
 
-def incremental_probability_grid(engine: IncrementalOcclusion, image: torch.Tensor, patch: int, stride: int,
-                                 batch_size: int, between_batches: BetweenBatches = _no_pause) -> np.ndarray:
-    """Every class's probability at every position (classes x G x G) by incremental inference: one clean
-    pass, then only the reachable windows per position."""
-    prepared = engine.prepare(_check_image(image), patch, stride)
+def _device_of(network: Forward) -> torch.device:
+    parameter = next(network.parameters(), None) if isinstance(network, torch.nn.Module) else None
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _incremental_grid(prepared, batch_size: int, between_batches: BetweenBatches) -> np.ndarray:
     count = len(prepared.starts)
     grid = None
     done = 0
     for chunk in prepared.batches(batch_size):
         between_batches(done, count * count)
         done += len(chunk)
-        probs = torch.softmax(prepared.logits(chunk).float(), dim=1).numpy()
+        probs = torch.softmax(prepared.logits(chunk).float(), dim=1).cpu().numpy()
         if grid is None:
             grid = np.zeros((probs.shape[1], count, count), dtype=np.float32)
         rows, cols = zip(*chunk)
@@ -168,12 +202,24 @@ def incremental_probability_grid(engine: IncrementalOcclusion, image: torch.Tens
     return grid
 
 
+def incremental_probability_grid(engine: IncrementalOcclusion, image: torch.Tensor, patch: int, stride: int,
+                                 batch_size: int, between_batches: BetweenBatches = _no_pause) -> np.ndarray:
+    """Every class's probability at every position (classes x G x G) by incremental inference: one clean
+    pass, then only the reachable windows per position."""
+    prepared = engine.prepare(_check_image(image, engine.plan.device), patch, stride)
+    return _incremental_grid(prepared, batch_size, between_batches)
+
+
 def incremental_occlusion_map(
     engine: IncrementalOcclusion, image: torch.Tensor, target: int, patch: int, stride: int, batch_size: int,
-    clean_probability: float, between_batches: BetweenBatches = _no_pause,
+    clean_probability: float | None = None, between_batches: BetweenBatches = _no_pause,
 ) -> np.ndarray:
-    """The map for ``target`` by :func:`incremental_probability_grid`."""
-    return clean_probability - incremental_probability_grid(engine, image, patch, stride, batch_size, between_batches)[target]
+    """The map for ``target`` by incremental inference (``clean_probability`` default: the engine's own clean
+    pass, in its dtype)."""
+    prepared = engine.prepare(_check_image(image, engine.plan.device), patch, stride)
+    if clean_probability is None:
+        clean_probability = float(torch.softmax(prepared.clean_logits.float(), dim=1)[0, target])
+    return clean_probability - _incremental_grid(prepared, batch_size, between_batches)[target]
 
 
 class OcclusionExplainer:
@@ -183,28 +229,50 @@ class OcclusionExplainer:
     that for the incremental engine). ``method``: ``incremental`` (recompute only what each patch can reach; falls back to ``batched``
     for networks that are not a torchvision ResNet), ``batched`` (whole network, batched) or ``naive``
     (batch 1 reference). All three give the same map. ``network`` may also be a loaded classifier
-    (anything with a ``.network``).
+    (anything with a ``.network``); the map is computed on the network's device.
+
+    ``precision`` (``fp32`` or ``bf16``) is what the map is computed in; ``forward`` (optional) is a
+    whole-network forward pass in that precision for the ``batched`` and ``naive`` methods, e.g. a
+    classifier's OpenVINO ``runner``; by default the torch network in that dtype. With ``fast_forward``
+    True, that ``forward`` is faster per image than torch, and ``incremental`` uses batched passes of it
+    instead wherever the engine would save too little (:data:`FAST_FORWARD_ABOVE`): the fastest exact
+    path per patch/stride. A bf16 map within :data:`BF16_MAP_NOISE` is computed again in fp32 (module docstring).
     """
 
     def __init__(self, network: torch.nn.Module, patch: int = 16, stride: int = 8, batch_size: int = 16,
-                 method: str = "incremental"):
+                 method: str = "incremental", precision: str = "fp32", forward: Forward | None = None,
+                 fast_forward: bool = False):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if precision not in DTYPES:
+            raise ValueError(f"precision must be one of {', '.join(DTYPES)}, got {precision!r}")
         if patch < 1 or stride < 1 or batch_size < 1:
             raise ValueError("patch, stride and batch_size must be positive")
         if not isinstance(network, torch.nn.Module) and isinstance(getattr(network, "network", None), torch.nn.Module):
             network = network.network
         self.network = network.eval()
+        self.precision = precision
+        self._device = _device_of(self.network)
+        self._forward = forward
+        self._fast_forward = fast_forward and forward is not None
         self._engine: IncrementalOcclusion | None = None
         if method == "incremental":
             try:
-                self._engine = IncrementalOcclusion(self.network)
+                self._engine = IncrementalOcclusion(self.network, DTYPES[precision])
             except UnsupportedNetwork as exc:
                 log.warning("incremental occlusion unavailable (%s); using batched whole-network passes", exc)
+        self._fp32: OcclusionExplainer | None = None  # made when a bf16 map has to be redone
         self.patch = patch
         self.stride = stride
         self.batch_size = batch_size
         self.method = method
+
+    @classmethod
+    def for_classifier(cls, classifier, patch: int = 16, stride: int = 8, batch_size: int = 16) -> OcclusionExplainer:
+        """The explainer for a prepared classifier (:func:`model.runtime.prepare_model`): in its precision, on its
+        device, with its OpenVINO forward pass where that serves it."""
+        return cls(classifier.network, patch, stride, batch_size, precision=classifier.precision,
+                   forward=classifier.runner, fast_forward=classifier.runtime == "openvino")
 
     def with_settings(self, patch: int, stride: int) -> OcclusionExplainer:
         """The same explainer with another patch/stride, sharing the folded network (about 100 MB for ResNet50)."""
@@ -214,6 +282,13 @@ class OcclusionExplainer:
         other.patch, other.stride = patch, stride
         return other
 
+    @property
+    def forward(self) -> Forward:
+        """The whole-network forward pass in this explainer's precision (made on first use)."""
+        if self._forward is None:
+            self._forward = self.network if self.precision == "fp32" else _InDtype(self.network, DTYPES[self.precision])
+        return self._forward
+
     @torch.inference_mode()
     def explain(self, image: torch.Tensor, target: int | None = None, *,
                 between_batches: BetweenBatches | None = None) -> OcclusionResult:
@@ -221,24 +296,48 @@ class OcclusionExplainer:
         before each batch of positions, in the calling thread: it may block (yield the cores) or raise
         (abandon the map); the clean pass before the first call is one batch-1 forward."""
         between_batches = between_batches or _no_pause
-        image = _check_image(image)
+        image = _check_image(image, self._device)
         grid_positions(image.shape[-1], self.patch, self.stride)  # validates the settings for this size
-        clean = _probabilities(self.network, image.unsqueeze(0))[0]
+        prepared = None
+        if self.method != "naive" and self._engine is not None:  # its clean pass, in its precision
+            prepared = self._engine.prepare(image, self.patch, self.stride)
+            if self._fast_forward and self.engine_share(prepared) > FAST_FORWARD_ABOVE[self.precision]:
+                prepared = None
+        if prepared is not None:
+            clean = torch.softmax(prepared.clean_logits.float(), dim=1)[0].cpu()
+        else:
+            clean = _probabilities(self.forward, image.unsqueeze(0))[0]
         if target is None:
             target = int(clean.argmax())
         if not 0 <= target < clean.numel():
             raise ValueError(f"target {target} out of range for {clean.numel()} classes")
         if self.method == "naive":
-            grid = naive_probability_grid(self.network, image, self.patch, self.stride, between_batches)
-        elif self._engine is not None:
-            grid = incremental_probability_grid(self._engine, image, self.patch, self.stride,
-                                                self.batch_size * INCREMENTAL_BATCH_FACTOR, between_batches)
+            grid = naive_probability_grid(self.forward, image, self.patch, self.stride, between_batches)
+        elif prepared is not None:
+            grid = _incremental_grid(prepared, self.batch_size * INCREMENTAL_BATCH_FACTOR, between_batches)
         else:
-            grid = batched_probability_grid(self.network, image, self.patch, self.stride, self.batch_size, between_batches)
-        clean_probabilities = clean.numpy().astype(np.float32)
+            grid = batched_probability_grid(self.forward, image, self.patch, self.stride, self.batch_size, between_batches)
         probability = float(clean[target])
-        return OcclusionResult(occlusion_map=(probability - grid[target]).astype(np.float32), target=target,
-                               probability=probability, probability_grid=grid, clean_probabilities=clean_probabilities)
+        occlusion = (probability - grid[target]).astype(np.float32)
+        if self.precision != "fp32" and float(np.ptp(occlusion)) < BF16_MAP_NOISE:
+            log.info("the %s %dx%d map's range %.4f is within bf16 noise (%.2f): computing it in fp32",
+                     self.precision, self.patch, self.stride, float(np.ptp(occlusion)), BF16_MAP_NOISE)
+            return self.in_fp32().explain(image, target, between_batches=between_batches)
+        return OcclusionResult(occlusion_map=occlusion, target=target, probability=probability, probability_grid=grid,
+                               clean_probabilities=clean.numpy().astype(np.float32))
+
+    def engine_share(self, prepared) -> float:
+        """The incremental engine's multiply-adds per position as a fraction of a whole forward pass's."""
+        batched, _, full = prepared.multiply_adds(prepared.batches(self.batch_size * INCREMENTAL_BATCH_FACTOR))
+        return batched / full
+
+    def in_fp32(self) -> OcclusionExplainer:
+        """This explainer computing in fp32 (itself when it already does)."""
+        if self.precision == "fp32":
+            return self
+        if self._fp32 is None:
+            self._fp32 = OcclusionExplainer(self.network, self.patch, self.stride, self.batch_size, self.method)
+        return self._fp32.with_settings(self.patch, self.stride)
 
     def __call__(self, image: torch.Tensor, target: int | None = None, *,
                  between_batches: BetweenBatches | None = None) -> np.ndarray:

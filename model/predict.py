@@ -1,7 +1,7 @@
 """Prediction: a loaded classifier that turns pictures into class probabilities."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +47,10 @@ class Classifier:
 
     ``graph``, once :meth:`use_frozen_graph` made it, is the same network as one TorchScript graph: it
     runs the classification forward pass (see :mod:`model.graph`); ``network`` stays for everything
-    that needs the modules (the heat-map explainer)."""
+    that needs the modules (the heat-map explainer) and is the fp32 reference.
+
+    ``runner``, where :func:`model.runtime.prepare_model` set one, runs the classification forward pass
+    instead of both (OpenVINO, or torch in bf16: ``precision``); ``device`` is where ``network`` lives."""
 
     network: torch.nn.Module
     class_names: list[str]
@@ -55,6 +58,18 @@ class Classifier:
     checkpoint_id: str = ""
     metadata: dict = field(default_factory=dict)
     graph: torch.jit.ScriptModule | None = None
+    runner: Callable[[torch.Tensor], torch.Tensor] | None = None  # batch -> logits
+    precision: str = "fp32"  # what ``runner`` computes in (the network itself is always fp32)
+    runtime: str = "torch"  # what ``runner`` is: "torch" or "openvino"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def to(self, device: torch.device | str) -> Classifier:
+        """Move the network to ``device`` (standard ``.to``); a graph or runner made for the old one is dropped."""
+        device = torch.device(device)
+        if device != self.device:
+            self.network = self.network.to(device)
+            self.graph, self.runner, self.precision, self.runtime, self.device = None, None, "fp32", "torch", device
+        return self
 
     def use_frozen_graph(self) -> bool:
         """Trace and freeze the network for :meth:`probabilities` (about half a second); False, and
@@ -74,9 +89,9 @@ class Classifier:
     @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities for a normalized N x 3 x H x W batch (the seed's ``torch.exp`` on logits was a bug)."""
-        forward = self.graph if self.graph is not None else self.network
-        logits = forward(batch.contiguous(memory_format=torch.channels_last))
-        return torch.softmax(logits.float(), dim=1)
+        forward = self.runner or (self.graph if self.graph is not None else self.network)
+        logits = forward(batch.to(self.device).contiguous(memory_format=torch.channels_last))
+        return torch.softmax(logits.float(), dim=1).cpu()
 
     def predict_tensors(self, tensors: Sequence[torch.Tensor], top_k: int = 3) -> list[Prediction]:
         if not tensors:

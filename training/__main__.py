@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from model.network import WeightsError
+from model.precision import DEVICES, DeviceUnavailable
 
 from .data import DataError
 from .pipeline import TrainingResult, run_training
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "folders that are not classes (e.g. none_of_these) are ignored")
     parser.add_argument("--cache-dir", type=Path, help="feature cache folder (default: <out folder>/cache)")
     parser.add_argument("--runs-dir", type=Path, help="where run folders go (default: <out folder>/runs)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="cpu, cuda, or auto: CUDA when torch sees a GPU (default: %(default)s)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="the frozen backbone's feature extraction: bf16 is faster on CPUs with AMX or AVX-512 BF16 "
+                        "and GPUs, but its features (and so the metrics) differ slightly from fp32's; the feature cache "
+                        "is kept per precision (default: %(default)s)")
     return parser
 
 
@@ -71,6 +78,8 @@ def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
         extra=tuple(args.extra),
         cache_dir=args.cache_dir,
         runs_dir=args.runs_dir,
+        device=args.device,
+        precision=args.precision,
     )
 
 
@@ -115,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
         result = run_training(settings_from_args(args))
-    except (DataError, WeightsError) as exc:
+    except (DataError, WeightsError, DeviceUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary(result))

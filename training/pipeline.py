@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from model.checkpoint import save_checkpoint
 from model.network import ProductNet, build_network, freeze_backbone
+from model.precision import resolve_device
 from model.preprocess import open_image
 
 from .augment import save_preview_grid
@@ -93,7 +94,8 @@ def _seeded_loader(dataset, batch_size: int, seed: int, shuffle: bool) -> DataLo
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
-def _fit(model, criterion, optimizer, epochs: int, train_loader_for, test_loader, description: str):
+def _fit(model, criterion, optimizer, epochs: int, train_loader_for, test_loader, description: str,
+         device: torch.device):
     """Epoch loop shared by both modes; returns the history, the last evaluation and per-epoch seconds."""
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     history, seconds = History(), []
@@ -101,10 +103,10 @@ def _fit(model, criterion, optimizer, epochs: int, train_loader_for, test_loader
     with tqdm(range(epochs), desc=description, unit="epoch", leave=False) as bar:
         for epoch in bar:
             start = time.perf_counter()
-            stats = train_one_epoch(model, criterion, optimizer, train_loader_for(epoch))
+            stats = train_one_epoch(model, criterion, optimizer, train_loader_for(epoch), device)
             scheduler.step()
             seconds.append(time.perf_counter() - start)
-            evaluation = evaluate(model, criterion, test_loader)
+            evaluation = evaluate(model, criterion, test_loader, device)
             history.add(stats, evaluation)
             bar.set_postfix(loss=f"{stats.loss:.3f}", test_acc=f"{evaluation.accuracy:.2f}")
     return history, evaluation, seconds
@@ -117,6 +119,8 @@ def _train_cached(settings: TrainingSettings, network: ProductNet, dataset: Data
         batch_size=settings.batch_size,
         augment=settings.augment,
         preprocess=settings.preprocess,
+        precision=settings.precision,
+        device=next(network.parameters()).device.type,
     )
     start = time.perf_counter()
     features = cached_features(network.backbone, dataset.train, dataset.test, feature_settings, settings.cache_dir)
@@ -124,7 +128,8 @@ def _train_cached(settings: TrainingSettings, network: ProductNet, dataset: Data
     log.info("features %s %s (%.1f s)", "read from" if features.from_cache else "computed into", features.path, feature_seconds)
 
     standardize = Standardize.fit(features.train)
-    model = nn.Sequential(standardize, network.head)
+    device = next(network.parameters()).device
+    model = nn.Sequential(standardize, network.head).to(device)
     optimizer = torch.optim.SGD(
         network.head.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
     )
@@ -139,6 +144,7 @@ def _train_cached(settings: TrainingSettings, network: ProductNet, dataset: Data
             lambda epoch: _seeded_loader(train_set, settings.batch_size, settings.seed * 1000 + epoch, shuffle=True),
             test_loader,
             "training head",
+            device,
         )
     fold_standardization(network.head, standardize)
     timing = {"features_seconds": feature_seconds, "features_from_cache": features.from_cache, "epoch_seconds": seconds}
@@ -152,7 +158,7 @@ def _train_on_images(settings: TrainingSettings, network: ProductNet, dataset: D
     standardize = Standardize.fit(initial)
     feature_seconds = time.perf_counter() - start
 
-    model = _ImageModel(network, standardize)
+    model = _ImageModel(network, standardize).to(next(network.parameters()).device)
     layer4 = [p for p in network.backbone.parameters() if p.requires_grad]
     groups = [{"params": list(network.head.parameters())}]
     if layer4:
@@ -172,7 +178,8 @@ def _train_on_images(settings: TrainingSettings, network: ProductNet, dataset: D
 
     test_loader = DataLoader(CleanPhotos(dataset.test, settings.preprocess), batch_size=settings.batch_size)
     history, evaluation, seconds = _fit(
-        model, criterion, optimizer, settings.epochs, train_loader_for, test_loader, "training on images"
+        model, criterion, optimizer, settings.epochs, train_loader_for, test_loader, "training on images",
+        next(network.parameters()).device,
     )
     fold_standardization(network.head, standardize)
     timing = {"features_seconds": feature_seconds, "features_from_cache": False, "epoch_seconds": seconds}
@@ -184,12 +191,13 @@ def run_training(settings: TrainingSettings) -> TrainingResult:
     started = time.perf_counter()
     dataset = load_dataset(settings.data, test_fraction=settings.test_fraction, seed=settings.seed, extra_dirs=settings.extra)
     settings = settings.resolved(train_photos=len(dataset.train))
+    device = resolve_device(settings.device)
     seed_everything(settings.seed)
-    network = build_network(len(dataset.class_names), settings.weights)
+    network = build_network(len(dataset.class_names), settings.weights).to(device)
     freeze_backbone(network, settings.unfreeze)
 
     labels = torch.tensor([s.label for s in dataset.train])
-    criterion = nn.CrossEntropyLoss(weight=class_weights(labels, len(dataset.class_names)))
+    criterion = nn.CrossEntropyLoss(weight=class_weights(labels, len(dataset.class_names))).to(device)
     trainer = _train_cached if settings.mode == "cached" else _train_on_images
     history, evaluation, timing = trainer(settings, network, dataset, criterion)
 
@@ -212,7 +220,7 @@ def run_training(settings: TrainingSettings) -> TrainingResult:
     record["run_dir"] = str(run_dir)
     write_metrics_json(metrics, record, run_dir / "metrics.json")
 
-    network.eval()
+    network.eval().to("cpu")  # the checkpoint holds CPU tensors, whatever trained it
     checkpoint = save_checkpoint(
         settings.out, network, list(dataset.class_names), preprocess=settings.preprocess, training=record, metrics=metrics
     )

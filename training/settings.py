@@ -45,6 +45,8 @@ class TrainingSettings:
     extra: tuple[Path, ...] = ()
     cache_dir: Path | None = None  # default: <out folder>/cache
     runs_dir: Path | None = None  # default: <out folder>/runs
+    device: str = "auto"  # cpu, cuda, or auto (CUDA when torch sees a GPU)
+    precision: str = "fp32"  # the frozen backbone's feature extraction: fp32 or bf16 (training/features.py)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
@@ -77,6 +79,8 @@ class TrainingSettings:
             "momentum": self.momentum,
             "weight_decay": self.weight_decay,
             "batch_size": self.batch_size,
+            "device": self.device,
+            "precision": self.precision,
             "loss": "cross-entropy with inverse-frequency class weights",
             "augment": self.augment.to_dict(),
             "layout": dataset.layout,

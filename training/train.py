@@ -89,11 +89,13 @@ def fold_standardization(head: nn.Sequential, standardize: Standardize) -> None:
     first.bias.sub_(first.weight @ standardize.mean)
 
 
-def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader) -> EpochStats:
-    """One pass over ``loader`` (batches of (inputs, labels, ...)); returns the mean loss and accuracy."""
+def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
+                    device: torch.device | str = "cpu") -> EpochStats:
+    """One pass over ``loader`` (batches of (inputs, labels, ...)) on ``device``; returns the mean loss and accuracy."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     for inputs, labels, *_ in loader:
+        inputs, labels = inputs.to(device), labels.to(device)
         logits = model(inputs)
         loss = criterion(logits, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -106,17 +108,17 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, criterion: nn.Module, loader: DataLoader) -> Evaluation:
-    """Loss, accuracy, predictions and probabilities over ``loader``, in its order."""
+def evaluate(model: nn.Module, criterion: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> Evaluation:
+    """Loss, accuracy, predictions and probabilities (on the CPU) over ``loader`` run on ``device``, in its order."""
     model.eval()
     total_loss, seen = 0.0, 0
     targets, probabilities = [], []
     for inputs, labels, *_ in loader:
-        logits = model(inputs)
-        total_loss += float(criterion(logits, labels)) * len(labels)
+        logits = model(inputs.to(device))
+        total_loss += float(criterion(logits, labels.to(device))) * len(labels)
         seen += len(labels)
         targets.append(labels)
-        probabilities.append(torch.softmax(logits.float(), dim=1))
+        probabilities.append(torch.softmax(logits.float(), dim=1).cpu())
     targets_t, probabilities_t = torch.cat(targets), torch.cat(probabilities)
     predictions = probabilities_t.argmax(dim=1)
     accuracy = float((predictions == targets_t).float().mean()) if seen else 0.0

@@ -92,6 +92,9 @@ def test_missing_token_says_botfather(environ):
         ("WEBHOOK_URL", "http://insecure.example"),
         ("WEBHOOK_SECRET", "has spaces"),
         ("FROZEN_GRAPH", "maybe"),
+        ("PRECISION", "fp16"),
+        ("DEVICE", "gpu"),
+        ("RUNTIME", "onnx"),
         ("CLASSIFY_WORKERS", "0"),
         ("CLASSIFY_WORKERS", "99"),  # more than TORCH_THREADS: each needs a thread of its own
     ],
@@ -99,6 +102,12 @@ def test_missing_token_says_botfather(environ):
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env(environ={"TELEGRAM_BOT_TOKEN": TOKEN, name: value}, env_file=None)
+
+
+def test_precision_device_runtime_default_to_auto_and_reach_the_scheduler():
+    settings = Settings.from_env(environ={"TELEGRAM_BOT_TOKEN": TOKEN, "PRECISION": "BF16", "DEVICE": "cpu"}, env_file=None)
+    config = settings.scheduler_config()
+    assert (config.precision, config.device, config.runtime) == ("bf16", "cpu", "auto")
 
 
 def test_token_not_in_repr():

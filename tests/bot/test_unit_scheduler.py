@@ -50,6 +50,8 @@ def scheduler_config(**overrides):
     """The bot's own defaults (Settings), without the warm-up passes unless asked, with ``overrides``."""
     overrides.setdefault("warm_up_batch", 0)
     overrides.setdefault("frozen_graph", False)
+    overrides.setdefault("precision", "fp32")  # torch fp32: exact answers, no probe per start
+    overrides.setdefault("runtime", "torch")
     return dataclasses.replace(Settings(token="test").scheduler_config(), **overrides)
 
 

@@ -66,6 +66,8 @@ async def scheduler(classifier):
     def make(**overrides):
         overrides.setdefault("warm_up_batch", 0)
         overrides.setdefault("frozen_graph", False)
+        overrides.setdefault("precision", "fp32")  # torch fp32: exact answers, no probe per start
+        overrides.setdefault("runtime", "torch")
         config = dataclasses.replace(Settings(token="test").scheduler_config(), **overrides)
         service = InferenceScheduler(classifier, config, clock=FrozenClock())
         service.heatmaps = HeldMaps()

@@ -41,7 +41,8 @@ def test_text_output(tiny_checkpoint, photos, capsys):
 
 
 def test_json_output_matches_the_model(tiny_checkpoint, classifier, photos, capsys):
-    status = main(["predict", "--checkpoint", str(tiny_checkpoint), "--json", "--top", "2", str(photos["good.jpg"])])
+    status = main(["predict", "--checkpoint", str(tiny_checkpoint), "--json", "--top", "2", "--precision", "fp32",
+                   str(photos["good.jpg"])])
     results = json.loads(capsys.readouterr().out)
     assert status == 0
     [result] = results

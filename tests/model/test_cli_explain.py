@@ -21,7 +21,7 @@ def test_explain_writes_png_and_grid(tiny_checkpoint, classifier, photo_path, tm
     out, grid = tmp_path / "out" / "why.png", tmp_path / "map.npy"
     status = main(
         ["explain", "--checkpoint", str(tiny_checkpoint), str(photo_path), "-o", str(out),
-         "--patch", "56", "--stride", "28", "--save-map", str(grid)]
+         "--patch", "56", "--stride", "28", "--save-map", str(grid), "--precision", "fp32"]
     )
     assert status == 0
     assert "7x7" in capsys.readouterr().out

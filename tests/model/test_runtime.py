@@ -7,11 +7,13 @@ from model.runtime import prepare_model, warm_up_pass
 
 def test_forced_choices_and_the_measured_one(tiny_checkpoint):
     classifier = load_classifier(tiny_checkpoint)
-    eager = prepare_model(classifier, False)
+    # fp32 on torch: the eager/graph choice alone (the runtime and precision choices: test_precision.py)
+    fp32 = {"precision": "fp32", "runtime": "torch"}
+    eager = prepare_model(classifier, False, **fp32)
     assert (eager.forward, classifier.graph) == ("eager", None)
-    graph = prepare_model(classifier, True)
+    graph = prepare_model(classifier, True, **fp32)
     assert graph.forward == "graph" and classifier.graph is not None
-    measured = prepare_model(classifier, None, probe_batch=1, workers=2, threads=1)
+    measured = prepare_model(classifier, None, probe_batch=1, workers=2, threads=1, **fp32)
     assert measured.eager_ms > 0 and measured.graph_ms > 0 and "probe" in measured.describe()
     assert (classifier.graph is not None) == (measured.forward == "graph")
     assert (measured.forward == "graph") == (measured.graph_ms < 0.95 * measured.eager_ms)

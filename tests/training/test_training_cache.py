@@ -83,8 +83,9 @@ def test_the_key_follows_content_not_paths_and_changed_photos_invalidate_it(back
 
 @pytest.mark.parametrize(
     "change",
-    [lambda s: replace(s, copies=2), lambda s: replace(s, seed=1), lambda s: replace(s, augment=AugmentConfig(invert_p=0.5))],
-    ids=["copies", "seed", "augmentation"],
+    [lambda s: replace(s, copies=2), lambda s: replace(s, seed=1), lambda s: replace(s, augment=AugmentConfig(invert_p=0.5)),
+     lambda s: replace(s, precision="bf16")],
+    ids=["copies", "seed", "augmentation", "precision"],
 )
 def test_changed_settings_invalidate_the_cache(backbone, copied, compute_calls, change):
     data, cache, first = copied
