@@ -51,7 +51,8 @@ def test_explain_another_class_with_target(tiny_checkpoint, classifier, photo_pa
     predicted = classifier.predict_tensors([tensor])[0].label
     other = next(name for name in classifier.class_names if name != predicted)
     assert main(["explain", "--checkpoint", str(tiny_checkpoint), str(photo_path), "-o", str(tmp_path / "why.png"),
-                 "--patch", "112", "--stride", "112", "--target", other, "--save-map", str(grid)]) == 0
+                 "--patch", "112", "--stride", "112", "--target", other, "--save-map", str(grid),
+                 "--precision", "fp32"]) == 0
     assert f"map for {other}" in capsys.readouterr().out
     expected = OcclusionExplainer(classifier.network, patch=112, stride=112).explain(
         tensor, target=classifier.class_names.index(other)).occlusion_map
