@@ -72,6 +72,11 @@ class Settings:
     journal_max_age_hours: float = 24.0  # unfinished requests older than this are not resumed after a restart
     canary_checkpoint: Path | None = None  # a candidate model for a share of chats (bot/canary.py)
     canary_share: float = 0.1  # the share of chats it serves, when CANARY_CHECKPOINT is set
+    inference_address: str = ""  # a Ray Serve cluster's address (python -m model serve); unset: inference in process
+    inference_token: str = field(default="", repr=False)  # the cluster's token; or INFERENCE_TOKEN_FILE
+    inference_token_file: Path | None = None  # a file (mode 0600) holding the cluster's token
+    inference_deadline_s: float = 30.0  # a classification not answered by then is dropped (the user is told busy)
+    why_deadline_s: float = 300.0  # a /why's maps not done by then are dropped
 
     def __post_init__(self) -> None:
         if not self.token:
@@ -95,6 +100,26 @@ class Settings:
         _check(self.webhook_secret == "" or re.fullmatch(r"[A-Za-z0-9_-]{1,256}", self.webhook_secret) is not None,
                "WEBHOOK_SECRET may only contain A-Z, a-z, 0-9, _ and - (1 to 256 characters)")
         _check(not self.webhook_url or self.webhook_url.startswith("https://"), "WEBHOOK_URL must start with https://")
+        _check(not self.inference_address or re.match(r"https?://[^/]+", self.inference_address) is not None,
+               "INFERENCE_ADDRESS must be the http://HOST:PORT that python -m model serve printed")
+        _check(not (self.inference_address and self.canary_checkpoint), "CANARY_CHECKPOINT needs the model in the "
+               "bot's own process: unset it, or unset INFERENCE_ADDRESS")
+        _check(self.inference_deadline_s > 0 and self.why_deadline_s > 0,
+               "INFERENCE_DEADLINE_S and WHY_DEADLINE_S must be positive")
+
+    def cluster_token(self) -> str:
+        """The cluster's token: INFERENCE_TOKEN, else the file INFERENCE_TOKEN_FILE (which only its owner may read)."""
+        if self.inference_token or self.inference_token_file is None:
+            return self.inference_token
+        path = self.inference_token_file
+        try:
+            mode = path.stat().st_mode
+            if mode & 0o077:
+                raise ConfigError(f"INFERENCE_TOKEN_FILE {path} may be read by others (mode {mode & 0o777:o}): "
+                                  "chmod 600 it")
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ConfigError(f"INFERENCE_TOKEN_FILE {path} cannot be read: {error.strerror}") from None
 
     @property
     def warm_up_photos(self) -> int:
@@ -205,6 +230,11 @@ ENV_NAMES: dict[str, str] = {
     "journal_max_age_hours": "JOURNAL_MAX_AGE_HOURS",
     "canary_checkpoint": "CANARY_CHECKPOINT",
     "canary_share": "CANARY_SHARE",
+    "inference_address": "INFERENCE_ADDRESS",
+    "inference_token": "INFERENCE_TOKEN",
+    "inference_token_file": "INFERENCE_TOKEN_FILE",
+    "inference_deadline_s": "INFERENCE_DEADLINE_S",
+    "why_deadline_s": "WHY_DEADLINE_S",
 }
 
 _INT_FIELDS = ("workers", "torch_threads", "classify_workers", "queue_size", "per_chat_queue", "max_batch", "warm_up_batch", "why_patch",
@@ -212,7 +242,7 @@ _INT_FIELDS = ("workers", "torch_threads", "classify_workers", "queue_size", "pe
                "max_file_bytes",
                "webhook_port", "retry_after_max_retries", "http_connections")
 _FLOAT_FIELDS = ("confidence_threshold", "unsure_threshold", "max_batch_wait_ms", "poll_timeout", "journal_max_age_hours",
-                 "canary_share")
+                 "canary_share", "inference_deadline_s", "why_deadline_s")
 _PARSERS: dict[str, Callable[[str], object]] = {
     **{name: int for name in _INT_FIELDS},
     **{name: float for name in _FLOAT_FIELDS},
@@ -220,6 +250,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "data_dir": Path,
     "feedback_dir": Path,
     "canary_checkpoint": Path,
+    "inference_token_file": Path,
     "admin_user_ids": _parse_ids,
     "log_level": _parse_level,
     "frozen_graph": _parse_auto_bool,

@@ -16,10 +16,10 @@ from model import ImageError
 
 from . import feedback, messages
 from .feedback import answer_keyboard
+from .inference import Busy, Stopping
 from .photos import fetch_bytes
 from .reload import reload_model
 from .request_handling import Outcome, answer_query, request
-from .scheduler import Busy, Stopping
 from .services import BotServices, services
 from .stats import is_admin
 from .store import StoredAnswer, StoredPhoto
@@ -172,6 +172,8 @@ def stats_reply(user_id: int | None, svc: BotServices, journal_open: int | None 
     preparation = svc.inference.preparation
     snapshot["forward"] = preparation.describe() if preparation else "preparing"
     snapshot["heatmap_pauses"] = svc.inference.heatmap_pauses
+    if svc.settings.inference_address:
+        snapshot.update(svc.inference.cluster_stats())
     if svc.canary is not None:
         snapshot["canary"] = (f"checkpoint {svc.canary.checkpoint_id[:12]} for {svc.settings.canary_share:.0%} of chats "
                               f"(main: {svc.classifier.checkpoint_id[:12]})")

@@ -7,31 +7,18 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from model import Classifier
 from model.explain_cache import ExplanationCache
 from model.occlusion import BetweenBatches, OcclusionExplainer
-from model.render import render_overlay
 
+from .inference import Explanation, render_explanation
 from .jobs import MapJob
 
 # Final heat-map PNGs kept for an instant repeat /why (about 0.2 MB each); the maps themselves are in
 # model.explain_cache, which is bigger.
 RENDERED_CACHE_SIZE = 16
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """One rendered heat map; ``final`` is the last (finest) one of a /why."""
-
-    png: bytes
-    label: str
-    confidence: float
-    patch: int
-    stride: int
-    final: bool
-    cached: bool
 
 
 class HeatMapMaker:
@@ -67,11 +54,10 @@ class HeatMapMaker:
         if result is None:
             result = self._explainer(patch, stride).explain(job.state["tensor"], between_batches=pause)
             self.cache.put(checkpoint_id, digest, patch, stride, result)
-        label = self.classifier.class_names[result.target]
-        png = render_overlay(image, result.occlusion_map, label, result.probability,
-                             preprocess_config=self.classifier.preprocess_config, patch=patch, stride=stride)
         job.next_level += 1
-        explanation = Explanation(png, label, result.probability, patch, stride, final=job.finished, cached=cached)
+        explanation = render_explanation(image, result.occlusion_map, self.classifier.class_names[result.target],
+                                         result.probability, self.classifier.preprocess_config, patch, stride,
+                                         final=job.finished, cached=cached)
         if explanation.final:
             job.state.clear()  # the decoded photo is no longer needed
             self._rendered[(checkpoint_id, digest, patch, stride)] = explanation

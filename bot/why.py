@@ -20,9 +20,9 @@ from telegram.ext import ContextTypes
 from model import ImageError
 
 from . import messages
+from .inference import Busy, Stopping
 from .photos import fetch_bytes, photo_in
 from .request_handling import Outcome, answer_query, request
-from .scheduler import Busy, Stopping
 from .services import services
 from .store import StoredPhoto
 

@@ -2,6 +2,8 @@
 
     python -m model predict --checkpoint FILE [--json] [--top K] IMAGE...
     python -m model explain --checkpoint FILE IMAGE -o OUT.png [--patch P] [--stride S] [--save-map MAP.npy]
+    python -m model serve --checkpoint FILE [--join ADDRESS] [--classify-replicas N] [--explain-replicas N]
+                          [--device auto|cpu|cuda] [--precision auto|fp32|bf16]   (needs the cluster extra)
 
 Exit status: 0 when every image was handled, 1 when some failed, 2 on bad usage (or an unusable checkpoint).
 """
@@ -125,7 +127,29 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--batch-size", type=int, default=16, help="patch positions per forward pass")
     explain.add_argument("--save-map", type=Path, default=None, metavar="MAP.npy", help="also save the grid as float32 .npy")
     explain.set_defaults(func=cmd_explain)
+
+    serve = sub.add_parser("serve", help="serve the model on a Ray Serve cluster (pip install -e '.[cluster]'); "
+                                         "docs/scaling.md")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
     return parser
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from .serve.cluster import add_arguments  # no Ray here: it is imported only when serving
+
+    add_arguments(parser)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        print("error: serving on a cluster needs Ray: pip install -e '.[cluster]'", file=sys.stderr)
+        return 2
+    from .serve.cluster import run
+
+    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,5 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "top", 1) < 1:
         parser.error("--top must be at least 1")
-    configure_torch_threads(args.threads)
+    if args.command != "serve":  # replicas set their own threads; the serving process runs no model
+        configure_torch_threads(args.threads)
     return args.func(args)
