@@ -125,7 +125,7 @@ class ClusterInference:
 
     async def refresh_info(self) -> bool:
         try:
-            response = await self._client.get(self.address + wire.CLASSIFY_ROUTE, headers=self._headers(10.0),
+            response = await self._http().get(self.address + wire.CLASSIFY_ROUTE, headers=self._headers(10.0),
                                                timeout=10.0)
         except httpx.TransportError as error:
             self._lost(error)
@@ -176,6 +176,11 @@ class ClusterInference:
             del self._admitted[chat_id]
         self._admitted_maps -= heatmap
 
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None or self._stopping:
+            raise Stopping("the service is stopping")
+        return self._client
+
     def _headers(self, timeout_s: float, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}", wire.TIMEOUT_HEADER: f"{max(0.0, timeout_s):.3f}", **extra}
 
@@ -203,7 +208,7 @@ class ClusterInference:
     async def _classify_once(self, data: bytes, deadline: float) -> Prediction:
         remaining = deadline - self.clock()
         try:
-            response = await self._client.post(self.address + wire.CLASSIFY_ROUTE, content=data,
+            response = await self._http().post(self.address + wire.CLASSIFY_ROUTE, content=data,
                                                headers=self._headers(remaining), timeout=max(0.1, remaining))
         except httpx.TimeoutException:
             raise Busy("the cluster did not answer before the deadline") from None
@@ -249,6 +254,8 @@ class ClusterInference:
                         remaining.pop(0)
                     raise _ReplicaFailed("the map stream ended early")
                 except _ReplicaFailed as error:
+                    if self._stopping:  # the bot is stopping, not the replica failing: the journal keeps it
+                        raise Stopping("the service is stopping") from None
                     if attempt == 2:
                         raise RuntimeError(f"the heat map failed twice on the cluster: {error}") from None
                     self.retries += 1
@@ -262,7 +269,7 @@ class ClusterInference:
         timeout = deadline - self.clock()
         headers = self._headers(timeout, **{wire.LEVELS_HEADER: wire.format_levels(levels)})
         try:
-            async with self._client.stream("POST", self.address + wire.EXPLAIN_ROUTE, content=drawing.data,
+            async with self._http().stream("POST", self.address + wire.EXPLAIN_ROUTE, content=drawing.data,
                                            headers=headers, timeout=httpx.Timeout(max(0.1, timeout))) as response:
                 if response.status_code != 200:
                     await response.aread()

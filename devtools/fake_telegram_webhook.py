@@ -2,8 +2,9 @@
 Telegram's ``X-Telegram-Bot-Api-Secret-Token`` header, as Telegram does, instead of waiting for getUpdates.
 
 The URL a bot registers is public HTTPS (its reverse proxy); :meth:`proxy_webhook_to` says where that
-proxy would forward, on 127.0.0.1 (this fake never sends anywhere else). Telegram retries a delivery that fails; so does this fake, a few times, so a bot still starting its server
-gets its updates. :meth:`post_update` sends one update with any secret (or none), for tests of refusals.
+proxy would forward, on 127.0.0.1 (this fake never sends anywhere else). Telegram retries a delivery that
+fails; so does this fake, a few times, so a bot still starting its server gets its updates.
+:meth:`post_update` sends one update with any secret (or none), for tests of refusals.
 """
 from __future__ import annotations
 

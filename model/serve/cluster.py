@@ -103,7 +103,7 @@ def ray_environment(host: str, head: bool, token_file: Path | None) -> dict[str,
 def start_ray_node(args: argparse.Namespace, token_file: Path | None) -> RayNode:
     port = args.port or (6390 if args.join else 6379)
     command = [sys.executable, "-c", "from ray.scripts.scripts import main; main()", "start", "--block",
-               "--include-dashboard=false", "--disable-usage-stats", "--min-worker-port",
+               "--disable-usage-stats", "--min-worker-port",
                args.worker_ports.split("-")[0], "--max-worker-port", args.worker_ports.split("-")[1]]
     for flag, offset in PORT_OFFSETS.items():
         command += [flag, str(port + offset)]
@@ -111,7 +111,7 @@ def start_ray_node(args: argparse.Namespace, token_file: Path | None) -> RayNode
         command += ["--address", args.join]
         gcs = args.join
     else:
-        command += ["--head", "--port", str(port), "--ray-client-server-port", str(port + max(PORT_OFFSETS.values()) + 1)]
+        command += ["--head", "--include-dashboard=false", "--port", str(port), "--ray-client-server-port", str(port + max(PORT_OFFSETS.values()) + 1)]
         gcs = f"{args.host}:{port}"
     if not _is_loopback(args.host):
         command += ["--node-ip-address", args.host]
@@ -153,7 +153,7 @@ def process_tree(pid: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
@@ -173,7 +173,7 @@ def stop_ray_node(node: RayNode) -> None:
         node.process.wait()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        tree = {pid for pid in tree | process_tree(node.process.pid) if pid != os.getpid() and _alive(pid)}
+        tree = {pid for pid in tree | process_tree(node.process.pid) if pid != os.getpid() and is_alive(pid)}
         if not tree:
             return
         time.sleep(0.2)
