@@ -102,7 +102,12 @@ def ray_environment(host: str, head: bool, token_file: Path | None) -> dict[str,
 
 def start_ray_node(args: argparse.Namespace, token_file: Path | None) -> RayNode:
     port = args.port or (6390 if args.join else 6379)
-    command = [sys.executable, "-c", "from ray.scripts.scripts import main; main()", "start", "--block",
+    launch = "from ray.scripts.scripts import main; main()"
+    if args.join and _is_loopback(args.join.rsplit(":", 1)[0]):
+        # A second node on the head's machine (the head on 127.0.0.1): `ray start` would swap 127.0.0.1 for this
+        # machine's outward address, where a loopback head does not listen. Keep the address as given.
+        launch = "import ray._private.services as s; s.resolve_ip_for_localhost = lambda host: host; " + launch
+    command = [sys.executable, "-c", launch, "start", "--block",
                "--disable-usage-stats", "--min-worker-port",
                args.worker_ports.split("-")[0], "--max-worker-port", args.worker_ports.split("-")[1]]
     for flag, offset in PORT_OFFSETS.items():
