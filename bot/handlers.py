@@ -92,6 +92,10 @@ async def classify_and_reply(update: Update, context: ContextTypes.DEFAULT_TYPE,
         except ImageError as error:
             await message.reply_text(messages.bad_image(str(error)), do_quote=True)
             return Outcome.of("bad_image", reason=json.dumps(str(error)))
+        except Stopping:
+            raise
+        except Busy as error:  # a cluster (INFERENCE_ADDRESS) that is full, unreachable, or past the deadline
+            return await reply_busy(message, error)
     key = await asyncio.to_thread(remember, svc, chat_id, photo_ref, prediction)
     text = messages.answer_text(prediction, svc.classifier_for(chat_id).class_names, svc.settings.confidence_threshold,
                                 svc.settings.unsure_threshold)

@@ -128,12 +128,18 @@ def test_clients_and_nodes_without_the_token_are_refused(cluster, token_file, ti
         assert _get(cluster.address + route, "wrong-token") == 401
         assert _get(cluster.address + route, token_file.read_text()) == 200
     wrong = write_token(tmp_path / "wrong_token", "not-the-cluster-token")
-    driver = subprocess.run(
-        [sys.executable, "-c", f"import ray; ray.init(address='127.0.0.1:{cluster.port}'); print('CONNECTED')"],
-        env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(wrong)}, capture_output=True,
-        text=True, timeout=120)
-    assert "CONNECTED" not in driver.stdout and driver.returncode != 0, driver.stdout
-    assert "Authentication" in driver.stderr or "InvalidAuthToken" in driver.stderr, driver.stderr[-2000:]
+
+    def ray_client(token_path):  # a Ray driver: it could run any code on the cluster, if let in
+        return subprocess.run(
+            [sys.executable, "-c", f"import ray; ray.init(address='127.0.0.1:{cluster.port}'); print('CONNECTED')"],
+            # (single-machine mode: it keeps 127.0.0.1, where the cluster listens, as the address)
+            env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path),
+                 "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, capture_output=True, text=True, timeout=120)
+
+    assert "CONNECTED" in ray_client(token_file).stdout  # the same client, with the token, gets in
+    refused = ray_client(wrong)
+    assert "CONNECTED" not in refused.stdout and refused.returncode != 0, refused.stdout
+    assert "InvalidAuthToken" in refused.stderr or "Authentication" in refused.stderr, refused.stderr[-2000:]
     node = ServeProcess(tiny_checkpoint, wrong, tmp_path / "refused.log", ["--cpus", "1"],
                         join=f"127.0.0.1:{cluster.port}").start()
     try:
