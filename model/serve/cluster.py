@@ -116,7 +116,8 @@ def start_ray_node(args: argparse.Namespace, token_file: Path | None) -> RayNode
         command += ["--address", args.join]
         gcs = args.join
     else:
-        command += ["--head", "--include-dashboard=false", "--port", str(port), "--ray-client-server-port", str(port + max(PORT_OFFSETS.values()) + 1)]
+        command += ["--head", "--include-dashboard=false", "--port", str(port),
+                    "--ray-client-server-port", str(port + max(PORT_OFFSETS.values()) + 1)]
         gcs = f"{args.host}:{port}"
     if not _is_loopback(args.host):
         command += ["--node-ip-address", args.host]

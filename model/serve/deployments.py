@@ -4,7 +4,8 @@ itself is :mod:`model.serve.replica`.
 
 Each replica loads the checkpoint once, in ``__init__``, and reads the cluster's token from its own
 environment (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, inherited from the node it runs on), so the token is
-never part of a deployment's arguments, which Ray stores in its cluster metadata.
+never part of a deployment's arguments, which Ray stores in its cluster metadata. torch is imported in the
+replicas only (in ``__init__``), not by ``python -m model serve``, which only binds these classes.
 """
 from __future__ import annotations
 
@@ -18,10 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from model.errors import ImageError
-from model.predict import load_classifier
 
 from . import wire
-from .replica import ClassifyWork, DeadlinePassed, MapWork, prepare_replica_model
+from .wire import DeadlinePassed
 
 log = logging.getLogger("ray.serve")
 
@@ -49,6 +49,10 @@ def _timeout(request: Request) -> float:
 
 class _Replica:
     def _load(self, options: ReplicaOptions):
+        from model.predict import load_classifier
+
+        from .replica import prepare_replica_model
+
         started = time.monotonic()
         self.token = wire.cluster_token()
         classifier = load_classifier(options.checkpoint)
@@ -82,6 +86,8 @@ def _replica_states() -> dict:
                   health_check_period_s=2, health_check_timeout_s=10)
 class ClassifierDeployment(_Replica):
     def __init__(self, options: ReplicaOptions):
+        from .replica import ClassifyWork
+
         self.work = ClassifyWork(self._load(options), options.threads)
         self.batch_sizes: list[int] = []
         # @serve.batch's limits are set per instance (they are the replica's settings).
@@ -115,6 +121,8 @@ class ClassifierDeployment(_Replica):
                   health_check_period_s=2, health_check_timeout_s=10)
 class ExplainerDeployment(_Replica):
     def __init__(self, options: ReplicaOptions):
+        from .replica import MapWork
+
         self.work = MapWork(self._load(options), options.explain_batch_size, options.explain_cache_size,
                             options.threads)
 

@@ -28,14 +28,12 @@ from model.occlusion import OcclusionExplainer, OcclusionResult
 from model.predict import Classifier, prediction_from_probabilities
 from model.runtime import prepare_model
 
+from .wire import DeadlinePassed
+
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
-
-
-class DeadlinePassed(Exception):
-    """The caller stopped waiting (its deadline passed, or it hung up): the work was dropped."""
 
 
 def resolve_device(requested: str) -> torch.device:

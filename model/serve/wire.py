@@ -31,6 +31,10 @@ _LENGTH = struct.Struct(">Q")
 _META = "__meta__"
 
 
+class DeadlinePassed(Exception):
+    """The caller stopped waiting (its deadline passed, or it hung up): the work was dropped."""
+
+
 class TokenError(Exception):
     """No usable token, or one in a file others may read; the message says what to do."""
 

@@ -7,7 +7,8 @@ import pytest
 
 from devtools.samples import jpeg
 from model.errors import ImageError
-from model.serve.replica import DeadlinePassed, MapWork, prepare_replica_model
+from model.serve.replica import MapWork, prepare_replica_model
+from model.serve.wire import DeadlinePassed
 
 COARSE, FINE = (112, 112), (32, 16)  # 2 x 2, then 13 x 13 positions
 
