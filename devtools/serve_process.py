@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.serve.cluster import PORT_OFFSETS, is_alive, process_tree
+from model.serve.nodes import PORT_OFFSETS, is_alive, process_tree
 
 ADDRESS_LINE = "inference address: "
 PORT_SPAN = max(PORT_OFFSETS.values()) + 2  # a node's ports: its --port and the ones after it
