@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(env_file=args.env_file)
+        cluster_token = settings.cluster_token()  # a bad INFERENCE_TOKEN_FILE stops here, with one line
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
               "(or set CHECKPOINT_PATH)", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, [settings.token, settings.webhook_secret, settings.feedback_salt,
-                                           settings.cluster_token()])
+                                           cluster_token])
     # PTB warns on every 429 that RetryAfter.retry_after will become a timedelta; bot.telegram_io handles both.
     warnings.filterwarnings("ignore", message=".*retry_after.*", category=PTBDeprecationWarning)
     keep_freed_memory()  # before the model's threads start; see model/memory.py
