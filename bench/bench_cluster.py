@@ -207,8 +207,12 @@ async def run(args: argparse.Namespace) -> int:
         for round_number in range(args.repeats):
             print(f"round {round_number + 1}:")
             for variant in args.variants:
-                results.append(await one_variant(variant, VARIANTS[variant], args, workdir, checkpoint, token,
-                                                 base_photo, round_number))
+                try:
+                    results.append(await one_variant(variant, VARIANTS[variant], args, workdir, checkpoint, token,
+                                                     base_photo, round_number))
+                except AssertionError as error:  # one variant's failure: say what happened, go on with the rest
+                    print(f"  {variant}: FAILED: {str(error)[:300]}\n{tail(workdir / f'bot-{round_number}.log', 15)}")
+                    continue
                 print_result(results[-1], args.burst)
         print_summary(results, args.burst)
     return 0

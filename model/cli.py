@@ -13,16 +13,21 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .checkpoint import CheckpointError
-from .predict import Classifier, load_classifier
-from .preprocess import ImageError, open_image
+from .errors import CheckpointError, ImageError
+from .preprocess import open_image
 from .threads import configure_torch_threads
+
+if TYPE_CHECKING:
+    from .predict import Classifier
 
 
 def _load(path: Path) -> Classifier:
+    from .predict import load_classifier  # here: `serve` runs no model in this process, and needs no torch
+
     try:
         return load_classifier(path)
     except CheckpointError as exc:
