@@ -2,8 +2,9 @@
 (``python -m model serve``) over HTTP, with the interface of :class:`bot.scheduler.InferenceScheduler`
 (:mod:`bot.inference`), so the handlers do not change. No torch and no Ray in this process.
 
-Why HTTP through Serve's proxy and not a Ray handle in this process: a Ray driver exits when it loses the
-cluster's GCS for long (``gcs_rpc_server_reconnect_timeout_s``), and the bot must outlive a cluster restart.
+Why HTTP through Serve's proxy and not a Ray handle in this process: a Ray driver is bound to the cluster it
+connected to (one ``ray.init`` per process, and a driver that loses its GCS for long gives up), while the bot
+must outlive a cluster restart; and HTTP keeps Ray, like torch, out of the gateway.
 
 On the event loop: admission (the same limits as the scheduler: QUEUE_SIZE, PER_CHAT_QUEUE, WHY_QUEUE_SIZE;
 :class:`Busy` at once), the HTTP calls (httpx) and reading the map frames. Off it (``asyncio.to_thread``):
