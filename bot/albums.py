@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from model import Prediction
 
-from .scheduler import Stopping
+from .inference import Stopping
 
 
 @dataclass

@@ -23,6 +23,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from telegram import BotCommand, Update
@@ -38,24 +39,28 @@ from telegram.ext import (
 )
 from telegram.warnings import PTBDeprecationWarning
 
-from model import CheckpointError, Classifier, load_classifier
+from model import CheckpointError
 from model.memory import keep_freed_memory
-from model.precision import DeviceUnavailable, resolve_device
 
 from . import feedback, handlers, messages, why
 from .albums import Albums
 from .config import ConfigError, Settings
 from .i18n import ENGLISH, CatalogError, Languages
+from .inference import CANARY
 from .journal import Journal, JournalingQueue
 from .logging_setup import configure_logging
 from .reload import load_and_probe, reload_model
 from .request_handling import DEFERRED_KEY, on_error
 from .retention import purge_old_state
-from .scheduler import CANARY, InferenceScheduler
 from .services import SERVICES_KEY, BotServices
 from .stats import BotStats
 from .store import PhotoStore
 from .telegram_io import RetryAfterLimiter
+
+if TYPE_CHECKING:
+    from model import Classifier
+
+    from .scheduler import InferenceScheduler
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +168,18 @@ async def start_services(settings: Settings, classifier: Classifier | None,
     except CatalogError as error:  # before any thread starts, like a bad FEEDBACK_DIR
         raise ConfigError(str(error)) from None
     feedback_store = await feedback.open_store(settings)  # before any thread starts: a bad FEEDBACK_DIR stops here
-    if classifier is None:
-        classifier = await asyncio.to_thread(load_classifier, settings.checkpoint_path)
-    inference = InferenceScheduler(classifier, settings.scheduler_config())
+    if settings.inference_address:
+        from .cluster_client import ClusterInference
+
+        inference = ClusterInference.from_settings(settings)
+    else:
+        from model import load_classifier
+
+        from .scheduler import InferenceScheduler
+
+        if classifier is None:
+            classifier = await asyncio.to_thread(load_classifier, settings.checkpoint_path)
+        inference = InferenceScheduler(classifier, settings.scheduler_config())
     started = time.monotonic()
     inference.start()
     try:
@@ -176,9 +190,14 @@ async def start_services(settings: Settings, classifier: Classifier | None,
     except BaseException:  # a bad DATA_DIR or CANARY_CHECKPOINT: no threads left behind
         await inference.stop()
         raise
-    log.info("model ready in %.2f s: classes=%s checkpoint=%s torch_threads=%d classify_workers=%d "
-             "decode_workers=%d", time.monotonic() - started, ",".join(classifier.class_names),
-             classifier.checkpoint_id[:12], settings.torch_threads, settings.classify_worker_count, settings.workers)
+    classifier = inference.classifier
+    if settings.inference_address:
+        log.info("cluster ready in %.2f s: classes=%s checkpoint=%s at %s", time.monotonic() - started,
+                 ",".join(classifier.class_names), classifier.checkpoint_id[:12], settings.inference_address)
+    else:
+        log.info("model ready in %.2f s: classes=%s checkpoint=%s torch_threads=%d classify_workers=%d "
+                 "decode_workers=%d", time.monotonic() - started, ",".join(classifier.class_names),
+                 classifier.checkpoint_id[:12], settings.torch_threads, settings.classify_worker_count, settings.workers)
     return BotServices(settings=settings, inference=inference, store=store, journal=journal, stats=BotStats(),
                        feedback=feedback_store, languages=languages, albums=Albums(settings.album_wait_s))
 
@@ -264,29 +283,38 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(env_file=args.env_file)
+        cluster_token = settings.cluster_token()  # a bad INFERENCE_TOKEN_FILE stops here, with one line
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    try:
-        resolve_device(settings.device)  # DEVICE=cuda on a machine without a GPU stops here, before any work
-    except DeviceUnavailable as error:
-        print(f"error: DEVICE={settings.device}: {error}", file=sys.stderr)
-        return 2
-    if not settings.checkpoint_path.is_file():
+    if not settings.inference_address:  # a gateway runs no model, and imports no torch
+        from model.precision import DeviceUnavailable, resolve_device
+
+        try:
+            resolve_device(settings.device)  # DEVICE=cuda on a machine without a GPU stops here, before any work
+        except DeviceUnavailable as error:
+            print(f"error: DEVICE={settings.device}: {error}", file=sys.stderr)
+            return 2
+    if not settings.inference_address and not settings.checkpoint_path.is_file():
         print(f"error: no model checkpoint at {settings.checkpoint_path}: train one with `make train` "
               "(or set CHECKPOINT_PATH)", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, [settings.token, settings.webhook_secret, settings.feedback_salt])
+    configure_logging(settings.log_level, [settings.token, settings.webhook_secret, settings.feedback_salt,
+                                           cluster_token])
     # PTB warns on every 429 that RetryAfter.retry_after will become a timedelta; bot.telegram_io handles both.
     warnings.filterwarnings("ignore", message=".*retry_after.*", category=PTBDeprecationWarning)
     keep_freed_memory()  # before the model's threads start; see model/memory.py
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    try:
-        # Loaded before any network call, so a bad checkpoint fails at once instead of after getMe retries.
-        classifier = load_classifier(settings.checkpoint_path)
-    except CheckpointError as error:
-        print(f"error: cannot load {settings.checkpoint_path}: {error} (retrain with `make train`)", file=sys.stderr)
-        return 2
+    classifier = None  # with INFERENCE_ADDRESS the cluster serves the model: nothing to load, no torch here
+    if not settings.inference_address:
+        from model import load_classifier
+
+        try:
+            # Loaded before any network call, so a bad checkpoint fails at once instead of after getMe retries.
+            classifier = load_classifier(settings.checkpoint_path)
+        except CheckpointError as error:
+            print(f"error: cannot load {settings.checkpoint_path}: {error} (retrain with `make train`)", file=sys.stderr)
+            return 2
     application = build_application(settings, classifier)
     application.reload_on_sighup = True
     try:
@@ -305,14 +333,12 @@ def run_webhook(application: Application, settings: Settings) -> int:
         print('error: WEBHOOK_URL needs python-telegram-bot[webhooks] (tornado): pip install '
               '"python-telegram-bot[webhooks]", or unset WEBHOOK_URL to use polling', file=sys.stderr)
         return 2
-    application.run_webhook(
-        listen=settings.webhook_listen,
-        port=settings.webhook_port,
-        url_path=urlparse(settings.webhook_url).path.lstrip("/"),
-        webhook_url=settings.webhook_url,
-        secret_token=settings.webhook_secret or None,
-        bootstrap_retries=-1,
-        allowed_updates=Update.ALL_TYPES,
-        stop_signals=(signal.SIGINT, signal.SIGTERM),
-    )
+    application.run_webhook(**webhook_arguments(settings), bootstrap_retries=-1, stop_signals=(signal.SIGINT, signal.SIGTERM))
     return 0
+
+
+def webhook_arguments(settings: Settings) -> dict:
+    """What PTB's webhook server gets from the settings (``run_webhook``, or ``updater.start_webhook`` in tests)."""
+    return {"listen": settings.webhook_listen, "port": settings.webhook_port,
+            "url_path": urlparse(settings.webhook_url).path.lstrip("/"), "webhook_url": settings.webhook_url,
+            "secret_token": settings.webhook_secret or None, "allowed_updates": Update.ALL_TYPES}

@@ -79,6 +79,11 @@ class Settings:
     canary_share: float = 0.1  # the share of chats it serves, when CANARY_CHECKPOINT is set
     retention_days: float = 30.0  # everything kept about users is deleted at this age (bot/retention.py, /privacy)
     album_wait_s: float = 1.0  # an album is answered this long after its last photo arrived (bot/albums.py)
+    inference_address: str = ""  # a Ray Serve cluster's address (python -m model serve); unset: inference in process
+    inference_token: str = field(default="", repr=False)  # the cluster's token; or INFERENCE_TOKEN_FILE
+    inference_token_file: Path | None = None  # a file (mode 0600) holding the cluster's token
+    inference_deadline_s: float = 30.0  # a classification not answered by then is dropped (the user is told busy)
+    why_deadline_s: float = 300.0  # a /why's maps not done by then are dropped
 
     def __post_init__(self) -> None:
         if not self.token:
@@ -107,6 +112,26 @@ class Settings:
         _check(self.webhook_secret == "" or re.fullmatch(r"[A-Za-z0-9_-]{1,256}", self.webhook_secret) is not None,
                "WEBHOOK_SECRET may only contain A-Z, a-z, 0-9, _ and - (1 to 256 characters)")
         _check(not self.webhook_url or self.webhook_url.startswith("https://"), "WEBHOOK_URL must start with https://")
+        _check(not self.inference_address or re.match(r"https?://[^/]+", self.inference_address) is not None,
+               "INFERENCE_ADDRESS must be the http://HOST:PORT that python -m model serve printed")
+        _check(not (self.inference_address and self.canary_checkpoint), "CANARY_CHECKPOINT needs the model in the "
+               "bot's own process: unset it, or unset INFERENCE_ADDRESS")
+        _check(self.inference_deadline_s > 0 and self.why_deadline_s > 0,
+               "INFERENCE_DEADLINE_S and WHY_DEADLINE_S must be positive")
+
+    def cluster_token(self) -> str:
+        """The cluster's token: INFERENCE_TOKEN, else the file INFERENCE_TOKEN_FILE (which only its owner may read)."""
+        if self.inference_token or self.inference_token_file is None:
+            return self.inference_token
+        path = self.inference_token_file
+        try:
+            mode = path.stat().st_mode
+            if mode & 0o077:
+                raise ConfigError(f"INFERENCE_TOKEN_FILE {path} may be read by others (mode {mode & 0o777:o}): "
+                                  "chmod 600 it")
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ConfigError(f"INFERENCE_TOKEN_FILE {path} cannot be read: {error.strerror}") from None
 
     @property
     def warm_up_photos(self) -> int:
@@ -223,6 +248,11 @@ ENV_NAMES: dict[str, str] = {
     "canary_share": "CANARY_SHARE",
     "retention_days": "RETENTION_DAYS",
     "album_wait_s": "ALBUM_WAIT_S",
+    "inference_address": "INFERENCE_ADDRESS",
+    "inference_token": "INFERENCE_TOKEN",
+    "inference_token_file": "INFERENCE_TOKEN_FILE",
+    "inference_deadline_s": "INFERENCE_DEADLINE_S",
+    "why_deadline_s": "WHY_DEADLINE_S",
 }
 
 _INT_FIELDS = ("workers", "torch_threads", "classify_workers", "queue_size", "per_chat_queue", "max_batch", "warm_up_batch", "why_patch",
@@ -230,7 +260,7 @@ _INT_FIELDS = ("workers", "torch_threads", "classify_workers", "queue_size", "pe
                "max_file_bytes",
                "webhook_port", "retry_after_max_retries", "http_connections")
 _FLOAT_FIELDS = ("confidence_threshold", "unsure_threshold", "max_batch_wait_ms", "poll_timeout", "journal_max_age_hours",
-                 "canary_share", "retention_days", "album_wait_s")
+                 "canary_share", "retention_days", "album_wait_s", "inference_deadline_s", "why_deadline_s")
 _PARSERS: dict[str, Callable[[str], object]] = {
     **{name: int for name in _INT_FIELDS},
     **{name: float for name in _FLOAT_FIELDS},
@@ -238,6 +268,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "data_dir": Path,
     "feedback_dir": Path,
     "canary_checkpoint": Path,
+    "inference_token_file": Path,
     "admin_user_ids": _parse_ids,
     "log_level": _parse_level,
     "precision": str.lower,

@@ -19,10 +19,10 @@ from . import feedback, messages
 from .albums import Album, AlbumPhoto
 from .feedback import album_keyboard, answer_keyboard
 from .i18n import Language
+from .inference import Busy, Stopping
 from .photos import fetch_bytes
 from .reload import reload_model
 from .request_handling import Outcome, RequestEnded, answer_query, request
-from .scheduler import Busy, Stopping
 from .services import BotServices, language_of, services
 from .stats import is_admin
 from .store import StoredAnswer, StoredPhoto
@@ -268,6 +268,8 @@ def stats_reply(user_id: int | None, svc: BotServices, journal_open: int | None 
     preparation = svc.inference.preparation
     snapshot["forward"] = preparation.describe() if preparation else "preparing"
     snapshot["heatmap_pauses"] = svc.inference.heatmap_pauses
+    if svc.settings.inference_address:
+        snapshot.update(svc.inference.cluster_stats())
     if svc.canary is not None:
         snapshot["canary"] = (f"checkpoint {svc.canary.checkpoint_id[:12]} for {svc.settings.canary_share:.0%} of chats "
                               f"(main: {svc.classifier.checkpoint_id[:12]})")

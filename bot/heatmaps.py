@@ -5,56 +5,25 @@ explainer its pause point (``between_batches``), where the thread serves more ur
 
 A map is explained for the predicted class unless the job names another (a "Why not …?" button): the
 cached result keeps every class's grid, so that map is drawn from the cache without inference. Drawing is
-:func:`render_explanation`, a pure function of the photo, the result, the class and the language.
+:func:`bot.inference.render_explanation`, a pure function of the photo, the result, the class and the language.
 """
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass, replace
-
-from PIL import Image
+from dataclasses import replace
 
 from model import Classifier
 from model.explain_cache import ExplanationCache
-from model.occlusion import BetweenBatches, OcclusionExplainer, OcclusionResult
-from model.preprocess import PreprocessConfig
-from model.render import render_overlay
+from model.occlusion import BetweenBatches, OcclusionExplainer
 
-from . import messages
-from .i18n import ENGLISH, Language
+from .i18n import ENGLISH
+from .inference import Explanation, explanation_of
 from .jobs import MapJob
 
 # Final heat-map PNGs kept for an instant repeat /why (about 0.2 MB each); the maps themselves are in
 # model.explain_cache, which is bigger.
 RENDERED_CACHE_SIZE = 16
-WHY_NOT_CLASSES = 3  # "Why not …?" buttons for the other classes among the top 3
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """One rendered heat map; ``final`` is the last (finest) one of a /why. ``label``/``confidence``: the class
-    the map explains and its probability; ``predicted``: the model's answer; ``others``: the other likely classes
-    (top 3, neither of those two), by index, for "Why not …?" buttons."""
-
-    png: bytes
-    label: str
-    confidence: float
-    patch: int
-    stride: int
-    final: bool
-    cached: bool
-    predicted: str = ""
-    others: tuple[tuple[int, str], ...] = ()
-
-
-def render_explanation(photo: Image.Image, result: OcclusionResult, target: int, lang: Language,
-                       class_names: list[str], preprocess_config: PreprocessConfig, patch: int, stride: int) -> bytes:
-    """The heat-map PNG of ``result`` for class ``target``, with its texts in ``lang`` (no inference)."""
-    chosen = result.for_target(target)
-    label = class_names[target]
-    return render_overlay(photo, chosen.occlusion_map, label, chosen.probability, preprocess_config=preprocess_config,
-                          patch=patch, stride=stride, texts=messages.heat_map_texts(label, chosen.probability, lang))
 
 
 class HeatMapMaker:
@@ -91,16 +60,9 @@ class HeatMapMaker:
         if result is None:
             result = self._explainer(patch, stride).explain(job.state["tensor"], between_batches=pause)
             self.cache.put(checkpoint_id, digest, patch, stride, result)
-        names = self.classifier.class_names
-        target = result.target if job.target is None else job.target
-        if not 0 <= target < len(names):
-            raise ValueError(f"class {target} is not one of this model's {len(names)}")
-        png = render_explanation(image, result, target, lang, names, self.classifier.preprocess_config, patch, stride)
         job.next_level += 1
-        others = tuple((index, names[index]) for index in result.top_classes(WHY_NOT_CLASSES)
-                       if index not in (target, result.target))
-        explanation = Explanation(png, names[target], result.for_target(target).probability, patch, stride,
-                                  final=job.finished, cached=cached, predicted=names[result.target], others=others)
+        explanation = explanation_of(image, result, job.target, lang, self.classifier.class_names,
+                                     self.classifier.preprocess_config, patch, stride, final=job.finished, cached=cached)
         if explanation.final:
             job.state.clear()  # the decoded photo is no longer needed
             self._rendered[(checkpoint_id, digest, patch, stride, job.target, lang.code)] = explanation

@@ -197,6 +197,8 @@ def stats_text(snapshot: dict) -> str:
         lines.append(f"Forward pass: {snapshot['forward']}")
     if "heatmap_pauses" in snapshot:
         lines.append(f"Heat-map pauses for more urgent work: {snapshot['heatmap_pauses']}")
+    if "cluster" in snapshot:
+        lines.append(f"Cluster: {snapshot['cluster']}")
     if "canary" in snapshot:
         lines.append(f"Canary: {snapshot['canary']}")
     if "journal_open" in snapshot:

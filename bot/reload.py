@@ -14,14 +14,17 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
 from telegram.ext import Application
 
-from model import CheckpointError, Classifier, load_classifier
+from model import CheckpointError
 
-from .scheduler import CANARY, MAIN
+from .inference import CANARY, MAIN
 from .services import SERVICES_KEY
+
+if TYPE_CHECKING:
+    from model import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,10 @@ class ReloadResult:
 
 def load_and_probe(path) -> Classifier:
     """The checkpoint at ``path`` as a classifier that has answered one probe image; raises CheckpointError."""
+    import torch  # here: a gateway bot (INFERENCE_ADDRESS) never loads a model, nor torch
+
+    from model import load_classifier
+
     classifier = load_classifier(path)
     side = classifier.preprocess_config.crop
     try:
@@ -52,6 +59,11 @@ async def reload_model(application: Application, reason: str) -> ReloadResult:
     """Load, check and prepare CHECKPOINT_PATH (and CANARY_CHECKPOINT, when set), then serve them; one reload
     at a time. Refused as a whole when either file is bad."""
     svc = application.bot_data[SERVICES_KEY]
+    if svc.settings.inference_address:
+        result = ReloadResult(False, f"reload ({reason}) refused: the cluster at INFERENCE_ADDRESS serves the model; "
+                                     "start python -m model serve with the new checkpoint instead")
+        log.error(result.text)
+        return result
     async with application.bot_data.setdefault(RELOAD_LOCK_KEY, asyncio.Lock()):
         results = [await _reload_one(svc, svc.settings.checkpoint_path, MAIN, reason)]
         if svc.settings.canary_checkpoint is not None and results[0].ok:

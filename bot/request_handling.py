@@ -3,7 +3,7 @@ the request's one log line (``request chat=.. kind=.. latency_ms=.. result=..``)
 
 A handler returns an :class:`Outcome` (or ``None`` for an update that was not for the bot, e.g. a group
 message addressed to somebody else), or raises :class:`RequestEnded` from a helper that has already told
-the user why it stops (a file too large, a failed download). :class:`bot.scheduler.Stopping` means the bot
+the user why it stops (a file too large, a failed download). :class:`bot.inference.Stopping` means the bot
 is shutting down before it could answer: the user is told nothing now, and the journal
 (:mod:`bot.journal`) keeps the update so the next start answers it.
 """
@@ -22,7 +22,7 @@ from telegram.error import BadRequest, TelegramError
 from telegram.ext import ContextTypes
 
 from . import messages
-from .scheduler import Stopping
+from .inference import Stopping
 from .services import SERVICES_KEY, language_of, services
 from .stats import log_request
 

@@ -54,21 +54,13 @@ from model.runtime import ModelPreparation, prepare_model, runtime_cache_dir, wa
 from model.threads import name_os_thread
 
 from .batching import BatchQueue, PendingRequest, share_of_work
-from .heatmaps import Explanation, HeatMapMaker
+from .heatmaps import HeatMapMaker
+from .inference import MAIN, Busy, Explanation, Stopping
 from .jobs import JobKind, MapJob, MapQueue
 
 log = logging.getLogger(__name__)
 
 ALL_MAP_KINDS = (JobKind.COARSE_MAP, JobKind.FINE_MAP)
-MAIN, CANARY = "main", "canary"
-
-
-class Busy(Exception):
-    """Too much work is queued (overall, for this chat, or heat maps); try again later."""
-
-
-class Stopping(Busy):
-    """The service is stopping: the request is not done, and the journal keeps it for the next start."""
 
 
 class _Abandoned(Exception):

@@ -2,21 +2,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from telegram import Update
 from telegram.ext import ContextTypes
-
-from model import Classifier
 
 from .albums import Albums
 from .canary import serves_canary
 from .config import Settings
 from .feedback_store import FeedbackStore
 from .i18n import ENGLISH, Language, Languages
+from .inference import CANARY, MAIN
 from .journal import Journal
-from .scheduler import CANARY, MAIN, InferenceScheduler
 from .stats import BotStats
 from .store import PhotoStore
+
+if TYPE_CHECKING:
+    from model import Classifier
+
+    from .cluster_client import ClusterInference
+    from .scheduler import InferenceScheduler
 
 SERVICES_KEY = "services"
 
@@ -24,7 +29,7 @@ SERVICES_KEY = "services"
 @dataclass
 class BotServices:
     settings: Settings
-    inference: InferenceScheduler
+    inference: InferenceScheduler | ClusterInference  # in process, or a cluster (INFERENCE_ADDRESS)
     store: PhotoStore
     journal: Journal
     stats: BotStats

@@ -25,11 +25,10 @@ from telegram.ext import ContextTypes
 from model import ImageError
 
 from . import messages
-from .heatmaps import Explanation
 from .i18n import Language
+from .inference import Busy, Explanation, Stopping
 from .photos import fetch_bytes, photo_in
 from .request_handling import Outcome, answer_query, request
-from .scheduler import Busy, Stopping
 from .services import language_of, services
 from .store import StoredPhoto, photo_key
 

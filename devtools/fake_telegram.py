@@ -4,7 +4,8 @@ It speaks the subset of the Bot API that python-telegram-bot 22 uses here, answe
 (Message objects, 400/401/404/429 error bodies), checks what real Telegram would reject (empty or long
 texts, callback_data over 64 bytes, replies to unknown messages, unparsable entities), records every call
 for assertions and can inject faults (429 with retry_after, dropped connections, files over 20 MB).
-The tests, tools/transcript.py and the benches push updates; the bot long-polls them with getUpdates.
+The tests, tools/transcript.py and the benches push updates; the bot long-polls them with getUpdates, or,
+after setWebhook, they are POSTed to its webhook (devtools/fake_telegram_webhook.py).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from PIL import Image
 from .fake_telegram_checks import BadRequest
 from .fake_telegram_methods import DOWNLOAD_LIMIT, BotApiMethods  # noqa: F401  (DOWNLOAD_LIMIT: for tests)
 from .fake_telegram_updates import UpdateBuilders
+from .fake_telegram_webhook import WebhookDelivery
 
 BOT_ID = 7000001
 TOKEN = f"{BOT_ID}:AAH-fake-token-for-tests-only"
@@ -88,7 +90,7 @@ class StoredFile:
     size: int  # what Telegram reports; may be larger than ``data`` to fake big files
 
 
-class FakeTelegram(UpdateBuilders, BotApiMethods):
+class FakeTelegram(WebhookDelivery, UpdateBuilders, BotApiMethods):
     """The server and its state. ``await start()``, point the bot at ``api_base_url``/``file_base_url``."""
 
     def __init__(self, token: str = TOKEN, username: str = "ProductIdBot") -> None:

@@ -15,15 +15,12 @@ from pathlib import Path
 import torch
 import torchvision
 
+from .errors import CheckpointError
 from .network import ARCH, NetworkSpec, ProductNet
 from .preprocess import PreprocessConfig
 
 FORMAT = "product-id-checkpoint"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """The checkpoint is missing, damaged or of another kind; the message is one line saying which."""
 
 
 @dataclass

@@ -3,6 +3,8 @@
     python -m model predict --checkpoint FILE [--json] [--top K] [--precision P] [--device D] [--runtime R] IMAGE...
     python -m model explain --checkpoint FILE IMAGE -o OUT.png [--patch P] [--stride S] [--target CLASS]
                             [--save-map MAP.npy] [--precision P] [--device D] [--runtime R]
+    python -m model serve --checkpoint FILE [--join ADDRESS] [--classify-replicas N] [--explain-replicas N]
+                          [--device auto|cpu|cuda] [--precision auto|fp32|bf16]   (needs the cluster extra)
 
 ``--precision``, ``--device`` and ``--runtime`` mean what the bot's PRECISION, DEVICE and RUNTIME mean
 (:mod:`model.runtime`); the choice and its reason go to stderr, results to stdout as before.
@@ -16,19 +18,26 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .checkpoint import CheckpointError
-from .precision import DEVICES, PRECISIONS, DeviceUnavailable
-from .predict import Classifier, load_classifier
-from .preprocess import ImageError, open_image
-from .runtime import RUNTIMES, prepare_model, runtime_cache_dir
+from .choices import DEVICES, PRECISIONS, RUNTIMES
+from .errors import CheckpointError, ImageError
+from .preprocess import open_image
 from .threads import configure_torch_threads
+
+if TYPE_CHECKING:
+    from .predict import Classifier
 
 
 def _load(args: argparse.Namespace) -> Classifier:
     """The checkpoint, loaded and prepared per --precision/--device/--runtime (exit 2 when unusable)."""
+    # here, not at the top: `serve` runs no model in this process, and needs no torch
+    from .precision import DeviceUnavailable
+    from .predict import load_classifier
+    from .runtime import prepare_model, runtime_cache_dir
+
     try:
         classifier = load_classifier(args.checkpoint)
     except CheckpointError as exc:
@@ -163,7 +172,29 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--save-map", type=Path, default=None, metavar="MAP.npy", help="also save the grid as float32 .npy")
     _add_model_choices(explain)
     explain.set_defaults(func=cmd_explain)
+
+    serve = sub.add_parser("serve", help="serve the model on a Ray Serve cluster (pip install -e '.[cluster]'); "
+                                         "docs/scaling.md")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
     return parser
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from .serve.cluster import add_arguments  # no Ray here: it is imported only when serving
+
+    add_arguments(parser)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        print("error: serving on a cluster needs Ray: pip install -e '.[cluster]'", file=sys.stderr)
+        return 2
+    from .serve.cluster import run
+
+    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,5 +202,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "top", 1) < 1:
         parser.error("--top must be at least 1")
-    args.threads_used = configure_torch_threads(args.threads)
+    if args.command != "serve":  # replicas set their own threads; the serving process runs no model
+        args.threads_used = configure_torch_threads(args.threads)
     return args.func(args)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
+from .choices import DEVICES, PRECISIONS
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PROBE_TOLERANCE = 0.02  # largest |P_bf16 - P_fp32| accepted on the probe images
 BF16_MUST_BE_FASTER = 0.95  # bf16 is kept only below this fraction of fp32's time (noise margin)

@@ -11,24 +11,8 @@ from PIL import Image
 from .checkpoint import Checkpoint, load_checkpoint
 from .fold import fold_batch_norms
 from .graph import freeze_graph
+from .prediction import Prediction
 from .preprocess import DEFAULT_MAX_PIXELS, PreprocessConfig, open_image, preprocess
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The most likely class, its softmax probability, and the ``top`` classes in descending order."""
-
-    label: str
-    confidence: float
-    top: tuple[tuple[str, float], ...]
-    checkpoint_id: str = field(default="", compare=False)  # the model that answered, where the caller says
-
-    def to_dict(self) -> dict:
-        return {
-            "label": self.label,
-            "confidence": self.confidence,
-            "top": [{"label": label, "confidence": conf} for label, conf in self.top],
-        }
 
 
 def prediction_from_probabilities(probabilities: torch.Tensor, class_names: Sequence[str], top_k: int = 3,

@@ -9,10 +9,15 @@ import io
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -20,10 +25,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # A 30000 x 30000 PNG is 900 MP; real photos are far below 50 MP. Checked from the header, before decoding.
 DEFAULT_MAX_PIXELS = 50_000_000
 MIN_SIDE = 8
-
-
-class ImageError(ValueError):
-    """The input could not be turned into a picture; ``str(error)`` is safe to show to a user."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,8 @@ def normalize(image: Image.Image, config: PreprocessConfig = PreprocessConfig())
     array = np.asarray(image, dtype=np.uint8).astype(np.float32)
     array *= scale
     array -= shift
+    import torch  # here, not at the top: decoding and rendering import without torch (a gateway bot)
+
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 

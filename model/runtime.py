@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from .choices import RUNTIMES
 from .openvino_runtime import OpenVINOForward, OpenVINOUnavailable, load_or_convert, openvino_version
 from .precision import (
     Capability,
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 GRAPH_MUST_BE_FASTER = 0.95  # the graph is kept only below this fraction of eager's time (noise margin)
 OPENVINO_MUST_BE_FASTER = 0.95  # RUNTIME=auto keeps OpenVINO only below this fraction of torch's fp32 time
 PROBE_ROUNDS = 3
-RUNTIMES = ("auto", "torch", "openvino")
 
 
 def runtime_cache_dir(classifier: Classifier) -> Path | None:

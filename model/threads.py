@@ -6,8 +6,6 @@ import ctypes.util
 import os
 import threading
 
-import torch
-
 _PR_SET_NAME = 15  # prctl(2): the calling thread's name, as shown by top -H, ps -L and /proc/PID/task/TID/comm
 
 
@@ -20,6 +18,8 @@ def available_cores() -> int:
 
 def configure_torch_threads(threads: int | None = None) -> int:
     """Use ``threads`` intra-op threads (default: one per available core) and one inter-op thread."""
+    import torch  # here, not at the top: the bot's settings read available_cores without torch
+
     count = threads if threads and threads > 0 else available_cores()
     torch.set_num_threads(count)
     try:

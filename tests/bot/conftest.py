@@ -52,15 +52,21 @@ def running_bot(bot_settings, classifier):
     from bot.app import build_application
 
     @contextlib.asynccontextmanager
-    async def run(settings=None, own_classifier: bool = False, **extra: str):
+    async def run(settings=None, own_classifier: bool = False, webhook: bool = False, **extra: str):
+        """``webhook=True``: PTB's webhook server (WEBHOOK_* settings) instead of polling."""
+        from bot.app import webhook_arguments
+
         settings = settings or bot_settings(**extra)
-        app = build_application(settings, classifier=None if own_classifier else classifier)
+        app = build_application(settings, classifier=None if own_classifier or settings.inference_address else classifier)
         async with asyncio.timeout(STEP_TIMEOUT):
             await app.initialize()
             if app.post_init:
                 await app.post_init(app)
             await app.start()
-            await app.updater.start_polling(poll_interval=0, timeout=1)
+            if webhook:
+                await app.updater.start_webhook(**webhook_arguments(settings))
+            else:
+                await app.updater.start_polling(poll_interval=0, timeout=1)
         try:
             yield app
         finally:

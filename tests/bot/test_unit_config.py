@@ -123,3 +123,22 @@ def test_parse_env_file_rejects_garbage_line():
 
 def test_parse_env_file_keeps_hash_inside_quotes():
     assert parse_env_file('A="x # y"\nB=plain # gone\n') == {"A": "x # y", "B": "plain"}
+
+
+def test_inference_on_a_cluster_is_checked_and_its_token_file_must_be_private(tmp_path):
+    base = {"TELEGRAM_BOT_TOKEN": "123:abc"}
+    with pytest.raises(ConfigError, match="INFERENCE_ADDRESS"):
+        Settings.from_env({**base, "INFERENCE_ADDRESS": "127.0.0.1:8000"}, env_file=None)
+    with pytest.raises(ConfigError, match="CANARY_CHECKPOINT"):
+        Settings.from_env({**base, "INFERENCE_ADDRESS": "http://127.0.0.1:8000", "CANARY_CHECKPOINT": "c.pt"},
+                          env_file=None)
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    token.chmod(0o600)
+    settings = Settings.from_env({**base, "INFERENCE_ADDRESS": "http://10.0.0.1:8000",
+                                  "INFERENCE_TOKEN_FILE": str(token)}, env_file=None)
+    assert settings.cluster_token() == "secret" and "secret" not in repr(settings)
+    token.chmod(0o640)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        settings.cluster_token()
+    assert Settings.from_env({**base, "INFERENCE_TOKEN": "from-env"}, env_file=None).cluster_token() == "from-env"

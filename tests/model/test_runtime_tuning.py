@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 FAULTS_SCRIPT = """
 import resource, sys, threading
 import torch
+import model.predict  # loaded as in every process that runs the model (importing model no longer does it)
 from model.memory import keep_freed_memory
 if sys.argv[1] == "tuned":
     assert keep_freed_memory()

@@ -1,0 +1,191 @@
+"""The bot as a gateway to a real local Ray Serve cluster (``python -m model serve`` on 127.0.0.1): answers,
+streamed heat maps, a replica killed mid-/why, a second node joining, the token, webhook ingress, a cluster
+restart, and no process left behind. One cluster for the module (starting one takes tens of seconds here).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from e2e_support import assert_prediction, expected_prediction, open_picture
+from webhook_support import free_port, local_webhook, webhook_settings
+
+from devtools.samples import jpeg
+from devtools.serve_process import ServeProcess, process_title, write_token
+
+pytest.importorskip("ray", reason="the cluster tests need the cluster extra (make test installs it)")
+pytestmark = pytest.mark.timeout(400)
+
+# Replicas reserve a quarter of a CPU each, so the head's 1 CPU holds the Classifier and one Explainer; the
+# second Explainer waits for a node to join.
+HEAD_ARGS = ["--cpus", "1", "--replica-cpus", "0.4", "--classify-replicas", "1", "--explain-replicas", "2",
+             "--max-batch-wait-ms", "5"]
+FINE_MAP = {"WHY_PATCH": "32", "WHY_STRIDE": "16"}  # 13 x 13 positions: long enough to be killed halfway
+
+
+@pytest.fixture(scope="module")
+def token_file(tmp_path_factory):
+    return write_token(tmp_path_factory.mktemp("token") / "auth_token", "cluster-test-token-" + os.urandom(8).hex())
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, tiny_checkpoint, token_file):
+    logs = tmp_path_factory.mktemp("cluster")
+    head = ServeProcess(tiny_checkpoint, token_file, logs / "head.log", HEAD_ARGS).start()
+    try:
+        yield head
+    finally:
+        head.stop()
+
+
+@pytest.fixture
+def gateway_env(cluster, token_file):
+    return {"INFERENCE_ADDRESS": cluster.address, "INFERENCE_TOKEN_FILE": str(token_file), **FINE_MAP}
+
+
+async def ask(fake_api, update: dict, timeout: float = 60):
+    update = await fake_api.push(update)
+    return update, await fake_api.wait_for_answer(update["message"], timeout=timeout)
+
+
+async def why_maps(fake_api, chat_id: int, mark: int, timeout: float = 120):
+    """The coarse map (sendPhoto) and the fine map edited into it (editMessageMedia)."""
+    coarse = await fake_api.wait_for_call("sendPhoto", lambda c: c.chat_id == chat_id, after=mark, timeout=timeout)
+    fine = await fake_api.wait_for_call("editMessageMedia", lambda c: c.params.get("chat_id") == chat_id,
+                                        after=mark, timeout=timeout)
+    return coarse, fine
+
+
+async def test_photo_and_streamed_why_through_the_cluster_by_webhook(fake_api, running_bot, gateway_env, classifier):
+    port = free_port()
+    async with running_bot(webhook=True, **gateway_env, **webhook_settings(port), ADMIN_USER_IDS="1001") as app:
+        assert app.bot_data["services"].classifier.checkpoint_id == classifier.checkpoint_id  # from the cluster
+        fake_api.proxy_webhook_to(local_webhook(port))
+        photo = jpeg(seed=5)
+        update, answer = await ask(fake_api, fake_api.photo_update(photo, chat_id=1001, user_id=1001))
+        assert_prediction(answer, expected_prediction(classifier, photo))
+        mark = fake_api.mark()
+        await fake_api.push(fake_api.command_update("/why", chat_id=1001, reply_to=update["message"]))
+        coarse, fine = await why_maps(fake_api, 1001, mark)
+        assert coarse.at < fine.at
+        assert min(open_picture(coarse.photo_bytes).size) >= 200 and min(open_picture(fine.photo_bytes).size) >= 200
+        assert open_picture(coarse.photo_bytes).tobytes() != open_picture(fine.photo_bytes).tobytes()
+        _, stats = await ask(fake_api, fake_api.command_update("/stats", chat_id=1001, user_id=1001))
+        assert "Classifier 1" in stats.text and "Explainer" in stats.text, stats.text
+
+
+async def test_a_replica_killed_mid_why_still_gives_the_map(fake_api, running_bot, gateway_env, cluster):
+    async with running_bot(**gateway_env):
+        await ask(fake_api, fake_api.photo_update(jpeg(seed=6), chat_id=2001))
+        mark = fake_api.mark()
+        await fake_api.push(fake_api.command_update("/why", chat_id=2001))
+        await fake_api.wait_for_call("sendPhoto", lambda c: c.chat_id == 2001, after=mark, timeout=120)
+        explainers = cluster.replicas("Explainer")
+        assert explainers, f"no Explainer replica process under the head: {[process_title(p) for p in cluster.tree()]}"
+        for pid in explainers:  # whichever one has the fine map: Serve restarts them
+            os.kill(pid, signal.SIGKILL)
+        fine = await fake_api.wait_for_call("editMessageMedia", lambda c: c.params.get("chat_id") == 2001,
+                                            after=mark, timeout=240)
+        assert open_picture(fine.photo_bytes)
+        assert not [c for c in fake_api.answers_in(2001, after=mark) if c.method == "sendMessage"], \
+            "the user got an error or busy message instead of the map"
+
+
+def test_a_second_node_joins_and_takes_a_replica(cluster, tiny_checkpoint, token_file, tmp_path):
+    waiting = cluster.replicas("Explainer")
+    node = ServeProcess(tiny_checkpoint, token_file, tmp_path / "node.log", ["--cpus", "1"],
+                        join=f"127.0.0.1:{cluster.port}").start()
+    try:
+        deadline = time.monotonic() + 180
+        while not node.replicas("Explainer") and time.monotonic() < deadline and node.process.poll() is None:
+            time.sleep(1)
+        assert node.replicas("Explainer"), (f"no replica placed on the new node (head has {waiting});\n"
+                                            + (tmp_path / "node.log").read_text()[-2000:])
+    finally:
+        left = node.stop()
+    assert not left, f"the joined node left processes behind: {left}"
+
+
+def _get(url: str, token: str | None) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_clients_and_nodes_without_the_token_are_refused(cluster, token_file, tiny_checkpoint, tmp_path):
+    for route in ("/classify", "/explain"):
+        assert _get(cluster.address + route, None) == 401
+        assert _get(cluster.address + route, "wrong-token") == 401
+        assert _get(cluster.address + route, token_file.read_text()) == 200
+    wrong = write_token(tmp_path / "wrong_token", "not-the-cluster-token")
+
+    def ray_client(token_path):  # a Ray driver: it could run any code on the cluster, if let in
+        return subprocess.run(
+            [sys.executable, "-c", f"import ray; ray.init(address='127.0.0.1:{cluster.port}'); print('CONNECTED')"],
+            # (single-machine mode: it keeps 127.0.0.1, where the cluster listens, as the address)
+            env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path),
+                 "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, capture_output=True, text=True, timeout=120)
+
+    assert "CONNECTED" in ray_client(token_file).stdout  # the same client, with the token, gets in
+    refused = ray_client(wrong)
+    assert "CONNECTED" not in refused.stdout and refused.returncode != 0, refused.stdout
+    assert "InvalidAuthToken" in refused.stderr or "Authentication" in refused.stderr, refused.stderr[-2000:]
+    node = ServeProcess(tiny_checkpoint, wrong, tmp_path / "refused.log", ["--cpus", "1"],
+                        join=f"127.0.0.1:{cluster.port}").start()
+    try:
+        node.process.wait(120)
+    finally:
+        left = node.stop()
+    assert node.process.returncode != 0, "a node with a wrong token joined"
+    assert not left, left
+
+
+def test_the_gateway_process_runs_without_torch(cluster, token_file, tmp_path):
+    """A gateway's own process: connects, classifies, draws a map; torch never imported."""
+    script = f"""
+import asyncio, sys
+from bot.cluster_client import ClusterInference
+from devtools.samples import jpeg
+async def main():
+    inference = ClusterInference({cluster.address!r}, open({str(token_file)!r}).read().strip(), queue_size=8,
+                                 per_chat_queue=4, why_queue_size=2, deadline_s=60, why_deadline_s=120)
+    inference.start()
+    await inference.ready()
+    prediction = await inference.classify(1, jpeg(seed=2))
+    maps = [e async for e in inference.explain(1, jpeg(seed=2), [(112, 112), (112, 56)])]
+    await inference.stop()
+    print("RESULT", prediction.label, len(maps), maps[-1].final, "torch" in sys.modules, "ray" in sys.modules)
+asyncio.run(main())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    line = next((row for row in done.stdout.splitlines() if row.startswith("RESULT")), "")
+    assert line, done.stdout + done.stderr[-3000:]
+    _, label, maps, final, torch_loaded, ray_loaded = line.split()
+    assert maps == "2" and final == "True"
+    assert torch_loaded == "False" and ray_loaded == "False", line
+
+
+async def test_the_bot_recovers_when_the_cluster_restarts_and_nothing_is_left(fake_api, running_bot, gateway_env,
+                                                                              cluster, caplog, classifier):
+    async with running_bot(**gateway_env):
+        left = cluster.stop()
+        assert not left, f"the stopped cluster left processes behind: {left}"
+        with caplog.at_level(logging.ERROR, logger="bot.cluster_client"):
+            _, busy = await ask(fake_api, fake_api.photo_update(jpeg(seed=7), chat_id=3001))
+        assert "busy" in busy.text.lower() or "try again" in busy.text.lower(), busy.text
+        assert any("unreachable" in record.getMessage() for record in caplog.records), caplog.text
+        await asyncio.to_thread(cluster.start)  # the same ports again
+        photo = jpeg(seed=8)
+        _, answer = await ask(fake_api, fake_api.photo_update(photo, chat_id=3001), timeout=60)
+        assert_prediction(answer, expected_prediction(classifier, photo))
