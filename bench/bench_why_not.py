@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from bot.heatmaps import render_explanation
     from bot.i18n import Languages
+    from bot.inference import render_explanation
     from devtools.samples import CLASS_NAMES
     from model import PreprocessConfig, build_network, load_classifier, open_image, preprocess
     from model.occlusion import OcclusionExplainer

@@ -108,9 +108,10 @@ class ServeProcess:
         return pids
 
     def replicas(self, deployment: str) -> list[int]:
-        """Pids of its replica processes of ``deployment`` (Ray titles them ``ray::ServeReplica:APP:NAME``)."""
+        """Pids of its replica processes of ``deployment`` (Ray titles them ``ray::ServeReplica:APP:NAME``, with
+        ``.METHOD`` appended while one runs a request)."""
         return [pid for pid in self.tree() if process_title(pid).startswith("ray::ServeReplica:")
-                and process_title(pid).split(":")[-1] == deployment]
+                and process_title(pid).split(":")[-1].split(".")[0] == deployment]
 
     def stop(self, timeout: float = 60.0) -> list[str]:
         """SIGTERM and wait; the processes seen under it that are still alive (should be none)."""

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from bot.config import Settings
-from bot.heatmaps import Explanation
+from bot.inference import Explanation
 from bot.scheduler import Busy, InferenceScheduler, State, Stopping
 
 STEP = 60

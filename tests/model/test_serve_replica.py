@@ -4,9 +4,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import torch
 
 from devtools.samples import jpeg
 from model.errors import ImageError
+from model.precision import DeviceUnavailable
 from model.serve.replica import MapWork, prepare_replica_model
 from model.serve.wire import DeadlinePassed
 
@@ -57,7 +59,15 @@ async def test_work_past_its_deadline_is_dropped(work):
 
 
 def test_devices_and_precisions_it_cannot_serve_are_refused_clearly(classifier):
-    with pytest.raises(ValueError, match="bf16"):
-        prepare_replica_model(classifier, "cpu", "bf16", threads=1)
+    with pytest.raises(ValueError, match="precision"):
+        prepare_replica_model(classifier, "cpu", "fp16", threads=1)
     with pytest.raises(ValueError, match="device"):
         prepare_replica_model(classifier, "tpu", "fp32", threads=1)
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceUnavailable, match="cuda"):
+            prepare_replica_model(classifier, "cuda", "fp32", threads=1)
+
+
+def test_a_replica_prepares_its_model_by_the_bots_rules(classifier):
+    description = prepare_replica_model(classifier, "cpu", "fp32", threads=1)
+    assert "fp32" in description and classifier.precision == "fp32"
