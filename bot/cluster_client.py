@@ -81,6 +81,7 @@ class ClusterInference:
         self.retries = 0
         self.reachable = True
         self._results: OrderedDict[tuple, OcclusionResult] = OrderedDict()  # see RESULTS_KEPT
+        self.kept_maps = 0  # maps drawn again from a kept grid, without the cluster
         self._admitted: Counter = Counter()
         self._admitted_maps = 0
         self._stopping = False
@@ -256,6 +257,7 @@ class ClusterInference:
             drawing = _Drawing(bytes(data), served, target, language or ENGLISH, self._results)
             kept = await drawing.kept(remaining[-1])
             if kept is not None:
+                self.kept_maps += 1
                 yield kept
                 return
             for attempt in (1, 2):
@@ -308,7 +310,8 @@ class ClusterInference:
             for name, states in sorted(replicas.items()))
         return {"cluster": f"{self.address} ({'reachable' if self.reachable else 'UNREACHABLE'}); replicas: "
                            f"{running or 'unknown'}; in flight from here: {self.queue_length()} "
-                           f"({self._admitted_maps} heat maps); retries after a replica failure: {self.retries}"}
+                           f"({self._admitted_maps} heat maps); retries after a replica failure: {self.retries}; "
+                           f"maps drawn from grids kept here: {self.kept_maps}"}
 
 
 class _Drawing:

@@ -81,6 +81,36 @@ async def test_photo_and_streamed_why_through_the_cluster_by_webhook(fake_api, r
         assert "Classifier 1" in stats.text and "Explainer" in stats.text, stats.text
 
 
+async def test_a_why_not_map_through_the_gateway_in_hindi_is_drawn_from_the_kept_grid(fake_api, running_bot, gateway_env):
+    from bot import messages
+    from bot.i18n import Languages
+
+    hindi = Languages().get("hi")
+    fake_api.set_language(3001, "hi")
+    async with running_bot(**gateway_env) as app:
+        svc = app.bot_data["services"]
+        await ask(fake_api, fake_api.photo_update(jpeg(seed=8), chat_id=3001, user_id=3001))
+        mark = fake_api.mark()
+        await fake_api.push(fake_api.command_update("/why", chat_id=3001, user_id=3001))
+        _, fine = await why_maps(fake_api, 3001, mark)
+        offered = [b for row in fine.params["reply_markup"]["inline_keyboard"] for b in row]
+        names = svc.classifier.class_names
+        assert offered and all(b["text"] in [messages.why_not_button(n, hindi) for n in names] for b in offered), offered
+        cached_before = svc.stats.heatmaps_cached
+        mark = fake_api.mark()
+        await fake_api.push(fake_api.callback_update(offered[0]["callback_data"],
+                                                     fake_api.messages[(3001, fine.params["message_id"])], user_id=3001))
+        why_not = await fake_api.wait_for_call("sendPhoto", lambda c: c.chat_id == 3001, after=mark, timeout=60)
+        for _ in range(100):  # the handler counts the map once sendPhoto has returned
+            if svc.stats.heatmaps_cached > cached_before:
+                break
+            await asyncio.sleep(0.02)
+        assert svc.stats.heatmaps_cached == cached_before + 1
+        assert svc.inference.kept_maps == 1, "drawn from the grid the gateway kept, with no request to the cluster"
+    assert why_not.text.startswith(offered[0]["text"]), why_not.text
+    assert open_picture(why_not.photo_bytes)
+
+
 async def test_a_replica_killed_mid_why_still_gives_the_map(fake_api, running_bot, gateway_env, cluster):
     async with running_bot(**gateway_env):
         await ask(fake_api, fake_api.photo_update(jpeg(seed=6), chat_id=2001))
