@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from model import Classifier
 from model.explain_cache import ExplanationCache
-from model.occlusion import BetweenBatches, OcclusionExplainer
+from model.occlusion import BetweenBatches, ExplainersBySetting
 
 from .i18n import ENGLISH
 from .inference import Explanation, explanation_of
@@ -33,9 +33,8 @@ class HeatMapMaker:
     def __init__(self, classifier: Classifier, batch_size: int, cache_size: int):
         self.classifier = classifier
         self.cache = ExplanationCache(cache_size)
-        self._batch_size = batch_size
         self._rendered: OrderedDict[tuple, Explanation] = OrderedDict()
-        self._explainers: dict[tuple[int, int], OcclusionExplainer] = {}
+        self._explainer = ExplainersBySetting(self.classifier, batch_size)
 
     def run_next_level(self, job: MapJob, pause: BetweenBatches) -> Explanation:
         """Compute and render ``job``'s next level and advance it; raises :class:`model.ImageError`."""
@@ -69,12 +68,3 @@ class HeatMapMaker:
             while len(self._rendered) > RENDERED_CACHE_SIZE:
                 self._rendered.popitem(last=False)
         return explanation
-
-    def _explainer(self, patch: int, stride: int) -> OcclusionExplainer:
-        key = (patch, stride)
-        if key not in self._explainers:
-            if self._explainers:  # coarse and fine maps share one folded copy of the network
-                self._explainers[key] = next(iter(self._explainers.values())).with_settings(patch, stride)
-            else:
-                self._explainers[key] = OcclusionExplainer.for_classifier(self.classifier, patch, stride, self._batch_size)
-        return self._explainers[key]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from model.explain_cache import ExplanationCache
-from model.occlusion import OcclusionExplainer, OcclusionResult
+from model.occlusion import ExplainersBySetting, OcclusionResult
 from model.precision import resolve_device
 from model.predict import Classifier, prediction_from_probabilities
 from model.runtime import prepare_model, runtime_cache_dir
@@ -125,8 +125,7 @@ class MapWork:
         self.classifier = classifier
         self.threads = threads
         self.cache = ExplanationCache(cache_size)
-        self._batch_size = batch_size
-        self._explainers: dict[tuple[int, int], OcclusionExplainer] = {}
+        self._explainer = ExplainersBySetting(self.classifier, batch_size)
         self._cond = threading.Condition()
         self._coarse: deque[MapLevel] = deque()
         self._fine: deque[MapLevel] = deque()
@@ -220,12 +219,3 @@ class MapWork:
                 self.pauses += 1
             self._run_level(coarse)
             torch.set_num_threads(self.threads)
-
-    def _explainer(self, patch: int, stride: int) -> OcclusionExplainer:
-        key = (patch, stride)
-        if key not in self._explainers:
-            if self._explainers:  # coarse and fine maps share one folded copy of the network
-                self._explainers[key] = next(iter(self._explainers.values())).with_settings(patch, stride)
-            else:
-                self._explainers[key] = OcclusionExplainer.for_classifier(self.classifier, patch, stride, self._batch_size)
-        return self._explainers[key]
