@@ -36,19 +36,19 @@ def _addressed(message: Message, context: ContextTypes.DEFAULT_TYPE) -> bool:
 @request("start")
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
     """/start: greeting plus the help text."""
-    svc = services(context)
-    await update.effective_message.reply_text(messages.start_text(
-        svc.classifier_for(update.effective_chat.id).class_names, context.bot.username, svc.settings.confidence_threshold,
-        feedback_stored=svc.feedback is not None, journal_hours=svc.settings.journal_max_age_hours,
-        lang=language_of(update, context)))
-    return Outcome.of("sent")
+    return await _reply_with_help(update, context, messages.start_text)
 
 
 @request("help")
 async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
     """/help: classes, confidence, /why, limits, how to address the bot in groups."""
+    return await _reply_with_help(update, context, messages.help_text)
+
+
+async def _reply_with_help(update: Update, context: ContextTypes.DEFAULT_TYPE, text_of) -> Outcome:
+    """``text_of`` (:func:`messages.start_text` or :func:`messages.help_text`) for this chat's model and language."""
     svc = services(context)
-    await update.effective_message.reply_text(messages.help_text(
+    await update.effective_message.reply_text(text_of(
         svc.classifier_for(update.effective_chat.id).class_names, context.bot.username, svc.settings.confidence_threshold,
         feedback_stored=svc.feedback is not None, journal_hours=svc.settings.journal_max_age_hours,
         lang=language_of(update, context)))

@@ -191,19 +191,19 @@ def stats_text(snapshot: dict) -> str:
         f"Latency p50 {snapshot['latency_p50']}, p95 {snapshot['latency_p95']} (last {snapshot['latency_samples']})",
         f"Heat maps served: {snapshot['heatmaps']} (from cache: {snapshot['heatmaps_cached']})",
     ]
-    if "mean_batch" in snapshot:
-        lines.append(f"Mean batch size: {snapshot['mean_batch']}")
-    if "forward" in snapshot:
-        lines.append(f"Forward pass: {snapshot['forward']}")
-    if "heatmap_pauses" in snapshot:
-        lines.append(f"Heat-map pauses for more urgent work: {snapshot['heatmap_pauses']}")
-    if "cluster" in snapshot:
-        lines.append(f"Cluster: {snapshot['cluster']}")
-    if "canary" in snapshot:
-        lines.append(f"Canary: {snapshot['canary']}")
-    if "journal_open" in snapshot:
-        lines.append(f"Journal: {snapshot['journal_open']} accepted request(s) not yet answered")
+    lines += [line.format(snapshot[key]) for key, line in OPTIONAL_STATS_LINES if key in snapshot]
     return "\n".join(lines)
+
+
+# /stats lines shown when the snapshot has their key (in-process scheduler, cluster, canary, journal)
+OPTIONAL_STATS_LINES = (
+    ("mean_batch", "Mean batch size: {}"),
+    ("forward", "Forward pass: {}"),
+    ("heatmap_pauses", "Heat-map pauses for more urgent work: {}"),
+    ("cluster", "Cluster: {}"),
+    ("canary", "Canary: {}"),
+    ("journal_open", "Journal: {} accepted request(s) not yet answered"),
+)
 
 
 # ---- feedback buttons (bot/feedback.py), shown only when the operator sets FEEDBACK_DIR -------------------

@@ -6,7 +6,6 @@ reports which of the processes it saw under it (Ray's GCS, raylet, agents, repli
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.serve.nodes import PORT_OFFSETS, is_alive, process_tree
+from model.serve.nodes import PORT_OFFSETS, is_alive, process_tree, terminate
 
 ADDRESS_LINE = "inference address: "
 PORT_SPAN = max(PORT_OFFSETS.values()) + 2  # a node's ports: its --port and the ones after it
@@ -118,13 +117,7 @@ class ServeProcess:
         if self.process is None:
             return []
         self.tree()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout)
         self._log.close()
         left = [f"{pid} {process_title(pid)}" for pid in sorted(self.seen) if is_alive(pid)]
         return left

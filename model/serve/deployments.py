@@ -61,10 +61,13 @@ class _Replica:
         self.load_seconds = time.monotonic() - started
         return classifier
 
-    def _refused(self, request: Request) -> Response | None:
+    async def __call__(self, request: Request) -> Response:
+        """Every request: the token first; GET is the served model and the replicas, POST the deployment's work."""
         if not wire.authorized(request.headers.get("authorization"), self.token):
             return JSONResponse({"error": "unauthorized"}, status_code=401)
-        return None
+        if request.method == "GET":
+            return JSONResponse(await asyncio.to_thread(self._info))
+        return await self._post(request)
 
     def _info(self) -> dict:
         classifier = self.classifier
@@ -94,12 +97,7 @@ class ClassifierDeployment(_Replica):
         self._batched.set_max_batch_size(options.max_batch)
         self._batched.set_batch_wait_timeout_s(options.max_batch_wait_s)
 
-    async def __call__(self, request: Request) -> Response:
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
-        if request.method == "GET":
-            return JSONResponse(await asyncio.to_thread(self._info))
+    async def _post(self, request: Request) -> Response:
         deadline = time.monotonic() + _timeout(request)
         data = await request.body()
         try:
@@ -129,12 +127,7 @@ class ExplainerDeployment(_Replica):
     def __del__(self):
         self.work.stop()
 
-    async def __call__(self, request: Request) -> Response:
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
-        if request.method == "GET":
-            return JSONResponse(await asyncio.to_thread(self._info))
+    async def _post(self, request: Request) -> Response:
         try:
             levels = wire.parse_levels(request.headers.get(wire.LEVELS_HEADER, ""))
         except ValueError as error:

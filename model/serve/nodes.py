@@ -119,16 +119,21 @@ def is_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def terminate(process: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM, and SIGKILL if ``process`` has not exited ``grace_s`` seconds later; returns once it has exited."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def stop_ray_node(node: RayNode) -> None:
     """SIGTERM to ``ray start --block`` (it stops the processes it started), then SIGKILL to any leftover."""
     tree = process_tree(node.process.pid)
-    if node.process.poll() is None:
-        node.process.send_signal(signal.SIGTERM)
-    try:
-        node.process.wait(STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        node.process.kill()
-        node.process.wait()
+    terminate(node.process, STOP_GRACE_S)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         tree = {pid for pid in tree | process_tree(node.process.pid) if pid != os.getpid() and is_alive(pid)}
