@@ -12,8 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from model.precision import DEVICES, PRECISIONS
-from model.runtime import RUNTIMES
+from model.choices import DEVICES, PRECISIONS, RUNTIMES
 from model.threads import available_cores
 
 if TYPE_CHECKING:

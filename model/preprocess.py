@@ -149,12 +149,12 @@ def crop_box(size: tuple[int, int], config: PreprocessConfig = PreprocessConfig(
     return (left * sx, top * sy, (left + config.crop) * sx, (top + config.crop) * sy)
 
 
-def normalize(image: Image.Image, config: PreprocessConfig = PreprocessConfig()) -> torch.Tensor:
-    """A ``crop`` x ``crop`` RGB image to a normalized float32 3 x H x W tensor.
+def to_array(image: Image.Image, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """A ``crop`` x ``crop`` RGB image to a normalized float32 3 x H x W array (NumPy only: no torch).
 
-    NumPy, not torch: the bot decodes in its own threads, and torch's elementwise ops there would start
-    OpenMP teams beside the classifier's (calling torch.set_num_threads(1) in those threads instead cut
-    the whole bot to about one busy core). One multiply-add instead of divide-subtract-divide, too.
+    One multiply-add instead of divide-subtract-divide. The serving path stays in NumPy end to end, so a bot
+    whose runtime is OpenVINO never imports torch (and the decode threads never start torch's OpenMP teams
+    beside the classifier's, which once cut the whole bot to about one busy core).
     """
     std = np.asarray(config.std, dtype=np.float32)
     scale = 1.0 / (255.0 * std)
@@ -162,9 +162,19 @@ def normalize(image: Image.Image, config: PreprocessConfig = PreprocessConfig())
     array = np.asarray(image, dtype=np.uint8).astype(np.float32)
     array *= scale
     array -= shift
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def preprocess_array(image: Image.Image, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """RGB PIL image -> normalized 3 x crop x crop float32 array (resize short side, centre crop, mean/std)."""
+    return to_array(resize_and_crop(_to_rgb(image), config), config)
+
+
+def normalize(image: Image.Image, config: PreprocessConfig = PreprocessConfig()) -> torch.Tensor:
+    """:func:`to_array` as a torch tensor (for training and the torch runtime)."""
     import torch  # here, not at the top: decoding and rendering import without torch (a gateway bot)
 
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    return torch.from_numpy(to_array(image, config))
 
 
 def preprocess(image: Image.Image, config: PreprocessConfig = PreprocessConfig()) -> torch.Tensor:
