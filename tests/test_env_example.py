@@ -53,3 +53,21 @@ def test_examples_agree_with_the_defaults_in_settings(example, deliberate):
         if getattr(parsed, name) != getattr(defaults, name):
             drifted.append(f"{key}={raw} (default {getattr(defaults, name)!r})")
     assert not drifted, f"{example.name} disagrees with Settings: {drifted}"
+
+
+def test_env_example_and_readme_table_are_generated_from_the_declarations():
+    """Both are written by `python -m bot.config --write-docs`; a declaration changed without it fails here."""
+    from bot.settings_docs import env_example, readme_with_table
+
+    root = Path(__file__).resolve().parents[1]
+    assert ENV_EXAMPLE.read_text() == env_example(), "run python -m bot.config --write-docs"
+    readme = (root / "README.md").read_text()
+    assert readme == readme_with_table(readme), "run python -m bot.config --write-docs"
+
+
+def test_every_setting_is_declared_once_with_a_doc():
+    from model.settings import declaration, declared_fields
+
+    names = [declaration(item).env for item in declared_fields(Settings)]
+    assert len(names) == len(set(names)), "a variable is declared twice"
+    assert all(len(declaration(item).doc) > 10 for item in declared_fields(Settings))
