@@ -65,7 +65,7 @@ class Settings:
     log_level: str = "INFO"
     webhook_url: str = ""
     webhook_secret: str = field(default="", repr=False)
-    webhook_listen: str = "0.0.0.0"
+    webhook_listen: str = "127.0.0.1"  # behind the reverse proxy that terminates TLS
     webhook_port: int = 8443
     admin_user_ids: frozenset[int] = frozenset()
     poll_timeout: float = 10.0

@@ -80,3 +80,21 @@ def test_missing_token_or_checkpoint_stops_with_one_line(tmp_path, tiny_checkpoi
     captured = capfd.readouterr()
     lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
     assert len(lines) == 1 and hint in lines[0], lines
+
+
+async def test_a_refused_token_is_one_redacted_line_and_exit_2(fake_api, tiny_checkpoint, tmp_path):
+    """Telegram answers 401 to getMe: no traceback with the token in it, on any stream; exit 2 (systemd's
+    RestartPreventExitStatus), so the token is not printed again at each restart."""
+    refused = f"{fake_api.token.split(':')[0]}:AAH-revoked-{os.urandom(8).hex()}"
+    env = settings_env(fake_api, tiny_checkpoint, tmp_path / "data", TELEGRAM_BOT_TOKEN=refused)
+    async with bot_process(env, tmp_path) as process:
+        async with asyncio.timeout(80):
+            stdout, stderr = await process.communicate()
+    output = (stdout + stderr).decode(errors="replace")
+    assert process.returncode == 2, output[-3000:]
+    assert refused.split(":", 1)[1] not in output, "the refused token is printed"
+    assert "Traceback" not in output, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "TELEGRAM_BOT_TOKEN" in errors[0], output[-3000:]
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) <= 2, lines  # PTB's one log line (redacted), and the bot's
