@@ -187,7 +187,9 @@ async def start_services(settings: Settings, classifier: Classifier | None,
         journal = await asyncio.to_thread(Journal.in_dir, settings.data_dir, clock)
         await inference.ready()
         await start_canary(settings, inference)
-    except BaseException:  # a bad DATA_DIR or CANARY_CHECKPOINT: no threads left behind
+    except GeneratorExit:  # a stop signal during the start: the loop is closing, nothing more can be awaited
+        raise
+    except BaseException:  # a bad DATA_DIR or CANARY_CHECKPOINT, a cluster refusing the token: no threads left behind
         await inference.stop()
         raise
     classifier = inference.classifier

@@ -5,12 +5,14 @@ The real environment wins over ``.env`` so a deployment can override a checked-i
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from model.choices import DEVICES, PRECISIONS, RUNTIMES
 from model.threads import available_cores
@@ -20,6 +22,12 @@ if TYPE_CHECKING:
 
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API's getFile limit: 20 MB
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+# Where the token is: python -m model serve writes it (model/serve/wire.py: inference_token_path).
+INFERENCE_TOKEN_HINT = ("set INFERENCE_TOKEN_FILE to a copy (chmod 600) of the inference token file that "
+                        "`python -m model serve` wrote on the cluster's head, and logged: `inference_token` beside "
+                        "Ray's token file, by default ~/.ray/inference_token (not Ray's auth_token itself)")
 
 
 class ConfigError(Exception):
@@ -113,14 +121,21 @@ class Settings:
         _check(not self.webhook_url or self.webhook_url.startswith("https://"), "WEBHOOK_URL must start with https://")
         _check(not self.inference_address or re.match(r"https?://[^/]+", self.inference_address) is not None,
                "INFERENCE_ADDRESS must be the http://HOST:PORT that python -m model serve printed")
+        _check(not self.inference_address or self.inference_address.startswith("https://")
+               or _is_loopback(urlparse(self.inference_address).hostname or ""),
+               "INFERENCE_ADDRESS must be https:// (a TLS proxy in front of the cluster) unless the cluster runs on "
+               "this machine (http://127.0.0.1:PORT): the token and the users' photos would cross the network in clear")
         _check(not (self.inference_address and self.canary_checkpoint), "CANARY_CHECKPOINT needs the model in the "
                "bot's own process: unset it, or unset INFERENCE_ADDRESS")
         _check(self.inference_deadline_s > 0 and self.why_deadline_s > 0,
                "INFERENCE_DEADLINE_S and WHY_DEADLINE_S must be positive")
 
     def cluster_token(self) -> str:
-        """The cluster's token: INFERENCE_TOKEN, else the file INFERENCE_TOKEN_FILE (which only its owner may read)."""
+        """The cluster's inference token: INFERENCE_TOKEN, else the file INFERENCE_TOKEN_FILE (which only its owner
+        may read); a ConfigError that says where to find it when INFERENCE_ADDRESS is set without one."""
         if self.inference_token or self.inference_token_file is None:
+            if self.inference_address and not self.inference_token:
+                raise ConfigError(f"INFERENCE_ADDRESS is set without its token: {INFERENCE_TOKEN_HINT}")
             return self.inference_token
         path = self.inference_token_file
         try:
@@ -128,9 +143,13 @@ class Settings:
             if mode & 0o077:
                 raise ConfigError(f"INFERENCE_TOKEN_FILE {path} may be read by others (mode {mode & 0o777:o}): "
                                   "chmod 600 it")
-            return path.read_text(encoding="utf-8").strip()
+            token = path.read_text(encoding="utf-8").strip()
         except OSError as error:
-            raise ConfigError(f"INFERENCE_TOKEN_FILE {path} cannot be read: {error.strerror}") from None
+            raise ConfigError(f"INFERENCE_TOKEN_FILE {path} cannot be read ({error.strerror}): "
+                              f"{INFERENCE_TOKEN_HINT}") from None
+        if not token:
+            raise ConfigError(f"INFERENCE_TOKEN_FILE {path} is empty: {INFERENCE_TOKEN_HINT}")
+        return token
 
     @property
     def warm_up_photos(self) -> int:
@@ -180,6 +199,13 @@ class Settings:
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _parse_ids(raw: str) -> frozenset[int]:
