@@ -5,12 +5,14 @@ restart, and no process left behind. One cluster for the module (starting one ta
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -150,6 +152,37 @@ def _get(url: str, token: str | None) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
+
+
+def _post(url: str, token: str, body: bytes, **headers: str) -> int:
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {token}", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_the_replicas_refuse_bodies_and_levels_past_the_caps(cluster):
+    """A body over wire.MAX_BODY_BYTES is 413 (from its Content-Length); stride 1 and too many positions are 400."""
+    from model.serve import wire
+
+    token = cluster.inference_token_file.read_text()
+    host, port = urllib.parse.urlsplit(cluster.address).hostname, urllib.parse.urlsplit(cluster.address).port
+    for route in ("/classify", "/explain"):  # the headers only: the answer comes before any of the body is sent
+        connection = http.client.HTTPConnection(host, port, timeout=60)
+        connection.putrequest("POST", route)
+        for name, value in {"Authorization": f"Bearer {token}", "X-Levels": "112x56",
+                            "Content-Length": str(wire.MAX_BODY_BYTES + 1)}.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        assert connection.getresponse().status == 413
+        connection.close()
+    for levels in ("16x1", "16x3", "112x56," * 5):
+        assert _post(cluster.address + "/explain", token, jpeg(seed=1), **{"X-Levels": levels}) == 400
+    assert _post(cluster.address + "/explain", token, jpeg(seed=1), **{"X-Levels": "112x112", "X-Timeout-S": "1e300"}) == 200
 
 
 def test_clients_and_nodes_without_the_token_are_refused(cluster, token_file, tiny_checkpoint, tmp_path):
