@@ -55,7 +55,10 @@ USER bot
 
 # No HEALTHCHECK: a polling bot has no port to probe, and a dead bot ends the container, which
 # --restart on-failure (or the orchestrator) restarts. Exit status 2 means a setting is missing.
-# 8443 is used only in webhook mode (WEBHOOK_URL set).
+# 8443 is used only in webhook mode (WEBHOOK_URL set). In the container's own network namespace the server
+# listens on every interface (the bot's default, 127.0.0.1, would be unreachable); publish the port only to
+# the TLS proxy (e.g. -p 127.0.0.1:8443:8443).
+ENV WEBHOOK_LISTEN=0.0.0.0
 EXPOSE 8443
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "bot"]

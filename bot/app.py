@@ -24,10 +24,9 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 from telegram import BotCommand, Update
-from telegram.error import TelegramError
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -48,7 +47,7 @@ from .config import ConfigError, Settings
 from .i18n import ENGLISH, CatalogError, Languages
 from .inference import CANARY
 from .journal import Journal, JournalingQueue
-from .logging_setup import configure_logging
+from .logging_setup import configure_logging, install_redacting_hooks, redacting_loop_handler
 from .reload import load_and_probe, reload_model
 from .request_handling import DEFERRED_KEY, on_error
 from .retention import purge_old_state
@@ -56,6 +55,7 @@ from .services import SERVICES_KEY, BotServices
 from .stats import BotStats
 from .store import PhotoStore
 from .telegram_io import RetryAfterLimiter
+from .webhook import webhook_arguments, with_webhook_secret
 
 if TYPE_CHECKING:
     from model import Classifier
@@ -187,7 +187,9 @@ async def start_services(settings: Settings, classifier: Classifier | None,
         journal = await asyncio.to_thread(Journal.in_dir, settings.data_dir, clock)
         await inference.ready()
         await start_canary(settings, inference)
-    except BaseException:  # a bad DATA_DIR or CANARY_CHECKPOINT: no threads left behind
+    except GeneratorExit:  # a stop signal during the start: the loop is closing, nothing more can be awaited
+        raise
+    except BaseException:  # a bad DATA_DIR or CANARY_CHECKPOINT, a cluster refusing the token: no threads left behind
         await inference.stop()
         raise
     classifier = inference.classifier
@@ -299,8 +301,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no model checkpoint at {settings.checkpoint_path}: train one with `make train` "
               "(or set CHECKPOINT_PATH)", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, [settings.token, settings.webhook_secret, settings.feedback_salt,
-                                           cluster_token])
+    secret_generated = bool(settings.webhook_url and not settings.webhook_secret)
+    settings = with_webhook_secret(settings)  # before the log starts: a generated secret is redacted too
+    secrets_in_use = [settings.token, settings.webhook_secret, settings.feedback_salt, cluster_token]
+    configure_logging(settings.log_level, secrets_in_use)
+    install_redacting_hooks(secrets_in_use)  # whatever escapes logging (a final traceback) is redacted too
+    if secret_generated:
+        log.info("webhook: WEBHOOK_SECRET is unset: a new random one is registered with setWebhook at this start")
     # PTB warns on every 429 that RetryAfter.retry_after will become a timedelta; bot.telegram_io handles both.
     warnings.filterwarnings("ignore", message=".*retry_after.*", category=PTBDeprecationWarning)
     keep_freed_memory()  # before the model's threads start; see model/memory.py
@@ -317,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     application = build_application(settings, classifier)
     application.reload_on_sighup = True
+    loop = asyncio.new_event_loop()  # PTB runs on the current loop: this one reports its errors redacted
+    loop.set_exception_handler(redacting_loop_handler)
+    asyncio.set_event_loop(loop)
     try:
         if settings.webhook_url:
             return run_webhook(application, settings)
@@ -324,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
                                 allowed_updates=Update.ALL_TYPES, stop_signals=(signal.SIGINT, signal.SIGTERM))
     except (CheckpointError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except InvalidToken:  # its message quotes the token: not printed (the log line PTB wrote is redacted)
+        print("error: Telegram refused TELEGRAM_BOT_TOKEN (401 Unauthorized): copy the token @BotFather gave "
+              "again (a /revoke there replaces it)", file=sys.stderr)
         return 2
     return 0
 
@@ -335,10 +349,3 @@ def run_webhook(application: Application, settings: Settings) -> int:
         return 2
     application.run_webhook(**webhook_arguments(settings), bootstrap_retries=-1, stop_signals=(signal.SIGINT, signal.SIGTERM))
     return 0
-
-
-def webhook_arguments(settings: Settings) -> dict:
-    """What PTB's webhook server gets from the settings (``run_webhook``, or ``updater.start_webhook`` in tests)."""
-    return {"listen": settings.webhook_listen, "port": settings.webhook_port,
-            "url_path": urlparse(settings.webhook_url).path.lstrip("/"), "webhook_url": settings.webhook_url,
-            "secret_token": settings.webhook_secret or None, "allowed_updates": Update.ALL_TYPES}

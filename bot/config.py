@@ -9,12 +9,14 @@ checks they are current). The settings the inference backends share with the clu
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from model.settings import (
     COMPUTE,  # noqa: F401  (re-exported: a section name of the docs)
@@ -31,6 +33,11 @@ TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API's getFile limit: 20 MB
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 ConfigError = SettingError  # a setting is missing or malformed; ``str(error)`` is one line that says what to do
+
+# Where the token is: python -m model serve writes it (model/serve/wire.py: inference_token_path).
+INFERENCE_TOKEN_HINT = ("set INFERENCE_TOKEN_FILE to a copy (chmod 600) of the inference token file that "
+                        "`python -m model serve` wrote on the cluster's head, and logged: `inference_token` beside "
+                        "Ray's token file, by default ~/.ray/inference_token (not Ray's auth_token itself)")
 
 TELEGRAM, MODEL, ANSWERS, WHY, OPERATIONS, FEEDBACK, WEBHOOK, CLUSTER = (
     "Telegram", "Model and data", "Answers", "Heat maps (/why)", "Operations", "Feedback", "Webhook (instead of polling)",
@@ -101,10 +108,12 @@ class Settings(ComputeSettings):
                                      "when unset)")
     webhook_url: str = setting("", env="WEBHOOK_URL", section=WEBHOOK, shown_default="(polling)",
                                doc="the https:// URL Telegram posts updates to (pip install -e '.[webhooks]')")
-    webhook_secret: str = setting("", env="WEBHOOK_SECRET", secret=True, section=WEBHOOK,
-                                  doc="the secret Telegram sends with each update (A-Z, a-z, 0-9, _ and -)")
-    webhook_listen: str = setting("0.0.0.0", env="WEBHOOK_LISTEN", section=WEBHOOK,
-                                  doc="the address the webhook server listens on")
+    webhook_secret: str = setting("", env="WEBHOOK_SECRET", secret=True, section=WEBHOOK, shown_default="(random per start)",
+                                  doc="the secret Telegram sends with each update (A-Z, a-z, 0-9, _ and -); unset: a new "
+                                      "random one at each start, registered with setWebhook; requests without it get 403")
+    webhook_listen: str = setting("127.0.0.1", env="WEBHOOK_LISTEN", section=WEBHOOK,
+                                  doc="the address the webhook server listens on: loopback, behind the HTTPS proxy that "
+                                      "terminates TLS (0.0.0.0: every interface)")
     webhook_port: int = setting(8443, env="WEBHOOK_PORT", low=1, high=65535, section=WEBHOOK,
                                 doc="the port the webhook server listens on")
     inference_address: str = setting("", env="INFERENCE_ADDRESS", section=CLUSTER, shown_default="(in process)",
@@ -132,12 +141,19 @@ class Settings(ComputeSettings):
         _check(not self.webhook_url or self.webhook_url.startswith("https://"), "WEBHOOK_URL must start with https://")
         _check(not self.inference_address or re.match(r"https?://[^/]+", self.inference_address) is not None,
                "INFERENCE_ADDRESS must be the http://HOST:PORT that python -m model serve printed")
+        _check(not self.inference_address or self.inference_address.startswith("https://")
+               or _is_loopback(urlparse(self.inference_address).hostname or ""),
+               "INFERENCE_ADDRESS must be https:// (a TLS proxy in front of the cluster) unless the cluster runs on "
+               "this machine (http://127.0.0.1:PORT): the token and the users' photos would cross the network in clear")
         _check(not (self.inference_address and self.canary_checkpoint), "CANARY_CHECKPOINT needs the model in the "
                "bot's own process: unset it, or unset INFERENCE_ADDRESS")
 
     def cluster_token(self) -> str:
-        """The cluster's token: INFERENCE_TOKEN, else the file INFERENCE_TOKEN_FILE (which only its owner may read)."""
+        """The cluster's inference token: INFERENCE_TOKEN, else the file INFERENCE_TOKEN_FILE (which only its owner
+        may read); a ConfigError that says where to find it when INFERENCE_ADDRESS is set without one."""
         if self.inference_token or self.inference_token_file is None:
+            if self.inference_address and not self.inference_token:
+                raise ConfigError(f"INFERENCE_ADDRESS is set without its token: {INFERENCE_TOKEN_HINT}")
             return self.inference_token
         path = self.inference_token_file
         try:
@@ -145,9 +161,13 @@ class Settings(ComputeSettings):
             if mode & 0o077:
                 raise ConfigError(f"INFERENCE_TOKEN_FILE {path} may be read by others (mode {mode & 0o777:o}): "
                                   "chmod 600 it")
-            return path.read_text(encoding="utf-8").strip()
+            token = path.read_text(encoding="utf-8").strip()
         except OSError as error:
-            raise ConfigError(f"INFERENCE_TOKEN_FILE {path} cannot be read: {error.strerror}") from None
+            raise ConfigError(f"INFERENCE_TOKEN_FILE {path} cannot be read ({error.strerror}): "
+                              f"{INFERENCE_TOKEN_HINT}") from None
+        if not token:
+            raise ConfigError(f"INFERENCE_TOKEN_FILE {path} is empty: {INFERENCE_TOKEN_HINT}")
+        return token
 
     @property
     def why_levels(self) -> list[tuple[int, int]]:
@@ -184,6 +204,13 @@ class Settings(ComputeSettings):
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 ENV_NAMES: dict[str, str] = env_names(Settings)

@@ -149,7 +149,7 @@ def shown_default(item: dataclasses.Field) -> str:
     if what.shown_default is not None:
         return what.shown_default
     value = item.default
-    if value is None or value == "":
+    if value is None or value == "" or value == frozenset():
         return "(none)"
     if isinstance(value, bool):
         return "1" if value else "0"

@@ -2,9 +2,10 @@
 heat maps never delay classification. HTTP in and out (the protocol is :mod:`model.serve.wire`); the work
 itself is :mod:`model.serve.replica`.
 
-Each replica loads the checkpoint once, in ``__init__``, and reads the cluster's token from its own
-environment (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, inherited from the node it runs on), so the token is
-never part of a deployment's arguments, which Ray stores in its cluster metadata. torch is imported in the
+Each replica loads the checkpoint once, in ``__init__``, and reads the inference token (not Ray's: see
+:mod:`model.serve.wire`) from its own environment (INFERENCE_TOKEN or INFERENCE_TOKEN_FILE, inherited from
+the node it runs on), so the token is never part of a deployment's arguments, which Ray stores in its
+cluster metadata. A body over ``wire.MAX_BODY_BYTES`` gets 413 without being read whole. torch is imported in the
 replicas only (in ``__init__``), not by ``python -m model serve``, which only binds these classes.
 """
 from __future__ import annotations
@@ -41,10 +42,14 @@ class ReplicaOptions:
 
 
 def _timeout(request: Request) -> float:
-    try:
-        return max(0.0, float(request.headers.get(wire.TIMEOUT_HEADER, "60")))
-    except ValueError:
-        return 60.0
+    return wire.parse_timeout(request.headers.get(wire.TIMEOUT_HEADER))
+
+
+async def _capped_body(request: Request) -> bytes:
+    return await wire.read_capped(request.stream(), request.headers.get("content-length"))
+
+
+_TOO_LARGE = {"error": f"the body is over {wire.MAX_BODY_BYTES} bytes"}
 
 
 class _Replica:
@@ -54,7 +59,7 @@ class _Replica:
         from .replica import prepare_replica_model
 
         started = time.monotonic()
-        self.token = wire.cluster_token()
+        self.token = wire.inference_token()
         classifier = load_classifier(options.checkpoint)
         self.runtime = prepare_replica_model(classifier, options.device, options.precision, options.threads)
         self.classifier = classifier
@@ -99,7 +104,10 @@ class ClassifierDeployment(_Replica):
 
     async def _post(self, request: Request) -> Response:
         deadline = time.monotonic() + _timeout(request)
-        data = await request.body()
+        try:
+            data = await _capped_body(request)
+        except wire.BodyTooLarge:
+            return JSONResponse(_TOO_LARGE, status_code=413)
         try:
             tensor = await asyncio.to_thread(self.work.decode, data)
         except ImageError as error:
@@ -132,7 +140,10 @@ class ExplainerDeployment(_Replica):
             levels = wire.parse_levels(request.headers.get(wire.LEVELS_HEADER, ""))
         except ValueError as error:
             return JSONResponse({"error": str(error)}, status_code=400)
-        data = await request.body()
+        try:
+            data = await _capped_body(request)
+        except wire.BodyTooLarge:
+            return JSONResponse(_TOO_LARGE, status_code=413)
         return StreamingResponse(self._frames(data, levels, _timeout(request)), media_type="application/octet-stream")
 
     async def _frames(self, data: bytes, levels, timeout_s: float):

@@ -5,12 +5,14 @@ restart, and no process left behind. One cluster for the module (starting one ta
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -46,8 +48,8 @@ def cluster(tmp_path_factory, tiny_checkpoint, token_file):
 
 
 @pytest.fixture
-def gateway_env(cluster, token_file):
-    return {"INFERENCE_ADDRESS": cluster.address, "INFERENCE_TOKEN_FILE": str(token_file), **FINE_MAP}
+def gateway_env(cluster):
+    return {"INFERENCE_ADDRESS": cluster.address, "INFERENCE_TOKEN_FILE": str(cluster.inference_token_file), **FINE_MAP}
 
 
 async def ask(fake_api, update: dict, timeout: float = 60):
@@ -152,11 +154,43 @@ def _get(url: str, token: str | None) -> int:
         return error.code
 
 
+def _post(url: str, token: str, body: bytes, **headers: str) -> int:
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {token}", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_the_replicas_refuse_bodies_and_levels_past_the_caps(cluster):
+    """A body over wire.MAX_BODY_BYTES is 413 (from its Content-Length); stride 1 and too many positions are 400."""
+    from model.serve import wire
+
+    token = cluster.inference_token_file.read_text()
+    host, port = urllib.parse.urlsplit(cluster.address).hostname, urllib.parse.urlsplit(cluster.address).port
+    for route in ("/classify", "/explain"):  # the headers only: the answer comes before any of the body is sent
+        connection = http.client.HTTPConnection(host, port, timeout=60)
+        connection.putrequest("POST", route)
+        for name, value in {"Authorization": f"Bearer {token}", "X-Levels": "112x56",
+                            "Content-Length": str(wire.MAX_BODY_BYTES + 1)}.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        assert connection.getresponse().status == 413
+        connection.close()
+    for levels in ("16x1", "16x3", "112x56," * 5):
+        assert _post(cluster.address + "/explain", token, jpeg(seed=1), **{"X-Levels": levels}) == 400
+    assert _post(cluster.address + "/explain", token, jpeg(seed=1), **{"X-Levels": "112x112", "X-Timeout-S": "1e300"}) == 200
+
+
 def test_clients_and_nodes_without_the_token_are_refused(cluster, token_file, tiny_checkpoint, tmp_path):
     for route in ("/classify", "/explain"):
         assert _get(cluster.address + route, None) == 401
         assert _get(cluster.address + route, "wrong-token") == 401
-        assert _get(cluster.address + route, token_file.read_text()) == 200
+        assert _get(cluster.address + route, token_file.read_text()) == 401  # Ray's token is not the gateway's
+        assert _get(cluster.address + route, cluster.inference_token_file.read_text()) == 200
     wrong = write_token(tmp_path / "wrong_token", "not-the-cluster-token")
 
     def ray_client(token_path):  # a Ray driver: it could run any code on the cluster, if let in
@@ -171,7 +205,7 @@ def test_clients_and_nodes_without_the_token_are_refused(cluster, token_file, ti
     assert "CONNECTED" not in refused.stdout and refused.returncode != 0, refused.stdout
     assert "InvalidAuthToken" in refused.stderr or "Authentication" in refused.stderr, refused.stderr[-2000:]
     node = ServeProcess(tiny_checkpoint, wrong, tmp_path / "refused.log", ["--cpus", "1"],
-                        join=f"127.0.0.1:{cluster.port}").start()
+                        join=f"127.0.0.1:{cluster.port}").start(env={"INFERENCE_TOKEN_FILE": str(cluster.inference_token_file)})
     try:
         node.process.wait(120)
     finally:
@@ -180,14 +214,15 @@ def test_clients_and_nodes_without_the_token_are_refused(cluster, token_file, ti
     assert not left, left
 
 
-def test_the_gateway_process_runs_without_torch(cluster, token_file, tmp_path):
+def test_the_gateway_process_runs_without_torch(cluster, tmp_path):
     """A gateway's own process: connects, classifies, draws a map; torch never imported."""
     script = f"""
 import asyncio, sys
 from bot.cluster_client import ClusterInference
 from devtools.samples import jpeg
 async def main():
-    inference = ClusterInference({cluster.address!r}, open({str(token_file)!r}).read().strip(), queue_size=8,
+    token = open({str(cluster.inference_token_file)!r}).read().strip()
+    inference = ClusterInference({cluster.address!r}, token, queue_size=8,
                                  per_chat_queue=4, why_queue_size=2, deadline_s=60, why_deadline_s=120)
     inference.start()
     await inference.ready()
