@@ -72,6 +72,7 @@ class Settings:
     http_connections: int = 16  # Bot API connections kept open at most (see bot.app.build_application)
     feedback_dir: Path | None = None  # unset: no feedback buttons, nothing stored (see bot/feedback.py)
     feedback_salt: str = field(default="", repr=False)  # unset: made and kept in FEEDBACK_DIR on first use
+    button_secret: str = field(default="", repr=False)  # signs button keys (bot/buttons.py); unset: kept in DATA_DIR
     retry_after_max_retries: int = 3
     journal_max_age_hours: float = 24.0  # unfinished requests older than this are not resumed after a restart
     canary_checkpoint: Path | None = None  # a candidate model for a share of chats (bot/canary.py)
@@ -110,6 +111,8 @@ class Settings:
         _check(self.log_level in _LOG_LEVELS, f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
         _check(self.webhook_secret == "" or re.fullmatch(r"[A-Za-z0-9_-]{1,256}", self.webhook_secret) is not None,
                "WEBHOOK_SECRET may only contain A-Z, a-z, 0-9, _ and - (1 to 256 characters)")
+        _check(self.button_secret == "" or len(self.button_secret) >= 32, "BUTTON_SECRET must be at least 32 characters "
+               "(or unset it: one is made and kept in DATA_DIR)")
         _check(not self.webhook_url or self.webhook_url.startswith("https://"), "WEBHOOK_URL must start with https://")
         _check(not self.inference_address or re.match(r"https?://[^/]+", self.inference_address) is not None,
                "INFERENCE_ADDRESS must be the http://HOST:PORT that python -m model serve printed")
@@ -241,6 +244,7 @@ ENV_NAMES: dict[str, str] = {
     "http_connections": "HTTP_CONNECTIONS",
     "feedback_dir": "FEEDBACK_DIR",
     "feedback_salt": "FEEDBACK_SALT",
+    "button_secret": "BUTTON_SECRET",
     "retry_after_max_retries": "RETRY_AFTER_MAX_RETRIES",
     "journal_max_age_hours": "JOURNAL_MAX_AGE_HOURS",
     "canary_checkpoint": "CANARY_CHECKPOINT",
