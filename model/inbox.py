@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .inbox_exports import drop_reviews, register_export, unlink_exported
 from .inbox_names import NO_USER, parse_record_name, record_file_name, time_epoch
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,6 @@ FORMAT = "product-id-feedback"
 FORMAT_VERSION = 1
 NONE_OF_THESE = "none_of_these"  # the user's label when the photo shows none of the known classes
 TEMP_SUFFIX = ".tmp"
-REVIEWS_FILE = "reviews.json"
-EXPORTS_FILE = "exports.json"
-EXPORT_MARKER = ".feedback-export"  # marks a folder training.feedback export made (and may change)
 FILE_MODE, FOLDER_MODE = 0o600, 0o700
 # Telegram's file_unique_id is URL-safe base64; anything else must never become part of a path.
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -285,45 +283,14 @@ class Inbox:
             photo = self.photo_path(photo_id)
             if photo is not None:
                 photo.unlink(missing_ok=True)
-                self._unlink_exported(photo.name)
+                unlink_exported(self.root, photo.name)
                 gone.append(photo_id)
-        self._drop_reviews(gone)
+        drop_reviews(self.root, gone)
         return len(doomed), len(gone)
 
     def register_export(self, folder: Path) -> None:
         """Remember a folder ``training.feedback export`` linked photos into, so deleting a photo reaches it too."""
-        folders = {str(path) for path in self.export_folders()} | {str(Path(folder).resolve())}
-        atomic_write(self.root / EXPORTS_FILE, (json.dumps({"folders": sorted(folders)}, indent=1) + "\n").encode())
-
-    def export_folders(self) -> list[Path]:
-        try:
-            data = json.loads((self.root / EXPORTS_FILE).read_text(encoding="utf-8"))
-            return [Path(folder) for folder in data.get("folders", [])]
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError, AttributeError, TypeError) as error:
-            log.warning("feedback: %s cannot be read (%s); exported links are not deleted", EXPORTS_FILE, error)
-            return []
-
-    def _unlink_exported(self, file_name: str) -> None:
-        for folder in self.export_folders():
-            if not (folder / EXPORT_MARKER).is_file():  # not (or no longer) an export: never touch it
-                continue
-            try:
-                for class_dir in folder.iterdir():
-                    if class_dir.is_dir():
-                        (class_dir / file_name).unlink(missing_ok=True)
-            except OSError as error:
-                log.warning("feedback: could not delete %s from the export %s: %s", file_name, folder, error)
-
-    def _drop_reviews(self, photo_ids: list[str]) -> None:
-        path = self.root / REVIEWS_FILE
-        if not photo_ids or not path.is_file():
-            return
-        data = json.loads(path.read_text(encoding="utf-8"))
-        labels = {photo: label for photo, label in data.get("labels", {}).items() if photo not in photo_ids}
-        if len(labels) != len(data.get("labels", {})):
-            atomic_write(path, (json.dumps({"labels": dict(sorted(labels.items()))}, indent=1) + "\n").encode())
+        register_export(self.root, folder)
 
     def remove_stale_temp_files(self, older_than_s: float) -> int:
         """Delete unfinished files older than ``older_than_s`` (leftovers of a killed writer); returns how many."""

@@ -32,7 +32,8 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from model.inbox import EXPORT_MARKER, NONE_OF_THESE, FeedbackRecord, Inbox  # noqa: E402
+from model.inbox import NONE_OF_THESE, FeedbackRecord, Inbox  # noqa: E402
+from model.inbox_exports import EXPORT_MARKER  # noqa: E402
 from model.live_accuracy import LiveAccuracy, accuracy_difference, per_checkpoint  # noqa: E402
 
 from .trust import REVIEWABLE, TrustRule, read_reviews, suspicious_chats, trusted_labels, write_review  # noqa: E402

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.inbox import NONE_OF_THESE, REVIEWS_FILE, FeedbackRecord, atomic_write
+from model.inbox import NONE_OF_THESE, FeedbackRecord, atomic_write
+from model.inbox_exports import REVIEWS_FILE
 from model.live_accuracy import latest_judgements
 
 # Why a photo is left out (TrustedLabels.left_out); the first two are what an admin's review can settle.

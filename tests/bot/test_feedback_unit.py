@@ -108,3 +108,48 @@ def test_album_rows_change_only_the_pressed_photos_buttons():
     done = with_feedback_rows(asked, thanks_rows("b" * 24, "saree", number=2), "b" * 24)
     assert [[b.text for b in row] for row in done.inline_keyboard] == [["Why? #1", "#1 ✓", "#1 ✗"], ["Why? #2"],
                                                                        ["#2 Thanks — noted as saree"]]
+
+
+def test_press_limits_per_photo_and_per_day_reset_with_the_day():
+    from bot.feedback_store import PER_DAY, PER_PHOTO, FeedbackLimits, OverLimit, PressCounts
+
+    now = [86400.0 * 100]
+    counts = PressCounts(FeedbackLimits(per_photo=2, per_day=3), clock=lambda: now[0])
+    counts.take("u", "P1")
+    counts.take("u", "P1")
+    with pytest.raises(OverLimit) as over:
+        counts.take("u", "P1")
+    assert over.value.limit == PER_PHOTO
+    counts.take("v", "P1")  # another user has their own counts
+    counts.take("u", "P2")
+    with pytest.raises(OverLimit) as over:
+        counts.take("u", "P3")
+    assert over.value.limit == PER_DAY
+    counts.give_back("u", "P2")  # a press that could not be stored does not count
+    counts.take("u", "P3")
+    now[0] += 86400.0
+    counts.take("u", "P1")
+
+
+async def test_a_press_over_the_limit_stores_nothing_and_a_failed_one_is_not_counted(tmp_path):
+    from bot.feedback_store import FeedbackLimits, OverLimit
+
+    store = await FeedbackStore.open(tmp_path / "inbox", salt="s", limits=FeedbackLimits(per_photo=1, per_day=5))
+
+    async def broken() -> bytes:
+        raise OSError("network down")
+
+    async def fetch() -> bytes:
+        return b"\xff\xd8\xff-photo"
+
+    def judge(fetch_photo, user_id=7):
+        return store.record(photo_id="AgADp", fetch_photo=fetch_photo, predicted="saree", confidence=0.9, label="saree",
+                            checkpoint_id=CHECKPOINT, chat_id=-100, user_id=user_id)
+
+    with pytest.raises(OSError):
+        await judge(broken)
+    await judge(fetch)  # the failed press gave its count back
+    with pytest.raises(OverLimit):
+        await judge(fetch)
+    await judge(fetch, user_id=8)
+    assert len(Inbox(tmp_path / "inbox").records()) == 2
