@@ -110,7 +110,8 @@ async def why_not_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     query = update.callback_query
     data, chat_id = WhyNotData.decode(query.data), _pressed_in(update)
     photo_ref = None
-    if data is not None and chat_id is not None:
+    # A class the serving model does not have (an older model's button, or edited data) is an expired button.
+    if data is not None and chat_id is not None and data.class_index < len(svc.classifier_for(chat_id).class_names):
         photo_ref = await asyncio.to_thread(svc.store.by_key, chat_id, data.key)
     if photo_ref is None:
         await answer_query(query, language_of(update, context).gettext(messages.WHY_EXPIRED))

@@ -62,10 +62,14 @@ async def test_another_chats_button_data_gets_no_map_and_no_record(fake_api, run
         for data in stolen:
             answered = await press(fake_api, attacker_answer.result, data)
             assert answered.params.get("text") in (EXPIRED, PHOTO_GONE), (data, answered)
+        own_key = data_of(attacker_answer, "Why").split(":")[1]
+        answered = await press(fake_api, attacker_answer.result, f"wn:{own_key}:999")  # a class the model lacks
+        assert answered.params.get("text") == EXPIRED
         # The attacker sends the victim's very file too: that makes the attacker a row of their own, nothing more.
         resent = await fake_api.push(fake_api.photo_update(jpeg(1), user_id=ATTACKER))
         await fake_api.wait_for_answer(resent["message"], timeout=30)
     assert not fake_api.find_calls("sendPhoto", lambda c: c.chat_id == ATTACKER, after=mark), "a map for the attacker"
+    assert not fake_api.find_calls("sendMessage", lambda c: "went wrong" in c.text, after=mark)
     assert not fake_api.find_calls("getFile", lambda c: c.params["file_id"] in file_ids(victim_photo), after=mark)
     assert not (inbox_dir / "records").exists() or Inbox(inbox_dir).records() == []
     assert photo_rows(data_dir, VICTIM) == victims_rows, "the victim's row moved or changed"
