@@ -43,6 +43,7 @@ from model.memory import keep_freed_memory
 
 from . import feedback, handlers, messages, why
 from .albums import Albums
+from .buttons import WhyData, WhyNotData
 from .config import ConfigError, Settings
 from .i18n import ENGLISH, CatalogError, Languages
 from .inference import CANARY
@@ -183,7 +184,7 @@ async def start_services(settings: Settings, classifier: Classifier | None,
     started = time.monotonic()
     inference.start()
     try:
-        store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir, clock)
+        store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir, clock, settings.button_secret)
         journal = await asyncio.to_thread(Journal.in_dir, settings.data_dir, clock)
         await inference.ready()
         await start_canary(settings, inference)
@@ -267,8 +268,9 @@ def add_handlers(application: Application) -> None:
     application.add_handler(CommandHandler("privacy", handlers.privacy_command, filters=new_message))
     application.add_handler(CommandHandler("stats", handlers.stats_command, filters=new_message))
     application.add_handler(CommandHandler("reload", handlers.reload_command, filters=new_message))
-    application.add_handler(CallbackQueryHandler(why.why_button, pattern=r"^why:"))
-    application.add_handler(CallbackQueryHandler(why.why_not_button, pattern=r"^wn:"))
+    # Each button's codec (bot.buttons) decides what reaches its handler; malformed data goes to stale_button.
+    application.add_handler(CallbackQueryHandler(why.why_button, pattern=WhyData.decode))
+    application.add_handler(CallbackQueryHandler(why.why_not_button, pattern=WhyNotData.decode))
     feedback.add_handlers(application)
     application.add_handler(CallbackQueryHandler(handlers.stale_button))
     application.add_handler(MessageHandler(new_message & filters.PHOTO, handlers.photo))
@@ -303,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     secret_generated = bool(settings.webhook_url and not settings.webhook_secret)
     settings = with_webhook_secret(settings)  # before the log starts: a generated secret is redacted too
-    secrets_in_use = [settings.token, settings.webhook_secret, settings.feedback_salt, cluster_token]
+    secrets_in_use = [*settings.secrets(), cluster_token]
     configure_logging(settings.log_level, secrets_in_use)
     install_redacting_hooks(secrets_in_use)  # whatever escapes logging (a final traceback) is redacted too
     if secret_generated:

@@ -106,6 +106,9 @@ class Settings(ComputeSettings):
     feedback_salt: str = setting("", env="FEEDBACK_SALT", secret=True, section=FEEDBACK, shown_default="(generated)",
                                  doc="secret for hashing chat ids in feedback records (made and kept in FEEDBACK_DIR "
                                      "when unset)")
+    button_secret: str = setting("", env="BUTTON_SECRET", secret=True, section=OPERATIONS, shown_default="(generated)",
+                                 doc="signs the buttons' keys, so a button works only in its own chat; unset: made once "
+                                     "and kept in DATA_DIR/button_secret (mode 0600); at least 32 characters")
     webhook_url: str = setting("", env="WEBHOOK_URL", section=WEBHOOK, shown_default="(polling)",
                                doc="the https:// URL Telegram posts updates to (pip install -e '.[webhooks]')")
     webhook_secret: str = setting("", env="WEBHOOK_SECRET", secret=True, section=WEBHOOK, shown_default="(random per start)",
@@ -138,6 +141,8 @@ class Settings(ComputeSettings):
         _check(self.log_level in LOG_LEVELS, f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         _check(self.webhook_secret == "" or re.fullmatch(r"[A-Za-z0-9_-]{1,256}", self.webhook_secret) is not None,
                "WEBHOOK_SECRET may only contain A-Z, a-z, 0-9, _ and - (1 to 256 characters)")
+        _check(self.button_secret == "" or len(self.button_secret) >= 32, "BUTTON_SECRET must be at least 32 characters "
+               "(or unset it: one is made and kept in DATA_DIR)")
         _check(not self.webhook_url or self.webhook_url.startswith("https://"), "WEBHOOK_URL must start with https://")
         _check(not self.inference_address or re.match(r"https?://[^/]+", self.inference_address) is not None,
                "INFERENCE_ADDRESS must be the http://HOST:PORT that python -m model serve printed")
@@ -198,7 +203,7 @@ class Settings(ComputeSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value set (for the log redaction)."""
-        return [self.token, self.webhook_secret, self.feedback_salt, self.inference_token]
+        return [self.token, self.webhook_secret, self.feedback_salt, self.inference_token, self.button_secret]
 
 
 def _check(condition: bool, message: str) -> None:

@@ -97,8 +97,25 @@ def request(kind: str, counted: bool = False) -> Callable[[Handler], Handler]:
 
 def _log_failure(update: object, error: BaseException) -> None:
     trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    summary = update.to_dict() if isinstance(update, Update) else repr(update)
-    errors_log.error("unhandled error for update %s\n%s", json.dumps(summary, default=str)[:2000], trace)
+    errors_log.error("unhandled error for update %s\n%s", update_summary(update), trace)
+
+
+def update_summary(update: object) -> str:
+    """Ids and kinds only (never names, texts, captions or file ids), so an error line is no copy of what users
+    sent: the log outlives /forget and RETENTION_DAYS."""
+    if not isinstance(update, Update):
+        return type(update).__name__
+    kinds = [name for name in ("message", "edited_message", "channel_post", "callback_query", "inline_query",
+                               "my_chat_member", "chat_member") if getattr(update, name, None) is not None]
+    message = update.effective_message
+    chat, user = update.effective_chat, update.effective_user
+    fields = {"update_id": update.update_id, "kind": ",".join(kinds) or "other",
+              "chat": chat.id if chat else None, "chat_type": chat.type if chat else None,
+              "user": user.id if user else None, "message": message.message_id if message else None}
+    if message is not None:
+        fields["content"] = ",".join(name for name in ("text", "photo", "document", "caption", "sticker", "video")
+                                     if getattr(message, name, None))
+    return json.dumps(fields)
 
 
 async def tell_something_went_wrong(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

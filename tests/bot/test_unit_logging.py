@@ -96,3 +96,19 @@ def test_a_refused_token_is_logged_on_one_line_without_it(log_stream):
         logging.getLogger("telegram.ext.Application").exception("Invalid token. Aborting retry loop.")
     lines = log_stream.getvalue().splitlines()
     assert len(lines) == 1 and TOKEN not in lines[0] and "InvalidToken: The token `<TOKEN>`" in lines[0], lines
+
+
+def test_an_error_line_names_the_update_by_ids_and_kinds_never_its_content():
+    from telegram import Bot, Update
+
+    from bot.request_handling import update_summary
+
+    bot = Bot("1:x")
+    update = Update.de_json({"update_id": 77, "message": {
+        "message_id": 5, "date": 0, "text": "my secret address", "caption": None,
+        "chat": {"id": -100, "type": "group", "title": "Family Group"},
+        "from": {"id": 42, "is_bot": False, "first_name": "Alice", "username": "alice_w"}}}, bot)
+    summary = update_summary(update)
+    assert all(part in summary for part in ('"update_id": 77', '"chat": -100', '"user": 42', '"message": 5', "text"))
+    assert not any(secret in summary for secret in ("secret address", "Family", "Alice", "alice_w"))
+    assert update_summary("not an update") == "str"
