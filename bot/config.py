@@ -83,6 +83,8 @@ class Settings:
     inference_token_file: Path | None = None  # a file (mode 0600) holding the cluster's token
     inference_deadline_s: float = 30.0  # a classification not answered by then is dropped (the user is told busy)
     why_deadline_s: float = 300.0  # a /why's maps not done by then are dropped
+    metrics_port: int | None = None  # /metrics, /livez, /readyz (bot/metrics_server.py); unset: no endpoint
+    metrics_listen: str = "127.0.0.1"  # the endpoint's address: loopback unless a scraper elsewhere needs it
 
     def __post_init__(self) -> None:
         if not self.token:
@@ -117,6 +119,7 @@ class Settings:
                "bot's own process: unset it, or unset INFERENCE_ADDRESS")
         _check(self.inference_deadline_s > 0 and self.why_deadline_s > 0,
                "INFERENCE_DEADLINE_S and WHY_DEADLINE_S must be positive")
+        _check(self.metrics_port is None or 0 <= self.metrics_port <= 65535, "METRICS_PORT must be between 0 and 65535")
 
     def cluster_token(self) -> str:
         """The cluster's token: INFERENCE_TOKEN, else the file INFERENCE_TOKEN_FILE (which only its owner may read)."""
@@ -252,12 +255,14 @@ ENV_NAMES: dict[str, str] = {
     "inference_token_file": "INFERENCE_TOKEN_FILE",
     "inference_deadline_s": "INFERENCE_DEADLINE_S",
     "why_deadline_s": "WHY_DEADLINE_S",
+    "metrics_port": "METRICS_PORT",
+    "metrics_listen": "METRICS_LISTEN",
 }
 
 _INT_FIELDS = ("workers", "torch_threads", "classify_workers", "queue_size", "per_chat_queue", "max_batch", "warm_up_batch", "why_patch",
                "why_stride", "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size",
                "max_file_bytes",
-               "webhook_port", "retry_after_max_retries", "http_connections")
+               "webhook_port", "retry_after_max_retries", "http_connections", "metrics_port")
 _FLOAT_FIELDS = ("confidence_threshold", "unsure_threshold", "max_batch_wait_ms", "poll_timeout", "journal_max_age_hours",
                  "canary_share", "retention_days", "album_wait_s", "inference_deadline_s", "why_deadline_s")
 _PARSERS: dict[str, Callable[[str], object]] = {

@@ -77,10 +77,12 @@ class RetryAfterLimiter(BaseRateLimiter[None]):
     """
 
     def __init__(self, max_retries: int = 3, max_wait_s: float = 60.0,
-                 sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep):
+                 sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
+                 observer: Callable[[str, bool], None] | None = None):
         self.max_retries = max_retries
         self.max_wait_s = max_wait_s
         self._sleep = sleep
+        self.observer = observer  # (method, retried) per 429: bot.metrics.BotMetrics.telegram_429
 
     async def initialize(self) -> None:
         return None
@@ -96,7 +98,10 @@ class RetryAfterLimiter(BaseRateLimiter[None]):
             except RetryAfter as error:
                 attempt += 1
                 wait = retry_after_seconds(error)
-                if attempt > self.max_retries or wait > self.max_wait_s:
+                retrying = attempt <= self.max_retries and wait <= self.max_wait_s
+                if self.observer is not None:
+                    self.observer(str(endpoint), retrying)
+                if not retrying:
                     raise
                 log.warning("429 on %s: waiting %.1f s before retry %d/%d", endpoint, wait, attempt, self.max_retries)
                 await self._sleep(wait + 0.1)
