@@ -59,12 +59,23 @@ async def wait_for(check, what: str, timeout: float = 20.0):
         await asyncio.sleep(0.1)
 
 
-async def test_metrics_count_a_burst_and_a_why_and_stats_reads_the_same_registry(fake_api, running_bot):
-    async with running_bot(METRICS_PORT="0", ADMIN_USER_IDS=str(ADMIN)) as app:
+def feedback_key(call) -> str:
+    markup = call.params.get("reply_markup") or {}
+    data = [b.get("callback_data", "") for row in markup.get("inline_keyboard", []) for b in row]
+    return next(item.split(":")[1] for item in data if item.startswith("fb:"))
+
+
+async def test_metrics_count_a_burst_and_a_why_and_stats_reads_the_same_registry(fake_api, running_bot, tmp_path):
+    async with running_bot(METRICS_PORT="0", ADMIN_USER_IDS=str(ADMIN), FEEDBACK_DIR=str(tmp_path / "fb")) as app:
         mark = fake_api.mark()
+        fake_api.fail_next("sendMessage", status=429, retry_after=1)  # one answer waits out a 429, then goes
         photos = [await fake_api.push(fake_api.photo_update(jpeg(user), user_id=user)) for user in range(3001, 3001 + BURST)]
-        for update in photos:
-            await fake_api.wait_for_answer(update["message"], timeout=30)
+        answers = [await fake_api.wait_for_answer(update["message"], timeout=30) for update in photos]
+        for answer, choice in zip(answers[:2], ("ok", "x")):  # "Right", and "None of these"
+            press_mark = fake_api.mark()
+            message = fake_api.messages[(answer.chat_id, answer.result["message_id"])]
+            await fake_api.push(fake_api.callback_update(f"fb:{feedback_key(answer)}:{choice}", message))
+            await fake_api.wait_for_call("answerCallbackQuery", after=press_mark)
         why = await fake_api.push(fake_api.command_update("/why", user_id=3001))
         chat = why["message"]["chat"]["id"]
         await fake_api.wait_for_call("editMessageMedia", lambda c: c.chat_id == chat, after=mark, timeout=40)
@@ -85,6 +96,12 @@ async def test_metrics_count_a_burst_and_a_why_and_stats_reads_the_same_registry
         assert value(families, "productbot_why_first_map_seconds_count") == 1
         assert value(families, "productbot_why_final_map_seconds_count") == 1
         assert value(families, "productbot_heatmaps_total", cached="false") == 1
+        assert value(families, "productbot_telegram_rate_limited_total", method="sendMessage") == 1
+        assert value(families, "productbot_telegram_retries_total", method="sendMessage") == 1
+        assert value(families, "productbot_feedback_total", verdict="right") == 1
+        assert value(families, "productbot_feedback_total", verdict="none_of_these") == 1
+        assert value(families, "productbot_feedback_total", verdict="wrong") == 0
+        assert value(families, "productbot_journal_resumed_total") == 0, "nothing was left from a last run"
         assert value(families, "productbot_forward_batch_photos_sum", runtime="torch", precision="fp32") >= BURST
         assert value(families, "productbot_forward_pass_seconds_count", runtime="torch", precision="fp32") >= 1
         # The names carry their units; the process collector comes on top.
@@ -299,3 +316,21 @@ async def test_hostile_requests_get_4xx_and_the_bot_keeps_serving(fake_api, runn
             assert (await get(app, "/metrics")).status_code == 200
         finally:
             silent[1].close()
+
+
+async def test_a_resumed_request_is_counted_and_the_journal_gauge_empties(fake_api, running_bot, bot_settings, tmp_path):
+    from telegram import Update
+
+    from bot.journal import Journal
+
+    data_dir = tmp_path / "data"
+    journal = Journal.in_dir(data_dir)
+    left = fake_api.photo_update(jpeg(seed=11))  # accepted by the last run, never answered
+    journal.accept(Update.de_json(left, None))
+    journal.close()
+    async with running_bot(settings=bot_settings(data_dir=data_dir, METRICS_PORT="0")) as app:
+        await fake_api.wait_for_answer(left["message"], timeout=30)
+        families = await scrape(app)
+        assert value(families, "productbot_journal_resumed_total") == 1
+        assert value(families, "productbot_journal_poison_pills_total") == 0
+        assert "productbot_journal_open_entries" in families
