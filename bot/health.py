@@ -95,8 +95,9 @@ class HealthMonitor:
             self._task = asyncio.create_task(self._run(), name="health-monitor")
 
     def refresh(self) -> None:
-        """Judge now, not at the next tick (the Application calls it when its state changed)."""
+        """Judge and sample now, not at the next tick (the Application calls it when its state changed)."""
         self._judge()
+        self._sample()
 
     def begin_stop(self) -> None:
         """Not ready from now on (PTB is about to stop); systemd hears STOPPING=1."""

@@ -334,3 +334,71 @@ async def test_a_resumed_request_is_counted_and_the_journal_gauge_empties(fake_a
         assert value(families, "productbot_journal_resumed_total") == 1
         assert value(families, "productbot_journal_poison_pills_total") == 0
         assert "productbot_journal_open_entries" in families
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def start_bot_process(env: dict[str, str], cwd) -> asyncio.subprocess.Process:
+    import os
+    import sys
+    from pathlib import Path
+
+    import bot
+
+    root = Path(bot.__file__).resolve().parents[1]  # the code this test run imports
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=cwd, env={**os.environ, "PYTHONPATH": str(root), **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def test_python_m_bot_under_a_systemd_like_supervisor(fake_api, tiny_checkpoint, tmp_path):
+    """The real process: READY=1 once it serves, pings while it runs, /readyz 200, STOPPING=1 on SIGTERM."""
+    import signal
+
+    from devtools.bot_env import settings_env
+
+    notify = NotifySocket(tmp_path / "notify")
+    port = free_port()
+    env = settings_env(fake_api, tiny_checkpoint, tmp_path / "data", METRICS_PORT=str(port), POLL_TIMEOUT="1",
+                       NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="1000000")
+    process = await start_bot_process(env, tmp_path)
+    try:
+        async def ready():
+            return notify.messages("READY=1") and len(notify.messages("WATCHDOG=1")) >= 2
+
+        await wait_for(ready, "READY=1 and pings from python -m bot", timeout=60)
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+            assert response.status_code == 200, response.text
+            metrics = (await client.get(f"http://127.0.0.1:{port}/metrics", timeout=10)).text
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            stdout, stderr = await process.communicate()
+        output = (stdout + stderr).decode(errors="replace")
+        assert process.returncode == 0, output[-2000:]
+        assert "process_resident_memory_bytes" in metrics and "productbot_model_info{" in metrics, output[-3000:]
+        assert notify.messages("STOPPING=1")
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        notify.close()
+
+
+async def test_a_taken_metrics_port_stops_the_start_with_one_line(fake_api, tiny_checkpoint, tmp_path):
+    from devtools.bot_env import settings_env
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = settings_env(fake_api, tiny_checkpoint, tmp_path / "data", METRICS_PORT=str(taken.getsockname()[1]))
+        process = await start_bot_process(env, tmp_path)
+        async with asyncio.timeout(60):
+            stdout, stderr = await process.communicate()
+    errors = stderr.decode(errors="replace")
+    assert process.returncode == 2, errors[-2000:]
+    assert "error: METRICS_PORT=" in errors and "Traceback" not in errors, errors[-2000:]
