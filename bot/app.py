@@ -45,10 +45,13 @@ from . import feedback, handlers, messages, why
 from .albums import Albums
 from .buttons import WhyData, WhyNotData
 from .config import ConfigError, Settings
+from .health import HealthMonitor
 from .i18n import ENGLISH, CatalogError, Languages
 from .inference import CANARY
 from .journal import Journal, JournalingQueue
 from .logging_setup import configure_logging, install_redacting_hooks, redacting_loop_handler
+from .metrics import BotMetrics, observe_inference
+from .metrics_server import MetricsServer
 from .reload import load_and_probe, reload_model
 from .request_handling import DEFERRED_KEY, on_error
 from .retention import purge_old_state
@@ -75,9 +78,12 @@ class BotApplication(Application):
     """PTB's Application plus the bot's services (model, inference threads, photo store)."""
 
     def __init__(self, *, settings: Settings, classifier: Classifier | None = None,
-                 clock: Callable[[], float] = time.time, **kwargs):
+                 clock: Callable[[], float] = time.time, metrics: BotMetrics | None = None, **kwargs):
         super().__init__(**kwargs)
         self.settings = settings
+        self.metrics = metrics or BotMetrics()  # /metrics and /stats (bot.metrics)
+        self.health = HealthMonitor(self, self.metrics)  # /livez, /readyz, the systemd watchdog (bot.health)
+        self.metrics_server: MetricsServer | None = None  # METRICS_PORT's endpoint (bot.metrics_server)
         self.clock = clock  # wall-clock seconds for the journal, the photo store and the retention purge
         self._given_classifier = classifier
         self._services: BotServices | None = None
@@ -87,7 +93,12 @@ class BotApplication(Application):
     async def initialize(self) -> None:
         await super().initialize()
         if self._services is None:
-            self._services = await start_services(self.settings, self._given_classifier, self.clock)
+            await self._start_health()  # before the warm-up, so /readyz answers 503 while it runs
+            try:
+                self._services = await start_services(self.settings, self._given_classifier, self.clock, self.metrics)
+            except BaseException:
+                await self._stop_health()
+                raise
             self.bot_data[SERVICES_KEY] = self._services
             await register_commands(self)
             await self._purge_old_state()
@@ -96,6 +107,30 @@ class BotApplication(Application):
                 asyncio.get_running_loop().add_signal_handler(
                     signal.SIGHUP, lambda: asyncio.ensure_future(reload_model(self, "SIGHUP")))
             self._purging = asyncio.create_task(self._purge_every(JOURNAL_PURGE_EVERY_S))
+            self.health.refresh()
+
+    async def _start_health(self) -> None:
+        self.health.start()
+        if self.settings.metrics_port is not None and self.metrics_server is None:
+            server = MetricsServer(self.settings.metrics_listen, self.settings.metrics_port, self.metrics.registry,
+                                   self.health)
+            try:
+                server.start()
+            except OSError as error:  # the port is taken, the address is not ours: a configuration error
+                await self.health.stop()
+                raise ConfigError(f"METRICS_PORT={self.settings.metrics_port} on {self.settings.metrics_listen} "
+                                  f"cannot be used: {error.strerror or error}") from None
+            self.metrics_server = server
+
+    async def _stop_health(self) -> None:
+        await self.health.stop()
+        if self.metrics_server is not None:
+            await asyncio.to_thread(self.metrics_server.stop)
+            self.metrics_server = None
+
+    def background_tasks(self) -> dict[str, asyncio.Task | None]:
+        """The loops /livez checks (bot.health): one that ended means the bot is no longer whole."""
+        return {"purge": self._purging}
 
     async def _resume_journal(self) -> None:
         """Queue again what the last run accepted and did not answer (before polling starts)."""
@@ -110,6 +145,7 @@ class BotApplication(Application):
                 await asyncio.to_thread(journal.done, entry.update_id)
                 continue
             await self.update_queue.put_resumed(update)
+            self.metrics.resumed(1)
         if entries:
             log.info("journal: resuming %d unfinished request(s) from the last run", len(entries))
 
@@ -143,9 +179,14 @@ class BotApplication(Application):
             checkpoint = self._services.classifier_for(chat.id if chat else None).checkpoint_id
             await asyncio.to_thread(self._services.journal.done, update.update_id, checkpoint)
 
+    async def start(self) -> None:
+        await super().start()
+        self.health.refresh()
+
     async def stop(self) -> None:
         # Before PTB waits for running handlers: end heat maps and answer what is queued, so a pending
         # /why (a minute of work) cannot hold up a SIGTERM.
+        self.health.begin_stop()  # /readyz 503 and systemd's STOPPING=1 from now on
         if self._services is not None:
             self._services.albums.stop()
             await self._services.inference.stop()
@@ -159,11 +200,12 @@ class BotApplication(Application):
             self._services.store.close()
             self._services.journal.close()
             self._services = None
+        await self._stop_health()
         await super().shutdown()
 
 
 async def start_services(settings: Settings, classifier: Classifier | None,
-                         clock: Callable[[], float] = time.time) -> BotServices:
+                         clock: Callable[[], float] = time.time, metrics: BotMetrics | None = None) -> BotServices:
     try:
         languages = await asyncio.to_thread(Languages)
     except CatalogError as error:  # before any thread starts, like a bad FEEDBACK_DIR
@@ -181,6 +223,8 @@ async def start_services(settings: Settings, classifier: Classifier | None,
         if classifier is None:
             classifier = await asyncio.to_thread(load_classifier, settings.checkpoint_path)
         inference = InferenceScheduler(classifier, settings.scheduler_config())
+    metrics = metrics or BotMetrics()
+    observe_inference(metrics, inference)
     started = time.monotonic()
     inference.start()
     try:
@@ -201,7 +245,7 @@ async def start_services(settings: Settings, classifier: Classifier | None,
         log.info("model ready in %.2f s: classes=%s checkpoint=%s torch_threads=%d classify_workers=%d "
                  "decode_workers=%d", time.monotonic() - started, ",".join(classifier.class_names),
                  classifier.checkpoint_id[:12], settings.torch_threads, settings.classify_worker_count, settings.workers)
-    return BotServices(settings=settings, inference=inference, store=store, journal=journal, stats=BotStats(),
+    return BotServices(settings=settings, inference=inference, store=store, journal=journal, stats=BotStats(metrics=metrics),
                        feedback=feedback_store, languages=languages, albums=Albums(settings.album_wait_s))
 
 
@@ -234,9 +278,11 @@ async def register_commands(application: Application) -> None:
 def build_application(settings: Settings, classifier: Classifier | None = None,
                       clock: Callable[[], float] = time.time) -> BotApplication:
     """The Application with every handler registered; the model loads in ``initialize`` unless given."""
+    metrics = BotMetrics()
     application = (
         ApplicationBuilder()
-        .application_class(BotApplication, kwargs={"settings": settings, "classifier": classifier, "clock": clock})
+        .application_class(BotApplication, kwargs={"settings": settings, "classifier": classifier, "clock": clock,
+                                                   "metrics": metrics})
         .update_queue(JournalingQueue())
         .token(settings.token)
         .base_url(settings.api_base_url)
@@ -250,7 +296,7 @@ def build_application(settings: Settings, classifier: Classifier | None = None,
         # Telegram round trip); the rest wait their turn, up to pool_timeout.
         .connection_pool_size(settings.http_connections)
         .pool_timeout(30.0)
-        .rate_limiter(RetryAfterLimiter(max_retries=settings.retry_after_max_retries))
+        .rate_limiter(RetryAfterLimiter(max_retries=settings.retry_after_max_retries, observer=metrics.telegram_429))
         .get_updates_read_timeout(settings.poll_timeout + 5)
         .build()
     )

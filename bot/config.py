@@ -106,6 +106,11 @@ class Settings(ComputeSettings):
     feedback_salt: str = setting("", env="FEEDBACK_SALT", secret=True, section=FEEDBACK, shown_default="(generated)",
                                  doc="secret for hashing chat ids in feedback records (made and kept in FEEDBACK_DIR "
                                      "when unset)")
+    metrics_port: int | None = setting(None, env="METRICS_PORT", parse=int, expected="a whole number", low=0, high=65535,
+                                       section=OPERATIONS, shown_default="(off)",
+                                       doc="serve /metrics, /livez and /readyz on this port (Prometheus, a supervisor)")
+    metrics_listen: str = setting("127.0.0.1", env="METRICS_LISTEN", section=OPERATIONS,
+                                  doc="the metrics endpoint's address: loopback unless a scraper elsewhere needs it")
     button_secret: str = setting("", env="BUTTON_SECRET", secret=True, section=OPERATIONS, shown_default="(generated)",
                                  doc="signs the buttons' keys, so a button works only in its own chat; unset: made once "
                                      "and kept in DATA_DIR/button_secret (mode 0600); at least 32 characters")

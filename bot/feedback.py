@@ -230,6 +230,7 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         log.warning("feedback not stored for chat %s: %s", chat_id, error)
         await answer_query(query, lang.gettext(messages.FEEDBACK_SAVE_FAILED), alert=True)
         return Outcome.of("save_failed", error=json.dumps(str(error)))
+    svc.stats.metrics.feedback_given(record.label, record.predicted, NONE_OF_THESE)
     shown = None if label == NONE_OF_THESE else label
     await answer_query(query, messages.feedback_thanks(shown, lang, number))
     await _edit_buttons(query.message, thanks_rows(data.key, shown, lang, number), data.key)

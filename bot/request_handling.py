@@ -1,4 +1,4 @@
-"""The one wrapper every handler runs in: it counts the request, replies when the handler fails, and writes
+"""The one wrapper every handler runs in: it counts the request (bot.metrics, through BotStats), replies when the handler fails, and writes
 the request's one log line (``request chat=.. kind=.. latency_ms=.. result=..``).
 
 A handler returns an :class:`Outcome` (or ``None`` for an update that was not for the bot, e.g. a group
@@ -28,9 +28,6 @@ from .stats import log_request
 
 errors_log = logging.getLogger("bot.errors")
 
-# Which BotStats counter a result adds to (answers are counted with their latency).
-COUNTED_RESULTS = {"busy": "busy", "bad_image": "bad_input", "too_large": "bad_input", "download_failed": "errors",
-                   "error": "errors"}
 DEFERRED_KEY = "deferred_update_ids"  # application.bot_data: updates left for the journal to resume
 
 
@@ -81,18 +78,19 @@ def request(kind: str, counted: bool = False) -> Callable[[Handler], Handler]:
                 outcome = Outcome.of("error", error=type(error).__name__)
             if outcome is None:
                 return
-            if counted:
-                svc.stats.requests += 1
-            if outcome.answered:
-                svc.stats.answered(time.monotonic() - started)
-            counter = COUNTED_RESULTS.get(outcome.result)
-            if counter:
-                setattr(svc.stats, counter, getattr(svc.stats, counter) + 1)
+            svc.stats.record(kind, outcome.result, outcome.answered, time.monotonic() - started, counted,
+                             unsure=_unsure(outcome, svc.settings.confidence_threshold))
             log_request(chat_id, kind, started, outcome.result, **outcome.fields)
 
         return run
 
     return decorate
+
+
+def _unsure(outcome: Outcome, confidence_threshold: float) -> bool:
+    """An answer that said "I'm not sure" (its confidence below CONFIDENCE_THRESHOLD): counted apart in the metrics."""
+    confidence = outcome.fields.get("confidence")
+    return outcome.answered and confidence is not None and float(confidence) < confidence_threshold
 
 
 def _log_failure(update: object, error: BaseException) -> None:
@@ -145,5 +143,5 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     _log_failure(update, context.error)
     svc = context.application.bot_data.get(SERVICES_KEY)
     if svc is not None:
-        svc.stats.errors += 1
+        svc.stats.metrics.unhandled_errors.inc()
     await tell_something_went_wrong(update, context)

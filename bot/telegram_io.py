@@ -79,11 +79,13 @@ class RetryAfterLimiter(BaseRateLimiter[None]):
     """
 
     def __init__(self, max_retries: int = 3, max_wait_s: float = 60.0, max_total_wait_s: float = 60.0,
-                 sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep):
+                 sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
+                 observer: Callable[[str, bool], None] | None = None):
         self.max_retries = max_retries
         self.max_wait_s = max_wait_s
         self.max_total_wait_s = max_total_wait_s
         self._sleep = sleep
+        self.observer = observer  # (method, retried) per 429: bot.metrics.BotMetrics.telegram_429
 
     async def initialize(self) -> None:
         return None
@@ -99,7 +101,10 @@ class RetryAfterLimiter(BaseRateLimiter[None]):
             except RetryAfter as error:
                 attempt += 1
                 wait = retry_after_seconds(error)
-                if attempt > self.max_retries or wait > self.max_wait_s or waited + wait > self.max_total_wait_s:
+                retrying = attempt <= self.max_retries and wait <= self.max_wait_s and waited + wait <= self.max_total_wait_s
+                if self.observer is not None:
+                    self.observer(str(endpoint), retrying)
+                if not retrying:
                     log.warning("429 on %s: retry_after %.1f s is past the budget (%d retries, %.0f s waited); "
                                 "giving up", endpoint, wait, attempt - 1, waited)
                     raise

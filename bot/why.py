@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Message, ReplyParameters, Update
 from telegram.constants import ChatAction
@@ -125,6 +126,7 @@ async def explain_and_send(update: Update, context: ContextTypes.DEFAULT_TYPE, p
                            reply_to: int | None, target: int | None = None) -> Outcome:
     """The maps of ``photo_ref`` (for class ``target``, or the predicted one), coarse then fine, in one message."""
     svc = services(context)
+    started = time.monotonic()
     lang = language_of(update, context)
     chat_id = update.effective_chat.id
     why_not = target is not None
@@ -152,9 +154,12 @@ async def explain_and_send(update: Update, context: ContextTypes.DEFAULT_TYPE, p
                 await context.bot.edit_message_media(InputMediaPhoto(explanation.png, caption=caption),
                                                      chat_id=chat_id, message_id=sent_id, reply_markup=markup)
             sent_levels.append(explanation.patch)
+            metrics = svc.stats.metrics
+            if len(sent_levels) == 1:
+                metrics.why_first_map_seconds.observe(time.monotonic() - started)
             if explanation.final:
-                svc.stats.heatmaps += 1
-                svc.stats.heatmaps_cached += explanation.cached
+                metrics.why_final_map_seconds.observe(time.monotonic() - started)
+                metrics.heatmap_sent(explanation.cached)
                 return Outcome.of("sent", answered=True, patches=",".join(map(str, sent_levels)),
                                   cached=explanation.cached, target=json.dumps(explanation.label))
     except ImageError as error:

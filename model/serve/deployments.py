@@ -81,6 +81,15 @@ class _Replica:
                 "replicas": _replica_states()}
 
 
+def replica_metrics(deployment: str, classifier):
+    """The replica's Ray metrics (model.serve.replica_metrics), with the model it serves recorded."""
+    from .replica_metrics import ReplicaMetrics
+
+    metrics = ReplicaMetrics(deployment)
+    metrics.model(classifier)
+    return metrics
+
+
 def _replica_states() -> dict:
     """Running replicas per deployment, from Serve's controller."""
     states = {}
@@ -97,6 +106,8 @@ class ClassifierDeployment(_Replica):
         from .replica import ClassifyWork
 
         self.work = ClassifyWork(self._load(options), options.threads)
+        self.metrics = replica_metrics("Classifier", self.classifier)
+        self.work.forward_observer = self.metrics.observe_forward
         self.batch_sizes: list[int] = []
         # @serve.batch's limits are set per instance (they are the replica's settings).
         self._batched.set_max_batch_size(options.max_batch)
@@ -111,10 +122,13 @@ class ClassifierDeployment(_Replica):
         try:
             tensor = await asyncio.to_thread(self.work.decode, data)
         except ImageError as error:
+            self.metrics.request("refused")
             return JSONResponse({"image_error": str(error)}, status_code=422)
         if time.monotonic() > deadline:
+            self.metrics.request("deadline")
             return JSONResponse({"error": "deadline passed"}, status_code=504)
         prediction, batch = await self._batched(tensor)
+        self.metrics.request("answered")
         return JSONResponse({"prediction": prediction, "batch": batch, "checkpoint_id": self.classifier.checkpoint_id})
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
@@ -131,6 +145,8 @@ class ExplainerDeployment(_Replica):
 
         self.work = MapWork(self._load(options), options.explain_batch_size, options.explain_cache_size,
                             options.threads)
+        self.metrics = replica_metrics("Explainer", self.classifier)
+        self.work.level_observer = self.metrics.map_level
 
     def __del__(self):
         self.work.stop()
@@ -147,10 +163,17 @@ class ExplainerDeployment(_Replica):
         return StreamingResponse(self._frames(data, levels, _timeout(request)), media_type="application/octet-stream")
 
     async def _frames(self, data: bytes, levels, timeout_s: float):
+        outcome = "answered"
         try:
+            self.metrics.queue_depth("maps", self.work.waiting() + 1)
             async for result in self.work.explain(data, levels, timeout_s):
                 yield wire.encode_frame(*result.frame_parts())
         except ImageError as error:
+            outcome = "refused"
             yield wire.encode_frame({"kind": "image_error", "message": str(error)})
         except DeadlinePassed as error:
+            outcome = "deadline"
             yield wire.encode_frame({"kind": "deadline", "message": str(error)})
+        finally:
+            self.metrics.request(outcome)
+            self.metrics.queue_depth("maps", self.work.waiting())

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -21,6 +22,7 @@ from webhook_support import free_port, local_webhook, webhook_settings
 
 from devtools.samples import jpeg
 from devtools.serve_process import ServeProcess, process_title, write_token
+from model.serve.nodes import PORT_OFFSETS
 
 pytest.importorskip("ray", reason="the cluster tests need the cluster extra (make test installs it)")
 pytestmark = pytest.mark.timeout(400)
@@ -65,9 +67,11 @@ async def why_maps(fake_api, chat_id: int, mark: int, timeout: float = 120):
     return coarse, fine
 
 
-async def test_photo_and_streamed_why_through_the_cluster_by_webhook(fake_api, running_bot, gateway_env, classifier):
+async def test_photo_and_streamed_why_through_the_cluster_by_webhook(fake_api, running_bot, gateway_env, classifier,
+                                                                     cluster):
     port = free_port()
-    async with running_bot(webhook=True, **gateway_env, **webhook_settings(port), ADMIN_USER_IDS="1001") as app:
+    async with running_bot(webhook=True, **gateway_env, **webhook_settings(port), ADMIN_USER_IDS="1001",
+                           METRICS_PORT="0") as app:
         assert app.bot_data["services"].classifier.checkpoint_id == classifier.checkpoint_id  # from the cluster
         fake_api.proxy_webhook_to(local_webhook(port))
         photo = jpeg(seed=5)
@@ -81,6 +85,31 @@ async def test_photo_and_streamed_why_through_the_cluster_by_webhook(fake_api, r
         assert open_picture(coarse.photo_bytes).tobytes() != open_picture(fine.photo_bytes).tobytes()
         _, stats = await ask(fake_api, fake_api.command_update("/stats", chat_id=1001, user_id=1001))
         assert "Classifier 1" in stats.text and "Explainer" in stats.text, stats.text
+        # The gateway serves /readyz (its webhook is set, the cluster answers) and /metrics.
+        metrics_url = f"http://127.0.0.1:{app.metrics_server.port}"
+        assert (await asyncio.to_thread(http_get, metrics_url + "/readyz"))[0] == 200
+        _, gateway_text = await asyncio.to_thread(http_get, metrics_url + "/metrics")
+        assert 'productbot_requests_total{kind="photo",outcome=' in gateway_text
+    # The replicas export the same families through Ray's metrics agent, on the node's metrics export port.
+    wanted = ("ray_productbot_forward_pass_seconds_count", "ray_productbot_map_level_seconds_count",
+              "ray_productbot_model_info")
+    node_metrics = f"http://127.0.0.1:{cluster.port + PORT_OFFSETS['--metrics-export-port']}/metrics"
+    deadline = time.monotonic() + 60  # the agent exports what the replicas recorded every few seconds
+    while True:
+        _, text = await asyncio.to_thread(http_get, node_metrics)
+        if all(name in text for name in wanted) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1)
+    assert all(name in text for name in wanted), [name for name in wanted if name not in text]
+    assert 'deployment="Classifier"' in text and 'deployment="Explainer"' in text
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 async def test_a_why_not_map_through_the_gateway_in_hindi_is_drawn_from_the_kept_grid(fake_api, running_bot, gateway_env):
