@@ -44,6 +44,7 @@ from model.memory import keep_freed_memory
 
 from . import feedback, handlers, messages, why
 from .albums import Albums
+from .budget import BytesInFlight
 from .config import ConfigError, Settings
 from .i18n import ENGLISH, CatalogError, Languages
 from .inference import CANARY
@@ -199,7 +200,8 @@ async def start_services(settings: Settings, classifier: Classifier | None,
                  "decode_workers=%d", time.monotonic() - started, ",".join(classifier.class_names),
                  classifier.checkpoint_id[:12], settings.torch_threads, settings.classify_worker_count, settings.workers)
     return BotServices(settings=settings, inference=inference, store=store, journal=journal, stats=BotStats(),
-                       feedback=feedback_store, languages=languages, albums=Albums(settings.album_wait_s))
+                       feedback=feedback_store, languages=languages, albums=Albums(settings.album_wait_s),
+                       bytes_in_flight=BytesInFlight(settings.max_bytes_in_flight))
 
 
 async def start_canary(settings: Settings, inference: InferenceScheduler) -> None:

@@ -62,6 +62,7 @@ class Settings:
     why_queue_size: int = 8
     explain_cache_size: int = 64
     max_file_bytes: int = TELEGRAM_DOWNLOAD_LIMIT
+    max_bytes_in_flight: int = 64 * 1024 * 1024  # downloaded, not yet decoded, all chats together (bot/budget.py)
     log_level: str = "INFO"
     webhook_url: str = ""
     webhook_secret: str = field(default="", repr=False)
@@ -96,6 +97,8 @@ class Settings:
                      "http_connections"):
             _check(getattr(self, name) >= 1, f"{ENV_NAMES[name]} must be at least 1")
         _check(self.max_batch_wait_ms >= 0, "MAX_BATCH_WAIT_MS must not be negative")
+        _check(self.max_bytes_in_flight >= self.max_file_bytes, "MAX_BYTES_IN_FLIGHT must be at least MAX_FILE_BYTES "
+               "(one file of the largest size must fit)")
         _check(self.journal_max_age_hours >= 0, "JOURNAL_MAX_AGE_HOURS must not be negative")
         _check(0.0 <= self.canary_share <= 1.0, "CANARY_SHARE must be between 0 and 1")
         _check(self.retention_days > 0, "RETENTION_DAYS must be positive")
@@ -231,6 +234,7 @@ ENV_NAMES: dict[str, str] = {
     "why_queue_size": "WHY_QUEUE_SIZE",
     "explain_cache_size": "EXPLAIN_CACHE_SIZE",
     "max_file_bytes": "MAX_FILE_BYTES",
+    "max_bytes_in_flight": "MAX_BYTES_IN_FLIGHT",
     "log_level": "LOG_LEVEL",
     "webhook_url": "WEBHOOK_URL",
     "webhook_secret": "WEBHOOK_SECRET",
@@ -256,7 +260,7 @@ ENV_NAMES: dict[str, str] = {
 
 _INT_FIELDS = ("workers", "torch_threads", "classify_workers", "queue_size", "per_chat_queue", "max_batch", "warm_up_batch", "why_patch",
                "why_stride", "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size",
-               "max_file_bytes",
+               "max_file_bytes", "max_bytes_in_flight",
                "webhook_port", "retry_after_max_retries", "http_connections")
 _FLOAT_FIELDS = ("confidence_threshold", "unsure_threshold", "max_batch_wait_ms", "poll_timeout", "journal_max_age_hours",
                  "canary_share", "retention_days", "album_wait_s", "inference_deadline_s", "why_deadline_s")
