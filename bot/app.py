@@ -18,6 +18,7 @@ import importlib.util
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import time
 import warnings
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from telegram import BotCommand, Update
+from telegram import BotCommand, ReplyParameters, Update
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (
     Application,
@@ -43,12 +44,13 @@ from model.memory import keep_freed_memory
 
 from . import feedback, handlers, messages, why
 from .albums import Albums
+from .budget import BytesInFlight
 from .buttons import WhyData, WhyNotData
 from .config import ConfigError, Settings
 from .health import HealthMonitor
 from .i18n import ENGLISH, CatalogError, Languages
 from .inference import CANARY
-from .journal import Journal, JournalingQueue
+from .journal import Journal, JournalingQueue, OpenEntry
 from .logging_setup import configure_logging, install_redacting_hooks, redacting_loop_handler
 from .metrics import BotMetrics, observe_inference
 from .metrics_server import MetricsServer
@@ -72,6 +74,8 @@ log = logging.getLogger(__name__)
 # up to a turn each time the event loop was busy (bench/bench_gil.py measures the effect).
 GIL_SWITCH_INTERVAL_S = 0.0005
 JOURNAL_PURGE_EVERY_S = 3600.0  # also the retention purge (bot.retention)
+PURGE_RETRY_S = (60.0, 3600.0)  # after a failed purge: first retry, then doubling up to this
+POLLING_DIED_EXIT_STATUS = 1  # python -m bot's exit status when PTB's polling loop died: the supervisor restarts it
 
 
 class BotApplication(Application):
@@ -88,6 +92,9 @@ class BotApplication(Application):
         self._given_classifier = classifier
         self._services: BotServices | None = None
         self._purging: asyncio.Task | None = None
+        self._suspects: list[Update] = []  # resumed updates that were in progress at a crash: run one at a time
+        self._running_suspects: asyncio.Task | None = None
+        self.polling_error: BaseException | None = None  # set when PTB's polling loop died (see _watch_polling)
         self.reload_on_sighup = False  # python -m bot sets it: SIGHUP reloads the checkpoint (bot.reload)
 
     async def initialize(self) -> None:
@@ -133,31 +140,116 @@ class BotApplication(Application):
         return {"purge": self._purging}
 
     async def _resume_journal(self) -> None:
-        """Queue again what the last run accepted and did not answer (before polling starts)."""
+        """Queue again what the last run accepted and did not answer (before polling starts). Suspects (in
+        progress when the last run died) run one at a time once the bot has started; those set aside by the
+        poison-pill rule (bot.journal) are told so. A row that cannot be read back is dropped, logged."""
         journal, max_age_s = self._services.journal, self.settings.journal_max_age_hours * 3600
         self.update_queue.journal = journal
-        entries = await asyncio.to_thread(journal.resume, max_age_s)
-        for entry in entries:
-            try:
-                update = Update.de_json(json.loads(entry.update_json), self.bot)
-            except (ValueError, KeyError, TypeError) as error:
-                log.error("journal: update %d cannot be read back (%s); dropped", entry.update_id, error)
-                await asyncio.to_thread(journal.done, entry.update_id)
+        resumption = await asyncio.to_thread(journal.resume_all, max_age_s)
+        for entry in resumption.resumed:
+            update = await self._read_back(entry)
+            if update is None:
                 continue
-            await self.update_queue.put_resumed(update)
+            if entry.crashes:
+                self._suspects.append(update)
+            else:
+                await self.update_queue.put_resumed(update)
             self.metrics.resumed(1)
-        if entries:
-            log.info("journal: resuming %d unfinished request(s) from the last run", len(entries))
+        for entry in resumption.set_aside:
+            self.metrics.poison_pill(1)
+            await self._tell_set_aside(entry)
+        if resumption.resumed:
+            log.info("journal: resuming %d unfinished request(s) from the last run (%d one at a time)",
+                     len(resumption.resumed), len(self._suspects))
 
-    async def _purge_every(self, seconds: float) -> None:
-        """The journal's answered entries after JOURNAL_MAX_AGE_HOURS, and everything after RETENTION_DAYS."""
+    async def _read_back(self, entry: OpenEntry) -> Update | None:
+        try:
+            update = Update.de_json(json.loads(entry.update_json), self.bot)
+            if not isinstance(update, Update):
+                raise TypeError(f"not an update but {type(update).__name__}")
+            return update
+        except Exception as error:  # any malformed row (not JSON, not an object, not an update): drop it, go on
+            log.error("journal: update %d (%s) cannot be read back (%s: %s); dropped", entry.update_id, entry.kind,
+                      type(error).__name__, error)
+            try:
+                await asyncio.to_thread(self._services.journal.done, entry.update_id)
+            except sqlite3.Error as db_error:
+                log.error("journal: cannot close update %d: %s", entry.update_id, db_error)
+            return None
+
+    async def _tell_set_aside(self, entry: OpenEntry) -> None:
+        """One message to the user whose update was set aside (its chat, in their language, quoting it)."""
+        update = await self._read_back(entry)
+        chat = update.effective_chat if update is not None else None
+        if chat is None:
+            return
+        message = update.effective_message
+        lang = self._services.languages.for_user(update.effective_user)
+        reply = ReplyParameters(message.message_id, allow_sending_without_reply=True) if message is not None else None
+        try:
+            await self.bot.send_message(chat.id, lang.gettext(messages.SET_ASIDE), reply_parameters=reply)
+        except TelegramError as error:
+            log.warning("journal: could not tell chat %s that update %d was set aside: %s", chat.id, entry.update_id,
+                        error)
+
+    async def start(self) -> None:
+        await super().start()
+        if self._suspects:
+            suspects, self._suspects = self._suspects, []
+            self._running_suspects = asyncio.create_task(self._run_one_at_a_time(suspects))
+        self._watch_polling()
+        self.health.refresh()
+
+    async def _run_one_at_a_time(self, updates: list[Update]) -> None:
+        """Each suspect alone (new updates still run beside it): if one kills the process again, it is the
+        only suspect in progress, so the poison-pill rule sets aside the culprit, not the bystanders."""
+        for update in updates:
+            try:
+                await self.process_update(update)
+            except Exception:  # PTB's error handler has seen it; the next suspect still runs
+                log.exception("journal: resumed update %d failed", update.update_id)
+
+    def _watch_polling(self) -> None:
+        """If PTB's polling loop dies (an exception it does not retry), stop the application so that python -m
+        bot exits with POLLING_DIED_EXIT_STATUS and its supervisor starts a fresh process, instead of a
+        process that stays up and never polls again. PTB names the task; it has no public handle."""
+        polling = next((task for task in asyncio.all_tasks() if task.get_name() == "Updater:start_polling:polling_task"),
+                       None)
+        if polling is None:  # webhook mode, or tests that start no updater
+            return
+
+        def on_done(task: asyncio.Task) -> None:
+            if task.cancelled() or task.exception() is None or not self.running:
+                return
+            self.polling_error = task.exception()
+            log.critical("polling for updates stopped (%s: %s); stopping so the supervisor restarts the bot",
+                         type(self.polling_error).__name__, self.polling_error)
+            self.stop_running()
+
+        polling.add_done_callback(on_done)
+
+    async def _purge_every(self, seconds: float, retry_s: tuple[float, float] = PURGE_RETRY_S) -> None:
+        """The journal's answered entries after JOURNAL_MAX_AGE_HOURS, and everything after RETENTION_DAYS
+        (initialize did that once already). A failure (a locked or full database, a bad record) is logged and
+        tried again after ``retry_s[0]``, doubling up to ``retry_s[1]``: one error must not end retention for
+        the life of the process."""
+        wait, old_state_too = retry_s[0], False
         while True:
-            removed = await asyncio.to_thread(self._services.journal.purge, self.settings.journal_max_age_hours * 3600)
-            if removed:
-                log.info("journal: %d finished entries older than %g h removed", removed,
-                         self.settings.journal_max_age_hours)
+            try:
+                removed = await asyncio.to_thread(self._services.journal.purge,
+                                                  self.settings.journal_max_age_hours * 3600)
+                if removed:
+                    log.info("journal: %d finished entries older than %g h removed", removed,
+                             self.settings.journal_max_age_hours)
+                if old_state_too:
+                    await self._purge_old_state()
+            except Exception as error:
+                log.error("purge failed (%s: %s); trying again in %g s", type(error).__name__, error, wait)
+                await asyncio.sleep(wait)
+                wait = min(2 * wait, retry_s[1])
+                continue
+            wait, old_state_too = retry_s[0], True
             await asyncio.sleep(seconds)
-            await self._purge_old_state()
 
     async def _purge_old_state(self):
         """RETENTION_DAYS (bot.retention), in a thread."""
@@ -168,20 +260,30 @@ class BotApplication(Application):
 
     async def process_update(self, update: object) -> None:
         """PTB's dispatch, then the journal entry marked done: every handler for it has finished (a reply was
-        sent, or the update needed none), unless the shutdown cut it short (it is resumed at the next start)."""
+        sent, or the update needed none), unless the shutdown cut it short (it is resumed at the next start).
+        Before the dispatch it is marked in progress: if the process dies meanwhile, the poison-pill rule
+        (bot.journal) charges it a crash."""
+        journaled = isinstance(update, Update) and self._services is not None
+        if journaled:
+            await self._journal_write(self._services.journal.start, update.update_id)
         await super().process_update(update)
-        if isinstance(update, Update) and self._services is not None:
+        if journaled and self._services is not None:
             deferred = self.bot_data.get(DEFERRED_KEY, set())
             if update.update_id in deferred:
                 deferred.discard(update.update_id)
+                await self._journal_write(self._services.journal.put_back, update.update_id)
                 return
             chat = update.effective_chat
             checkpoint = self._services.classifier_for(chat.id if chat else None).checkpoint_id
-            await asyncio.to_thread(self._services.journal.done, update.update_id, checkpoint)
+            await self._journal_write(self._services.journal.done, update.update_id, checkpoint)
 
-    async def start(self) -> None:
-        await super().start()
-        self.health.refresh()
+    @staticmethod
+    async def _journal_write(write, update_id: int, *args) -> None:
+        """A journal write for a running update; a failing disk is logged, and does not stop the answer."""
+        try:
+            await asyncio.to_thread(write, update_id, *args)
+        except sqlite3.Error as error:
+            log.error("journal: cannot record update %d (%s: %s)", update_id, write.__name__, error)
 
     async def stop(self) -> None:
         # Before PTB waits for running handlers: end heat maps and answer what is queued, so a pending
@@ -194,8 +296,9 @@ class BotApplication(Application):
 
     async def shutdown(self) -> None:
         if self._services is not None:
-            if self._purging is not None:
-                self._purging.cancel()
+            for task in (self._purging, self._running_suspects):
+                if task is not None:
+                    task.cancel()
             await self._services.inference.stop()
             self._services.store.close()
             self._services.journal.close()
@@ -246,7 +349,8 @@ async def start_services(settings: Settings, classifier: Classifier | None,
                  "decode_workers=%d", time.monotonic() - started, ",".join(classifier.class_names),
                  classifier.checkpoint_id[:12], settings.torch_threads, settings.classify_worker_count, settings.workers)
     return BotServices(settings=settings, inference=inference, store=store, journal=journal, stats=BotStats(metrics=metrics),
-                       feedback=feedback_store, languages=languages, albums=Albums(settings.album_wait_s))
+                       feedback=feedback_store, languages=languages, albums=Albums(settings.album_wait_s),
+                       bytes_in_flight=BytesInFlight(settings.max_bytes_in_flight))
 
 
 async def start_canary(settings: Settings, inference: InferenceScheduler) -> None:
@@ -380,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_webhook(application, settings)
         application.run_polling(poll_interval=0.0, timeout=settings.poll_timeout, bootstrap_retries=-1,
                                 allowed_updates=Update.ALL_TYPES, stop_signals=(signal.SIGINT, signal.SIGTERM))
+        if application.polling_error is not None:  # polling died: a non-zero status, so the supervisor restarts us
+            return POLLING_DIED_EXIT_STATUS
     except (CheckpointError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -77,6 +77,9 @@ class Settings(ComputeSettings):
                                       doc="below it: the answer plus the runner-up classes")
     max_file_bytes: int = setting(TELEGRAM_DOWNLOAD_LIMIT, env="MAX_FILE_BYTES", low=1, section=ANSWERS,
                                   doc="larger files are refused before downloading (Telegram's 20 MB limit for bots)")
+    max_bytes_in_flight: int = setting(64 * 1024 * 1024, env="MAX_BYTES_IN_FLIGHT", low=1, section=ANSWERS,
+                                       doc="downloaded and not yet decoded, all chats together (bot/budget.py): past "
+                                           "it a photo is answered busy before its download")
     album_wait_s: float = setting(1.0, env="ALBUM_WAIT_S", low=0, section=ANSWERS,
                                   doc="an album is answered this long after its last photo arrived (Telegram sends "
                                       "no end-of-album marker)")
@@ -146,6 +149,8 @@ class Settings(ComputeSettings):
         _check(self.log_level in LOG_LEVELS, f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         _check(self.webhook_secret == "" or re.fullmatch(r"[A-Za-z0-9_-]{1,256}", self.webhook_secret) is not None,
                "WEBHOOK_SECRET may only contain A-Z, a-z, 0-9, _ and - (1 to 256 characters)")
+        _check(self.max_bytes_in_flight >= self.max_file_bytes, "MAX_BYTES_IN_FLIGHT must be at least MAX_FILE_BYTES "
+               "(one file of the largest size must fit)")
         _check(self.button_secret == "" or len(self.button_secret) >= 32, "BUTTON_SECRET must be at least 32 characters "
                "(or unset it: one is made and kept in DATA_DIR)")
         _check(not self.webhook_url or self.webhook_url.startswith("https://"), "WEBHOOK_URL must start with https://")

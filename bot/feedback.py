@@ -48,7 +48,7 @@ from .request_handling import Outcome, answer_query, request
 from .services import language_of, services
 from .stats import is_admin
 from .store import StoredPhoto
-from .telegram_io import download
+from .telegram_io import FileTooLarge, download
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     try:
         record = await svc.feedback.record(
             photo_id=photo.file_unique_id,
-            fetch_photo=lambda: download(context.bot, photo.file_id),
+            fetch_photo=lambda: download(context.bot, photo.file_id, svc.settings.max_file_bytes),
             predicted=answer.label,
             confidence=answer.confidence,
             label=label,
@@ -226,6 +226,9 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         text = messages.FEEDBACK_PHOTO_LIMIT if over.limit == PER_PHOTO else messages.FEEDBACK_DAY_LIMIT
         await answer_query(query, lang.gettext(text), alert=True)
         return Outcome.of("over_limit", limit=over.limit)
+    except FileTooLarge as error:  # MAX_FILE_BYTES holds for this download too
+        await answer_query(query, messages.too_large(lang), alert=True)
+        return Outcome.of("too_large", bytes=error.file_size)
     except (TelegramError, OSError, ValueError) as error:
         log.warning("feedback not stored for chat %s: %s", chat_id, error)
         await answer_query(query, lang.gettext(messages.FEEDBACK_SAVE_FAILED), alert=True)

@@ -103,8 +103,10 @@ async def classify(update: Update, context: ContextTypes.DEFAULT_TYPE, photo_ref
     Raises :class:`Busy`, :class:`model.ImageError`, or :class:`RequestEnded` once the user was told why not."""
     svc = services(context)
     chat_id = update.effective_chat.id
-    # Before the download: a full queue refuses at once, and the batcher knows this photo is coming.
-    with svc.inference.reserve(chat_id, svc.model_for(chat_id)) as reservation:
+    # Before the download: a full queue refuses at once, and the batcher knows this photo is coming; so do
+    # too many bytes in flight (a size past MAX_FILE_BYTES is refused by fetch_bytes, before any download).
+    in_flight = min(file_size or svc.settings.max_file_bytes, svc.settings.max_file_bytes)
+    with svc.inference.reserve(chat_id, svc.model_for(chat_id)) as reservation, svc.bytes_in_flight.hold(in_flight):
         data = await fetch_bytes(context.bot, update.effective_message, chat_id, photo_ref, file_size,
                                  svc.settings.max_file_bytes, lang)
         prediction = await reservation.classify(data)

@@ -13,11 +13,26 @@ A duplicate answer can still happen when the process dies after an answer was se
 was marked done (the few milliseconds between the two), and a resumed /why re-sends nothing but edits its
 coarse map in place (its message id is kept in ``progress``). An update that arrives again from Telegram
 (it was not yet confirmed when the process died) is recognised by its ``update_id`` and not run twice.
+
+The poison-pill rule: one update must not crash-loop the bot (a file that gets it OOM-killed, replayed at
+every start until the supervisor gives up). An entry is marked ``in_progress`` when a handler starts it
+(:meth:`Journal.start`) and unmarked when it ends or is put back by a clean stop; at the next start an
+entry still marked was running when the process died, and only such entries are charged a crash (those
+still waiting in the queue are not: they cannot have caused it). One charged once is a suspect: the
+application runs suspects one at a time (so a second crash charges the culprit alone); one in progress at
+:data:`MAX_CRASHES` crashes is set aside (logged by id and kind; its user is told once, see
+``bot.app``).
+
+A journal that cannot be written (disk full, a read-only DATA_DIR) makes ``put`` raise
+:class:`JournalUnwritable`, a TelegramError: PTB's polling loop then logs it, backs off, and asks for the
+same updates again without confirming them, so Telegram keeps them until the journal can take them (a
+webhook answers 500 and Telegram redelivers). Nothing is run that was not written down.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -25,12 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from telegram import Update
+from telegram.error import TelegramError
 
-from .store import DB_NAME, open_database
+from .store import DB_NAME, add_missing_columns, open_database
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3  # an update that was started this many times without finishing is given up (logged)
+MAX_CRASHES = 2  # an update that was in progress at this many crashes is set aside (the poison-pill rule)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -46,6 +62,10 @@ CREATE TABLE IF NOT EXISTS journal (
 );
 CREATE INDEX IF NOT EXISTS journal_open ON journal (done_at, received_at);
 """
+# in_progress: a handler has started it in this run; crashes: runs that died while it was in progress;
+# set_aside: closed by the poison-pill rule. Added to journals written before them.
+COLUMNS_ADDED = {"journal": {"in_progress": "INTEGER NOT NULL DEFAULT 0", "crashes": "INTEGER NOT NULL DEFAULT 0",
+                             "set_aside": "INTEGER NOT NULL DEFAULT 0"}}
 
 
 def update_kind(update: Update) -> str:
@@ -69,6 +89,23 @@ class OpenEntry:
     update_json: str
     attempts: int
     received_at: float
+    crashes: int = 0  # crashes it was in progress at: a suspect when 1 (run alone), set aside at MAX_CRASHES
+    chat_id: int | None = None
+    kind: str = ""
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """What a start finds open: the entries to run again, and those set aside by the poison-pill rule."""
+
+    resumed: list[OpenEntry]
+    set_aside: list[OpenEntry]
+
+
+class JournalUnwritable(TelegramError):
+    """The journal cannot be written (disk full, read-only): the update is not taken, so it is not confirmed.
+
+    A TelegramError, so that PTB's polling loop logs it, backs off and fetches the same updates again."""
 
 
 class Journal:
@@ -80,6 +117,7 @@ class Journal:
         self.clock = clock
         self._lock = threading.Lock()
         self._db = open_database(self.path, SCHEMA)
+        add_missing_columns(self._db, COLUMNS_ADDED)
 
     @classmethod
     def in_dir(cls, data_dir: Path, clock: Callable[[], float] = time.time) -> Journal:
@@ -96,8 +134,18 @@ class Journal:
 
     def done(self, update_id: int, checkpoint_id: str | None = None) -> None:
         with self._lock:
-            self._db.execute("UPDATE journal SET done_at = ?, checkpoint_id = ? WHERE update_id = ?",
+            self._db.execute("UPDATE journal SET done_at = ?, checkpoint_id = ?, in_progress = 0 WHERE update_id = ?",
                              (self.clock(), checkpoint_id, update_id))
+
+    def start(self, update_id: int) -> None:
+        """A handler starts on this update: if the process dies before :meth:`done`, it is charged a crash."""
+        with self._lock:
+            self._db.execute("UPDATE journal SET in_progress = 1 WHERE update_id = ?", (update_id,))
+
+    def put_back(self, update_id: int) -> None:
+        """A clean stop cut this update short: resumed at the next start, and not charged a crash."""
+        with self._lock:
+            self._db.execute("UPDATE journal SET in_progress = 0 WHERE update_id = ?", (update_id,))
 
     def set_progress(self, update_id: int, message_id: int) -> None:
         """The message already sent for this request (a /why's coarse map), for a resumed request to edit."""
@@ -110,22 +158,35 @@ class Journal:
         return row[0] if row else None
 
     def resume(self, max_age_s: float) -> list[OpenEntry]:
-        """The unfinished entries to run again, oldest first, each counted as one more attempt. Entries older
-        than ``max_age_s`` and those tried ``MAX_ATTEMPTS`` times are closed instead (logged)."""
+        """The entries to run again (:meth:`resume_all`'s ``resumed``)."""
+        return self.resume_all(max_age_s).resumed
+
+    def resume_all(self, max_age_s: float) -> Resumption:
+        """The unfinished entries to run again, oldest first, each counted as one more attempt; those that
+        were in progress when the last run died are charged a crash, and set aside at MAX_CRASHES. Entries
+        older than ``max_age_s`` are closed instead. Both are logged (update id and kind, no content)."""
         now = self.clock()
+        resumed, set_aside = [], []
         with self._lock, self._db:
-            rows = self._db.execute("SELECT update_id, update_json, attempts, received_at, kind FROM journal "
-                                    "WHERE done_at IS NULL ORDER BY update_id").fetchall()
-            resumed = []
-            for update_id, update_json, attempts, received_at, kind in rows:
-                if now - received_at > max_age_s or attempts >= MAX_ATTEMPTS:
-                    why = "too old" if now - received_at > max_age_s else f"tried {attempts} times"
-                    log.warning("journal: not resuming update %d (%s, %s)", update_id, kind, why)
+            rows = self._db.execute("SELECT update_id, update_json, attempts, received_at, kind, chat_id, in_progress, "
+                                    "crashes FROM journal WHERE done_at IS NULL ORDER BY update_id").fetchall()
+            for update_id, update_json, attempts, received_at, kind, chat_id, in_progress, crashes in rows:
+                crashes += 1 if in_progress else 0
+                entry = OpenEntry(update_id, update_json, attempts + 1, received_at, crashes, chat_id, kind)
+                if now - received_at > max_age_s:
+                    log.warning("journal: not resuming update %d (%s, too old)", update_id, kind)
                     self._db.execute("UPDATE journal SET done_at = ? WHERE update_id = ?", (now, update_id))
-                    continue
-                self._db.execute("UPDATE journal SET attempts = attempts + 1 WHERE update_id = ?", (update_id,))
-                resumed.append(OpenEntry(update_id, update_json, attempts + 1, received_at))
-        return resumed
+                elif crashes >= MAX_CRASHES:
+                    log.error("journal: update %d (%s) was in progress at %d crashes; set aside, not resumed",
+                              update_id, kind, crashes)
+                    self._db.execute("UPDATE journal SET done_at = ?, crashes = ?, set_aside = 1, in_progress = 0 "
+                                     "WHERE update_id = ?", (now, crashes, update_id))
+                    set_aside.append(entry)
+                else:
+                    self._db.execute("UPDATE journal SET attempts = attempts + 1, crashes = ?, in_progress = 0 "
+                                     "WHERE update_id = ?", (crashes, update_id))
+                    resumed.append(entry)
+        return Resumption(resumed, set_aside)
 
     def purge(self, max_age_s: float) -> int:
         """Delete finished entries older than ``max_age_s``; returns how many."""
@@ -164,7 +225,13 @@ class JournalingQueue(asyncio.Queue):
 
     async def put(self, item) -> None:
         if isinstance(item, Update) and self.journal is not None:
-            if not await asyncio.to_thread(self.journal.accept, item):
+            try:
+                accepted = await asyncio.to_thread(self.journal.accept, item)
+            except sqlite3.Error as error:  # disk full, read-only: do not run (or confirm) what is not written down
+                log.error("journal: cannot write update %d (%s); not confirming updates until it can, so Telegram "
+                          "sends them again", item.update_id, error)
+                raise JournalUnwritable(f"the journal cannot be written: {error}") from None
+            if not accepted:
                 log.info("journal: update %d arrived again; not running it twice", item.update_id)
                 return
         await super().put(item)

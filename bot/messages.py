@@ -132,6 +132,9 @@ BUSY = N_("I'm busy right now. Please try again in a minute.")
 TOO_LARGE = N_("That file is too big for me: Telegram lets bots download up to {limit} MB. Please send a smaller image.")
 DOWNLOAD_FAILED = N_("I couldn't download that file from Telegram. Please try sending it again.")
 SOMETHING_WRONG = N_("Sorry, something went wrong on my side. Please try again.")
+# An update that was being handled when the bot died, twice (bot.journal's poison-pill rule): trying it again would not help.
+SET_ASIDE = N_("Sorry, I couldn't finish this one: the bot stopped twice while working on it, so I've set it aside. "
+               "If it was a large image file, please send it as a photo instead.")
 NOT_ADMIN = N_("Sorry, that command is only for the bot's operators.")
 
 

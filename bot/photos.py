@@ -10,7 +10,7 @@ from . import messages
 from .i18n import ENGLISH, Language
 from .request_handling import Outcome, RequestEnded
 from .store import StoredPhoto
-from .telegram_io import choose_photo_size, download
+from .telegram_io import FileTooLarge, choose_photo_size, download
 
 
 def photo_in(message: Message | None) -> StoredPhoto | None:
@@ -39,7 +39,10 @@ async def fetch_bytes(bot, message: Message | None, chat_id: int, photo_ref: Sto
         await tell(messages.too_large(lang))
         raise RequestEnded(Outcome.of("too_large", bytes=file_size))
     try:
-        return await download(bot, photo_ref.file_id)
+        return await download(bot, photo_ref.file_id, max_file_bytes)  # getFile's size, when none was given
+    except FileTooLarge as error:
+        await tell(messages.too_large(lang))
+        raise RequestEnded(Outcome.of("too_large", bytes=error.file_size)) from None
     except BadRequest as error:
         # Telegram refuses getFile past 20 MB ("File is too big") even when file_size was not given.
         too_big = "too big" in str(error).lower()

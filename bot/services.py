@@ -8,6 +8,7 @@ from telegram import Update
 from telegram.ext import ContextTypes
 
 from .albums import Albums
+from .budget import BytesInFlight
 from .canary import serves_canary
 from .config import Settings
 from .feedback_store import FeedbackStore
@@ -35,6 +36,7 @@ class BotServices:
     stats: BotStats
     languages: Languages  # the shipped catalogs (bot.i18n)
     albums: Albums  # the albums being collected for their one reply (bot.albums)
+    bytes_in_flight: BytesInFlight  # downloaded, not yet decoded (MAX_BYTES_IN_FLIGHT, bot.budget)
     feedback: FeedbackStore | None = None  # None: feedback is off (FEEDBACK_DIR unset)
 
     @property

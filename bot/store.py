@@ -78,6 +78,15 @@ def drop_rows_not_keyed_by_chat(db: sqlite3.Connection) -> None:
 DB_NAME = "bot.sqlite3"  # in DATA_DIR: the photo store and the journal (bot.journal) share the file
 
 
+def add_missing_columns(db: sqlite3.Connection, columns: dict[str, dict[str, str]]) -> None:
+    """Columns added to a table after files were written without them (NULL in the old rows)."""
+    for table, wanted in columns.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for name, kind in wanted.items():
+            if name not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+
 def open_database(path: Path, schema: str, upgrade: Callable[[sqlite3.Connection], None] | None = None) -> sqlite3.Connection:
     """A connection in autocommit mode, usable from any thread (callers hold their own lock), with ``schema``."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -55,9 +55,21 @@ def command_for_other_bot(message: Message, bot_username: str) -> bool:
     return first_word.split("@", 1)[1].lower() != bot_username.lower()
 
 
-async def download(bot: Bot, file_id: str) -> bytes:
-    """The file's bytes (getFile, then the download); Telegram errors propagate to the caller."""
+class FileTooLarge(Exception):
+    """getFile says the file is larger than the caller's limit (MAX_FILE_BYTES); nothing was downloaded."""
+
+    def __init__(self, file_size: int, limit: int):
+        super().__init__(f"the file is {file_size} bytes; the limit is {limit}")
+        self.file_size = file_size
+
+
+async def download(bot: Bot, file_id: str, max_bytes: int | None = None) -> bytes:
+    """The file's bytes (getFile, then the download); Telegram errors propagate to the caller. With
+    ``max_bytes``, getFile's ``file_size`` is checked before downloading (:class:`FileTooLarge`): every
+    download path checks it, also those that start from a stored ``file_id`` and know no size."""
     telegram_file = await bot.get_file(file_id)
+    if max_bytes is not None and telegram_file.file_size is not None and telegram_file.file_size > max_bytes:
+        raise FileTooLarge(telegram_file.file_size, max_bytes)
     return bytes(await telegram_file.download_as_bytearray())
 
 

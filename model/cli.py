@@ -101,7 +101,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     try:
         tensor = classifier.preprocess(classifier.open(Path(args.image)))
         # The model sees a reduced decode; the picture is drawn on the full-resolution photo.
-        photo = open_image(Path(args.image))
+        photo = open_image(Path(args.image), decode_budget=None)  # a local file, drawn at full size
     except ImageError as exc:
         print(f"{args.image}: error: {exc}", file=sys.stderr)
         return 1

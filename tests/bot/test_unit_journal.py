@@ -1,10 +1,13 @@
 """The journal of accepted updates, with an injected clock: accepted once, done once, resumed while young,
-closed when too old or tried too often, purged after the retention period."""
+closed when too old, set aside when in progress at two crashes (the poison-pill rule), purged after the
+retention period; a journal that cannot be written refuses the update (it is not confirmed to Telegram)."""
 import asyncio
+import sqlite3
 
+import pytest
 from telegram import Update
 
-from bot.journal import MAX_ATTEMPTS, Journal, JournalingQueue
+from bot.journal import MAX_CRASHES, SCHEMA, Journal, JournalingQueue, JournalUnwritable
 
 
 class Clock:
@@ -49,11 +52,52 @@ def test_an_entry_past_the_age_limit_is_closed_not_resumed(tmp_path):
     assert [entry.update_id for entry in journal.resume(max_age_s=1e9)] == [2]
 
 
-def test_an_update_that_never_finishes_is_given_up_after_its_attempts(tmp_path):
+def test_only_an_update_in_progress_at_a_crash_is_charged_and_set_aside_at_the_second(tmp_path):
     journal = Journal(tmp_path / "bot.sqlite3", Clock())
-    journal.accept(photo_update(1))
-    attempts = [len(journal.resume(max_age_s=3600)) for _ in range(MAX_ATTEMPTS + 1)]
-    assert attempts == [1] * (MAX_ATTEMPTS - 1) + [0, 0]
+    for update_id in (1, 2, 3):
+        journal.accept(photo_update(update_id))
+    journal.start(1)  # a handler runs 1 when the process dies; 2 and 3 wait in the queue
+    first = journal.resume_all(max_age_s=3600)
+    assert [(e.update_id, e.crashes) for e in first.resumed] == [(1, 1), (2, 0), (3, 0)] and first.set_aside == []
+    journal.start(1)
+    journal.start(2)
+    journal.put_back(2)  # a clean stop cut 2 short: not charged
+    second = journal.resume_all(max_age_s=3600)
+    assert MAX_CRASHES == 2
+    assert [(e.update_id, e.crashes, e.kind, e.chat_id) for e in second.set_aside] == [(1, 2, "photo", 5)]
+    assert [(e.update_id, e.crashes) for e in second.resumed] == [(2, 0), (3, 0)]
+    for _ in range(5):  # the bystanders keep their chances however often the bot restarts
+        assert [e.update_id for e in journal.resume(max_age_s=3600)] == [2, 3]
+    assert journal.open_count() == 2
+
+
+def test_a_journal_from_before_the_poison_pill_columns_opens(tmp_path):
+    db = sqlite3.connect(tmp_path / "bot.sqlite3")
+    db.executescript(SCHEMA)
+    db.execute("INSERT INTO journal (update_id, chat_id, kind, received_at, update_json) VALUES (1, 5, 'photo', ?, ?)",
+               (Clock().now, photo_update(1).to_json()))
+    db.commit()
+    db.close()
+    journal = Journal(tmp_path / "bot.sqlite3", Clock())
+    assert [(e.update_id, e.crashes) for e in journal.resume(max_age_s=3600)] == [(1, 0)]
+
+
+async def test_a_full_journal_refuses_the_update_instead_of_dropping_it(tmp_path):
+    queue = JournalingQueue()
+    queue.journal = Journal(tmp_path / "bot.sqlite3", Clock())
+    await queue.put(photo_update(1))
+    pages = queue.journal._db.execute("PRAGMA page_count").fetchone()[0]
+    queue.journal._db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full: no new page can be written
+    big = [photo_update(update_id) for update_id in range(2, 200)]
+    with pytest.raises(JournalUnwritable):
+        for update in big:
+            await queue.put(update)
+    queued = queue.qsize()
+    assert 1 <= queued < len(big) + 1  # what was written is queued; the first refused update is not
+    queue.journal._db.execute("PRAGMA max_page_count = 1073741823")  # space again: Telegram's redelivery is taken
+    refused = big[queued - 1]
+    await queue.put(refused)
+    assert queue.qsize() == queued + 1
 
 
 def test_progress_and_purge(tmp_path):
