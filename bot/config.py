@@ -160,6 +160,14 @@ class Settings(ComputeSettings):
                or _is_loopback(urlparse(self.inference_address).hostname or ""),
                "INFERENCE_ADDRESS must be https:// (a TLS proxy in front of the cluster) unless the cluster runs on "
                "this machine (http://127.0.0.1:PORT): the token and the users' photos would cross the network in clear")
+        if self.inference_address:  # the levels a cluster takes (model/serve/wire.py); numpy, no torch
+            from model.serve.wire import MAX_POSITIONS, MIN_STRIDE, level_positions
+
+            _check(min(self.why_stride, self.why_coarse_stride) >= MIN_STRIDE
+                   and max(level_positions(self.why_patch, self.why_stride),
+                           level_positions(self.why_coarse_patch, self.why_coarse_stride)) <= MAX_POSITIONS,
+                   f"with INFERENCE_ADDRESS, WHY_STRIDE and WHY_COARSE_STRIDE must be at least {MIN_STRIDE}, and each "
+                   f"heat map at most {MAX_POSITIONS} patch positions (the cluster refuses more)")
         _check(not (self.inference_address and self.canary_checkpoint), "CANARY_CHECKPOINT needs the model in the "
                "bot's own process: unset it, or unset INFERENCE_ADDRESS")
 

@@ -135,8 +135,10 @@ async def test_a_missing_or_refused_cluster_token_stops_the_start_with_one_line(
                 stdout, stderr = await process.communicate()
     output = (stdout + stderr).decode(errors="replace")
     assert process.returncode == 2, output[-3000:]
-    lines = [line for line in output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and "python -m model serve" in lines[0], lines
+    # The one line about it (other parts may log INFO lines of their own, e.g. a secret made on first start):
+    lines = [line for line in output.splitlines() if line.startswith("error:") or " ERROR " in line or
+             " WARNING " in line or "Traceback" in line]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "python -m model serve" in lines[0], output[-3000:]
     assert ("refused the token" in lines[0]) == (token == "wrong"), lines
     assert wrong not in output
 
@@ -155,3 +157,26 @@ async def test_a_stop_signal_while_the_cluster_is_unreachable_is_a_clean_stop(fa
         output = "".join(seen) + await terminate(process, 20)
     assert process.returncode == 0, output[-3000:]
     assert "Traceback" not in output and "Error" not in output.replace("ERROR", ""), output[-3000:]
+
+
+async def test_a_webhook_without_a_secret_registers_a_random_one_and_never_prints_it(fake_api, tiny_checkpoint, tmp_path):
+    """``python -m bot`` with WEBHOOK_URL and no WEBHOOK_SECRET, at DEBUG (PTB logs every call's parameters):
+    setWebhook gets a random secret, updates carrying it are answered, and it is in no output stream."""
+    from webhook_support import free_port, local_webhook, webhook_settings
+
+    port = free_port()
+    hook = {name: value for name, value in webhook_settings(port).items() if name not in ("WEBHOOK_SECRET", "WEBHOOK_LISTEN")}
+    env = settings_env(fake_api, tiny_checkpoint, tmp_path / "data", LOG_LEVEL="DEBUG", **hook)
+    async with bot_process(env, tmp_path) as process:
+        await fake_api.wait_for_call("setWebhook", timeout=60)
+        secret = fake_api.webhook_secret
+        assert secret and len(secret) >= 40
+        fake_api.proxy_webhook_to(local_webhook(port))
+        update = await fake_api.push(fake_api.photo_update(jpeg(seed=2)))  # retried until the server listens
+        await fake_api.wait_for_answer(update["message"], timeout=20)
+        assert await fake_api.post_update(fake_api.photo_update(jpeg(seed=3)), None) == 403
+        output = await terminate(process, 20)
+    assert process.returncode == 0, output[-3000:]
+    assert "setWebhook" in output, "DEBUG logs should show the Bot API calls"
+    assert secret not in output, [line for line in output.splitlines() if secret in line][:3]
+    assert "a new random one is registered" in output

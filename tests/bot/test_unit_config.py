@@ -162,3 +162,12 @@ def test_a_cluster_address_needs_https_off_this_machine_and_a_token(tmp_path):
     with pytest.raises(ConfigError, match="is empty"):
         Settings.from_env({"TELEGRAM_BOT_TOKEN": "123:abc", "INFERENCE_ADDRESS": "http://127.0.0.1:8000",
                            "INFERENCE_TOKEN_FILE": str(empty)}, env_file=None).cluster_token()
+
+
+def test_a_cluster_gets_only_the_heat_map_levels_it_takes():
+    base = {"TELEGRAM_BOT_TOKEN": "123:abc", "INFERENCE_TOKEN": "t", "INFERENCE_ADDRESS": "http://127.0.0.1:8000"}
+    assert Settings.from_env({**base, "WHY_STRIDE": "4"}, env_file=None).why_stride == 4
+    for bad in ({"WHY_STRIDE": "1"}, {"WHY_COARSE_STRIDE": "1"}, {"WHY_PATCH": "8", "WHY_STRIDE": "3"}):
+        with pytest.raises(ConfigError, match="WHY_STRIDE"):
+            Settings.from_env({**base, **bad}, env_file=None)
+    assert Settings.from_env({"TELEGRAM_BOT_TOKEN": "123:abc", "WHY_STRIDE": "1"}, env_file=None).why_stride == 1
