@@ -132,11 +132,10 @@ class Settings(ComputeSettings):
                                          "and heat maps run on that Ray Serve cluster, and the bot loads no model")
     inference_token: str = setting("", env="INFERENCE_TOKEN", secret=True, section=CLUSTER,
                                    doc="the cluster's inference token (not Ray's own; or INFERENCE_TOKEN_FILE)")
-    inference_token_file: Path | None = setting(None, env="INFERENCE_TOKEN_FILE", parse=Path, expected="a path",
-                                                section=CLUSTER, doc="a file (mode 0600) with the inference token: a copy of the inference_token file "
-                                                    "python -m model serve writes beside Ray's (default "
-                                                    "~/.ray/inference_token); INFERENCE_ADDRESS must be https:// "
-                                                    "unless loopback")
+    inference_token_file: Path | None = setting(
+        None, env="INFERENCE_TOKEN_FILE", parse=Path, expected="a path", section=CLUSTER,
+        doc="a file (mode 0600) with the inference token: a copy of the inference_token file python -m model serve "
+            "writes beside Ray's (default ~/.ray/inference_token); INFERENCE_ADDRESS must be https:// unless loopback")
     inference_deadline_s: float = setting(30.0, env="INFERENCE_DEADLINE_S", positive=True, section=CLUSTER, shown_default="`30`",
                                           doc="how long the cluster may take for a photo before the work is dropped")
     why_deadline_s: float = setting(300.0, env="WHY_DEADLINE_S", positive=True, section=CLUSTER, shown_default="`300`",
