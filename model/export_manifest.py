@@ -196,6 +196,20 @@ def read_export(folder: str | Path, checkpoint_sha256: str) -> Export:
     return Export(folder, manifest, class_names, preprocess, recorded, str(manifest.get("openvino", "")), ir)
 
 
+def verify_files(export: Export) -> None:
+    """Every IR file the manifest lists hashes to its figure (ExportUnusable otherwise): the check before an
+    engine is chosen. Compiling checks again, on the bytes it compiles (:func:`read_verified`)."""
+    for files in export.ir.values():
+        for path, expected in ((files.xml, files.xml_sha256), (files.bin, files.bin_sha256)):
+            try:
+                actual = file_sha256(path)
+            except OSError as error:
+                raise ExportUnusable(f"{path} could not be read ({error})") from None
+            if actual != expected:
+                raise ExportUnusable(f"{path.name} does not match its manifest (sha256 {actual[:12]}, expected "
+                                     f"{expected[:12]}): damaged or modified after export")
+
+
 def remove_unlisted(folder: Path, manifest: dict) -> None:
     """Delete IR files in ``folder`` that ``manifest`` does not name (an older export's)."""
     listed = {str(entry[key]) for entry in manifest.get("ir", {}).values() for key in ("xml", "bin")}
