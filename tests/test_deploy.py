@@ -345,7 +345,7 @@ BROKEN_UNITS = {
     "system python": ("ExecStart=/opt/product-id-bot/.venv/bin/python -m bot", "ExecStart=/usr/bin/python3 -m bot",
                       "venv's python"),
     "data read-only": ("ReadWritePaths=/opt/product-id-bot/data", "ReadWritePaths=/var/lib/other", "read-only"),
-    "no memory cap": ("MemoryMax=2G", "", "MemoryMax"),
+    "no memory cap": ("MemoryMax=900M", "", "MemoryMax"),
 }
 
 
