@@ -36,7 +36,7 @@ def test_the_example_parses_once_a_token_is_given():
 
 DEPLOY_EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "env.example"
 # Values deploy/env.example sets on purpose for a server, unlike the defaults.
-DEPLOYMENT_CHOICES = {"CHECKPOINT_PATH", "DATA_DIR", "TORCH_THREADS"}
+DEPLOYMENT_CHOICES = {"CHECKPOINT_PATH", "DATA_DIR", "TORCH_THREADS", "METRICS_PORT"}
 
 
 @pytest.mark.parametrize("example, deliberate", [(ENV_EXAMPLE, set()), (DEPLOY_EXAMPLE, DEPLOYMENT_CHOICES)])

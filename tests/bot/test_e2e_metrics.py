@@ -402,3 +402,24 @@ async def test_a_taken_metrics_port_stops_the_start_with_one_line(fake_api, tiny
     errors = stderr.decode(errors="replace")
     assert process.returncode == 2, errors[-2000:]
     assert "error: METRICS_PORT=" in errors and "Traceback" not in errors, errors[-2000:]
+
+
+async def test_webhook_mode_is_ready_once_its_server_serves(fake_api, running_bot):
+    from webhook_support import free_port, local_webhook, webhook_settings
+
+    port = free_port()
+    async with running_bot(webhook=True, METRICS_PORT="0", **webhook_settings(port)) as app:
+        fake_api.proxy_webhook_to(local_webhook(port))
+
+        async def ready():
+            return (await get(app, "/readyz")).status_code == 200
+
+        await wait_for(ready, "/readyz 200 in webhook mode")
+        assert (await get(app, "/livez")).status_code == 200
+        update = await fake_api.push(fake_api.photo_update(jpeg(3)))
+        await fake_api.wait_for_answer(update["message"], timeout=20)
+
+        async def counted():
+            return value(await scrape(app), "productbot_photo_answer_seconds_count", kind="photo") == 1
+
+        await wait_for(counted, "the webhook's photo in the histogram")
