@@ -423,3 +423,67 @@ async def test_webhook_mode_is_ready_once_its_server_serves(fake_api, running_bo
             return value(await scrape(app), "productbot_photo_answer_seconds_count", kind="photo") == 1
 
         await wait_for(counted, "the webhook's photo in the histogram")
+
+
+class FakeCluster:
+    """The inference endpoint's two GET/POST /classify answers (model/serve/wire.py), on a port that can go away."""
+
+    def __init__(self, classifier):
+        self.info = {"class_names": list(classifier.class_names), "checkpoint_id": classifier.checkpoint_id,
+                     "preprocess": classifier.preprocess_config.to_dict(), "runtime": "torch fp32", "replicas": {}}
+        label = classifier.class_names[0]
+        self.prediction = {"label": label, "confidence": 0.9, "top": [{"label": label, "confidence": 0.9}]}
+        self.port = free_port()
+        self.runner = None
+
+    async def start(self):
+        from aiohttp import web
+
+        async def classify(request):
+            if request.method == "GET":
+                return web.json_response(self.info)
+            await request.read()
+            return web.json_response({"prediction": self.prediction, "batch": 1,
+                                      "checkpoint_id": self.info["checkpoint_id"]})
+
+        app = web.Application()
+        app.router.add_route("*", "/classify", classify)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self):
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+async def test_a_gateway_is_not_ready_while_its_cluster_is_gone(fake_api, running_bot, classifier):
+    cluster = await FakeCluster(classifier).start()
+    try:
+        async with running_bot(METRICS_PORT="0", INFERENCE_ADDRESS=f"http://127.0.0.1:{cluster.port}",
+                               INFERENCE_TOKEN="t" * 32) as app:
+            def readyz_is(code):
+                async def check():
+                    return (await get(app, "/readyz")).status_code == code
+                return check
+
+            await wait_for(readyz_is(200), "/readyz 200 with the cluster answering")
+            await cluster.stop()
+            update = await fake_api.push(fake_api.photo_update(jpeg(5)))
+            answer = await fake_api.wait_for_answer(update["message"], timeout=20)
+            assert "busy" in answer.text.lower(), answer.text
+            await wait_for(readyz_is(503), "/readyz 503 once the cluster is unreachable")
+            assert "unreachable" in (await get(app, "/readyz")).text
+            assert (await get(app, "/livez")).status_code == 200, "an unreachable cluster is not a dead bot"
+            await cluster.start()
+            update = await fake_api.push(fake_api.photo_update(jpeg(6)))
+            answer = await fake_api.wait_for_answer(update["message"], timeout=20)
+            assert "%" in answer.text, answer.text
+            await wait_for(readyz_is(200), "/readyz 200 again once the cluster answers")
+            families = await scrape(app)
+            assert value(families, "productbot_requests_total", kind="photo", outcome="busy") == 1
+            assert value(families, "productbot_model_info", role="main", checkpoint=classifier.checkpoint_id) == 1
+    finally:
+        await cluster.stop()
