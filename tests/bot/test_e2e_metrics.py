@@ -207,6 +207,17 @@ async def test_gateway_mode_is_not_ready_while_the_cluster_is_unreachable(bot_se
     assert app.metrics_server is None, "a start that failed leaves no endpoint behind"
 
 
+def blocking_get(address: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(address, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
 class NotifySocket:
     """systemd's side of sd_notify: a real datagram socket; each datagram kept with the time it came."""
 
@@ -243,17 +254,24 @@ async def test_watchdog_pings_stop_when_the_bot_is_wedged(fake_api, bot_settings
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     monkeypatch.setenv("WATCHDOG_USEC", "200000")  # systemd's WatchdogSec=0.2: a ping every 0.1 s
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    monkeypatch.setattr("bot.health.LOOP_STALL_S", 0.8)  # production waits 10 s before calling the loop wedged
     try:
-        async with polling_bot(build_application(bot_settings(), classifier=classifier)) as app:
+        async with polling_bot(build_application(bot_settings(METRICS_PORT="0"), classifier=classifier)) as app:
             async def pinging():
                 return notify.messages("READY=1") and len(notify.messages("WATCHDOG=1")) >= 3
 
             await wait_for(pinging, "READY=1 and the watchdog's pings")
-            # Wedged: the event loop does not run for 1.5 s (a blocking call, as a bug would make).
+            # Wedged: the event loop does not run for 2 s (a blocking call, as a bug would make). /livez, served
+            # on its own thread, is asked meanwhile.
+            livez_during: list[tuple[int, str]] = []
+            asker = threading.Timer(1.4, lambda: livez_during.append(blocking_get(url(app, "/livez"))))
             wedged_at = time.monotonic()
-            time.sleep(1.5)  # noqa: ASYNC251 -- the point of the test
+            asker.start()
+            time.sleep(2.0)  # noqa: ASYNC251 -- the point of the test
             freed_at = time.monotonic()
+            asker.join()
             assert not notify.messages("WATCHDOG=1", after=wedged_at + 0.5, before=freed_at), "pinged while wedged"
+            assert livez_during and livez_during[0][0] == 503 and "event loop" in livez_during[0][1], livez_during
 
             async def pinging_again():
                 return notify.messages("WATCHDOG=1", after=freed_at)
