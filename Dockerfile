@@ -53,13 +53,9 @@ VOLUME ["/app/checkpoints", "/app/data"]
 
 USER bot
 
-# With METRICS_PORT set the health check asks /livez (503 once the polling loop, an inference thread or
-# the event loop is stuck; docs/operations.md); without it there is no port to probe and the check passes:
-# a dead bot ends the container, which --restart on-failure (or the orchestrator) restarts. Exit status 2
-# means a setting is missing. 8443 is used only in webhook mode (WEBHOOK_URL set); METRICS_PORT is yours to
-# publish (METRICS_LISTEN=0.0.0.0 inside the container, the host's firewall outside).
-HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 CMD python -c "import os, urllib.request; \
-port = os.environ.get('METRICS_PORT'); port and urllib.request.urlopen(f'http://127.0.0.1:{port}/livez', timeout=4)"
+# No HEALTHCHECK: a polling bot has no port to probe, and a dead bot ends the container, which
+# --restart on-failure (or the orchestrator) restarts. Exit status 2 means a setting is missing.
+# 8443 is used only in webhook mode (WEBHOOK_URL set).
 EXPOSE 8443
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "bot"]
