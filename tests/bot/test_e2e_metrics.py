@@ -92,6 +92,8 @@ async def test_metrics_count_a_burst_and_a_why_and_stats_reads_the_same_registry
         assert value(families, "productbot_requests_total", kind="why", outcome="answered") == 1
         # The histograms counted every request.
         assert value(families, "productbot_photo_answer_seconds_count", kind="photo") == BURST
+        assert value(families, "productbot_photo_answer_seconds_count", kind="photo") == \
+            value(families, "productbot_requests_total", kind="photo"), "every photo's reply is timed"
         assert value(families, "productbot_photo_answer_seconds_bucket", kind="photo", le="+Inf") == BURST
         assert value(families, "productbot_why_first_map_seconds_count") == 1
         assert value(families, "productbot_why_final_map_seconds_count") == 1
@@ -502,6 +504,8 @@ async def test_a_gateway_is_not_ready_while_its_cluster_is_gone(fake_api, runnin
             await wait_for(readyz_is(200), "/readyz 200 again once the cluster answers")
             families = await scrape(app)
             assert value(families, "productbot_requests_total", kind="photo", outcome="busy") == 1
+            assert value(families, "productbot_photo_answer_seconds_count", kind="photo", outcome="busy") == 1
+            assert value(families, "productbot_photo_answer_seconds_count", kind="photo", outcome="answered") == 1
             assert value(families, "productbot_model_info", role="main", checkpoint=classifier.checkpoint_id) == 1
     finally:
         await cluster.stop()
