@@ -10,10 +10,15 @@ import math
 from pathlib import Path
 
 
-def series(scrape: dict, name: str, **labels: str) -> float:
+def matches(sample_labels: dict, wanted: dict) -> bool:
+    """Each wanted label equals its value, or one of several (a tuple: PromQL's ``=~"a|b"``)."""
+    return all(sample_labels.get(k) in (v if isinstance(v, tuple) else (v,)) for k, v in wanted.items())
+
+
+def series(scrape: dict, name: str, **labels) -> float:
     """The sum of ``name``'s samples in one scrape whose labels include ``labels`` (NaN when none)."""
     values = [value for sample_name, sample_labels, value in scrape["samples"]
-              if sample_name == name and all(sample_labels.get(k) == v for k, v in labels.items())]
+              if sample_name == name and matches(sample_labels, labels)]
     return sum(values) if values else math.nan
 
 
@@ -27,7 +32,7 @@ def window_pairs(scrapes: list[dict], window: float):
             yield scrape, scrapes[start]
 
 
-def rate(scrapes: list[dict], window: float, name: str, **labels: str) -> tuple[list[float], list[float]]:
+def rate(scrapes: list[dict], window: float, name: str, **labels) -> tuple[list[float], list[float]]:
     times, values = [], []
     for now, before in window_pairs(scrapes, window):
         times.append(now["t"])
@@ -41,11 +46,11 @@ def _or_zero(value: float) -> float:
     return 0.0 if math.isnan(value) else value
 
 
-def buckets(scrape: dict, name: str, **labels: str) -> list[tuple[float, float]]:
+def buckets(scrape: dict, name: str, **labels) -> list[tuple[float, float]]:
     """(upper bound, cumulative count) per bucket of histogram ``name``, summed over the other labels."""
     totals: dict[float, float] = {}
     for sample_name, sample_labels, value in scrape["samples"]:
-        if sample_name == name + "_bucket" and all(sample_labels.get(k) == v for k, v in labels.items()):
+        if sample_name == name + "_bucket" and matches(sample_labels, labels):
             bound = float(sample_labels["le"])
             totals[bound] = totals.get(bound, 0.0) + value
     return sorted(totals.items())
@@ -66,7 +71,7 @@ def histogram_quantile(q: float, increases: list[tuple[float, float]]) -> float:
     return lower_bound
 
 
-def quantile_over_time(scrapes: list[dict], window: float, q: float, name: str, **labels: str):
+def quantile_over_time(scrapes: list[dict], window: float, q: float, name: str, **labels):
     times, values = [], []
     for now, before in window_pairs(scrapes, window):
         then = dict(buckets(before, name, **labels))
@@ -95,7 +100,7 @@ def draw(scrapes: list[dict], png: Path, window: float) -> None:
 
     ax = axes[0][0]
     for q, style in ((0.5, "-"), (0.95, "--")):
-        t, v = quantile_over_time(scrapes, window, q, "productbot_photo_answer_seconds")
+        t, v = quantile_over_time(scrapes, window, q, "productbot_photo_answer_seconds", outcome=("answered", "unsure"))
         ax.plot(t, v, style, label=f"p{q * 100:.0f} photo → answer")
     for q, style in ((0.95, ":"),):
         t, v = quantile_over_time(scrapes, window, q, "productbot_why_first_map_seconds")

@@ -91,6 +91,7 @@ class HealthMonitor:
     # ---- life cycle ------------------------------------------------------------------------------------
     def start(self) -> None:
         if self._task is None:
+            self.stopping, self._polling_task = False, None  # an Application started again after a shutdown
             self._last_tick = time.monotonic()
             self._task = asyncio.create_task(self._run(), name="health-monitor")
 

@@ -78,8 +78,8 @@ class BotMetrics:
         self.requests = counter("requests", "Requests handled, by kind and outcome (reason: why refused or failed).",
                                 ("kind", "outcome", "reason"))
         self.unhandled_errors = counter("unhandled_errors", "Errors outside any handler (e.g. while polling).")
-        self.answer_seconds = histogram("photo_answer_seconds", "A photo's or image file's arrival to its answer sent.",
-                                        ANSWER_BUCKETS, ("kind",))
+        self.answer_seconds = histogram("photo_answer_seconds", "A photo's or image file's arrival to its reply sent "
+                                        "(the answer, or why not), by outcome.", ANSWER_BUCKETS, ("kind", "outcome"))
         self.why_first_map_seconds = histogram("why_first_map_seconds", "/why: arrival to the first map sent.",
                                                WHY_BUCKETS)
         self.why_final_map_seconds = histogram("why_final_map_seconds", "/why: arrival to the final map sent.",
@@ -108,7 +108,7 @@ class BotMetrics:
         self.ready = gauge("ready", "1 while /readyz answers 200.")
         self.live = gauge("live", "1 while /livez answers 200.")
         for kind in ("photo", "document"):
-            self.answer_seconds.labels(kind)  # present at 0 before the first photo: rate() needs the series
+            self.answer_seconds.labels(kind, "answered")  # present at 0 before the first photo: rate() needs it
         for verdict in VERDICTS:
             self.feedback.labels(verdict)
 
@@ -116,8 +116,8 @@ class BotMetrics:
     def request(self, kind: str, result: str, answered: bool, latency_s: float, unsure: bool = False) -> None:
         outcome, reason = outcome_of(result, answered, unsure)
         self.requests.labels(kind, outcome, reason).inc()
-        if answered and kind in ("photo", "document"):
-            self.answer_seconds.labels(kind).observe(latency_s)
+        if kind in ("photo", "document") and outcome != "deferred":  # deferred: no reply yet (the next start's)
+            self.answer_seconds.labels(kind, outcome).observe(latency_s)
 
     def heatmap_sent(self, cached: bool) -> None:
         self.heatmaps.labels(str(bool(cached)).lower()).inc()

@@ -36,8 +36,8 @@ def test_the_example_parses_once_a_token_is_given():
 
 DEPLOY_EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "env.example"
 # Values deploy/env.example sets on purpose for a server, unlike the defaults.
-# The small server's choices (1 GB, one core: deploy/env.example says why).
-DEPLOYMENT_CHOICES = {"CHECKPOINT_PATH", "DATA_DIR", "TORCH_THREADS", "MAX_BATCH", "WHY_BATCH_SIZE"}
+# The small server's choices (1 GB, one core: deploy/env.example says why), and the metrics endpoint it turns on.
+DEPLOYMENT_CHOICES = {"CHECKPOINT_PATH", "DATA_DIR", "TORCH_THREADS", "MAX_BATCH", "WHY_BATCH_SIZE", "METRICS_PORT"}
 
 
 @pytest.mark.parametrize("example, deliberate", [(ENV_EXAMPLE, set()), (DEPLOY_EXAMPLE, DEPLOYMENT_CHOICES)])

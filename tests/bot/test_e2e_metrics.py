@@ -92,6 +92,8 @@ async def test_metrics_count_a_burst_and_a_why_and_stats_reads_the_same_registry
         assert value(families, "productbot_requests_total", kind="why", outcome="answered") == 1
         # The histograms counted every request.
         assert value(families, "productbot_photo_answer_seconds_count", kind="photo") == BURST
+        assert value(families, "productbot_photo_answer_seconds_count", kind="photo") == \
+            value(families, "productbot_requests_total", kind="photo"), "every photo's reply is timed"
         assert value(families, "productbot_photo_answer_seconds_bucket", kind="photo", le="+Inf") == BURST
         assert value(families, "productbot_why_first_map_seconds_count") == 1
         assert value(families, "productbot_why_final_map_seconds_count") == 1
@@ -207,6 +209,17 @@ async def test_gateway_mode_is_not_ready_while_the_cluster_is_unreachable(bot_se
     assert app.metrics_server is None, "a start that failed leaves no endpoint behind"
 
 
+def blocking_get(address: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(address, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
 class NotifySocket:
     """systemd's side of sd_notify: a real datagram socket; each datagram kept with the time it came."""
 
@@ -243,17 +256,24 @@ async def test_watchdog_pings_stop_when_the_bot_is_wedged(fake_api, bot_settings
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     monkeypatch.setenv("WATCHDOG_USEC", "200000")  # systemd's WatchdogSec=0.2: a ping every 0.1 s
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    monkeypatch.setattr("bot.health.LOOP_STALL_S", 0.8)  # production waits 10 s before calling the loop wedged
     try:
-        async with polling_bot(build_application(bot_settings(), classifier=classifier)) as app:
+        async with polling_bot(build_application(bot_settings(METRICS_PORT="0"), classifier=classifier)) as app:
             async def pinging():
                 return notify.messages("READY=1") and len(notify.messages("WATCHDOG=1")) >= 3
 
             await wait_for(pinging, "READY=1 and the watchdog's pings")
-            # Wedged: the event loop does not run for 1.5 s (a blocking call, as a bug would make).
+            # Wedged: the event loop does not run for 2 s (a blocking call, as a bug would make). /livez, served
+            # on its own thread, is asked meanwhile.
+            livez_during: list[tuple[int, str]] = []
+            asker = threading.Timer(1.4, lambda: livez_during.append(blocking_get(url(app, "/livez"))))
             wedged_at = time.monotonic()
-            time.sleep(1.5)  # noqa: ASYNC251 -- the point of the test
+            asker.start()
+            time.sleep(2.0)  # noqa: ASYNC251 -- the point of the test
             freed_at = time.monotonic()
+            asker.join()
             assert not notify.messages("WATCHDOG=1", after=wedged_at + 0.5, before=freed_at), "pinged while wedged"
+            assert livez_during and livez_during[0][0] == 503 and "event loop" in livez_during[0][1], livez_during
 
             async def pinging_again():
                 return notify.messages("WATCHDOG=1", after=freed_at)
@@ -402,3 +422,90 @@ async def test_a_taken_metrics_port_stops_the_start_with_one_line(fake_api, tiny
     errors = stderr.decode(errors="replace")
     assert process.returncode == 2, errors[-2000:]
     assert "error: METRICS_PORT=" in errors and "Traceback" not in errors, errors[-2000:]
+
+
+async def test_webhook_mode_is_ready_once_its_server_serves(fake_api, running_bot):
+    from webhook_support import free_port, local_webhook, webhook_settings
+
+    port = free_port()
+    async with running_bot(webhook=True, METRICS_PORT="0", **webhook_settings(port)) as app:
+        fake_api.proxy_webhook_to(local_webhook(port))
+
+        async def ready():
+            return (await get(app, "/readyz")).status_code == 200
+
+        await wait_for(ready, "/readyz 200 in webhook mode")
+        assert (await get(app, "/livez")).status_code == 200
+        update = await fake_api.push(fake_api.photo_update(jpeg(3)))
+        await fake_api.wait_for_answer(update["message"], timeout=20)
+
+        async def counted():
+            return value(await scrape(app), "productbot_photo_answer_seconds_count", kind="photo") == 1
+
+        await wait_for(counted, "the webhook's photo in the histogram")
+
+
+class FakeCluster:
+    """The inference endpoint's two GET/POST /classify answers (model/serve/wire.py), on a port that can go away."""
+
+    def __init__(self, classifier):
+        self.info = {"class_names": list(classifier.class_names), "checkpoint_id": classifier.checkpoint_id,
+                     "preprocess": classifier.preprocess_config.to_dict(), "runtime": "torch fp32", "replicas": {}}
+        label = classifier.class_names[0]
+        self.prediction = {"label": label, "confidence": 0.9, "top": [{"label": label, "confidence": 0.9}]}
+        self.port = free_port()
+        self.runner = None
+
+    async def start(self):
+        from aiohttp import web
+
+        async def classify(request):
+            if request.method == "GET":
+                return web.json_response(self.info)
+            await request.read()
+            return web.json_response({"prediction": self.prediction, "batch": 1,
+                                      "checkpoint_id": self.info["checkpoint_id"]})
+
+        app = web.Application()
+        app.router.add_route("*", "/classify", classify)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self):
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+async def test_a_gateway_is_not_ready_while_its_cluster_is_gone(fake_api, running_bot, classifier):
+    cluster = await FakeCluster(classifier).start()
+    try:
+        async with running_bot(METRICS_PORT="0", INFERENCE_ADDRESS=f"http://127.0.0.1:{cluster.port}",
+                               INFERENCE_TOKEN="t" * 32) as app:
+            def readyz_is(code):
+                async def check():
+                    return (await get(app, "/readyz")).status_code == code
+                return check
+
+            await wait_for(readyz_is(200), "/readyz 200 with the cluster answering")
+            await cluster.stop()
+            update = await fake_api.push(fake_api.photo_update(jpeg(5)))
+            answer = await fake_api.wait_for_answer(update["message"], timeout=20)
+            assert "busy" in answer.text.lower(), answer.text
+            await wait_for(readyz_is(503), "/readyz 503 once the cluster is unreachable")
+            assert "unreachable" in (await get(app, "/readyz")).text
+            assert (await get(app, "/livez")).status_code == 200, "an unreachable cluster is not a dead bot"
+            await cluster.start()
+            update = await fake_api.push(fake_api.photo_update(jpeg(6)))
+            answer = await fake_api.wait_for_answer(update["message"], timeout=20)
+            assert "%" in answer.text, answer.text
+            await wait_for(readyz_is(200), "/readyz 200 again once the cluster answers")
+            families = await scrape(app)
+            assert value(families, "productbot_requests_total", kind="photo", outcome="busy") == 1
+            assert value(families, "productbot_photo_answer_seconds_count", kind="photo", outcome="busy") == 1
+            assert value(families, "productbot_photo_answer_seconds_count", kind="photo", outcome="answered") == 1
+            assert value(families, "productbot_model_info", role="main", checkpoint=classifier.checkpoint_id) == 1
+    finally:
+        await cluster.stop()

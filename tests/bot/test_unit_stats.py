@@ -78,4 +78,8 @@ def test_stats_counts_come_from_the_metrics_registry():
     assert value("productbot_requests_total", {"kind": "document", "outcome": "refused", "reason": "bad_image"}) == 1
     assert value("productbot_requests_total", {"kind": "why", "outcome": "failed", "reason": "error"}) == 1
     assert value("productbot_requests_total", {"kind": "start", "outcome": "replied", "reason": ""}) == 1
-    assert value("productbot_photo_answer_seconds_count", {"kind": "photo"}) == 2
+    # Every photo's reply is timed, by outcome: answers apart from the fast "busy" ones.
+    assert value("productbot_photo_answer_seconds_count", {"kind": "photo", "outcome": "answered"}) == 1
+    assert value("productbot_photo_answer_seconds_count", {"kind": "photo", "outcome": "unsure"}) == 1
+    assert value("productbot_photo_answer_seconds_count", {"kind": "photo", "outcome": "busy"}) == 1
+    assert value("productbot_photo_answer_seconds_count", {"kind": "document", "outcome": "refused"}) == 1
