@@ -15,7 +15,6 @@ import torch
 
 from devtools.samples import image_bytes, make_photo
 from model import load_classifier
-from model.cli import main as model_cli
 from model.engines import load_engine
 from model.export_manifest import ExportUnusable, export_dir, file_sha256, read_export, verify_files
 from model.occlusion import OcclusionExplainer
@@ -27,13 +26,9 @@ NOT_NATIVE = Capability(False, "simulated: no native bf16")
 NATIVE = Capability(True, "simulated: native bf16")
 
 
-@pytest.fixture(scope="module")
-def exported(tiny_checkpoint, tmp_path_factory) -> Path:
-    """A copy of the tiny checkpoint with its export beside it, written by ``python -m model export``."""
-    checkpoint = tmp_path_factory.mktemp("exported") / "model.pt"
-    shutil.copy(tiny_checkpoint, checkpoint)
-    assert model_cli(["--threads", "2", "export", "--checkpoint", str(checkpoint)]) == 0
-    return checkpoint
+@pytest.fixture
+def exported(exported_checkpoint) -> Path:
+    return exported_checkpoint
 
 
 def engine_on(checkpoint: Path, precision: str = "fp32", capability: Capability = NOT_NATIVE) -> OpenVINOEngine:
