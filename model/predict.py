@@ -52,8 +52,13 @@ class Classifier:
         device = torch.device(device)
         if device != self.device:
             self.network = self.network.to(device)
-            self.graph, self.runner, self.precision, self.runtime, self.device = None, None, "fp32", "torch", device
+            self.device = device
+            self.serve_eager()
         return self
+
+    def serve_eager(self) -> None:
+        """Every pass on the eager fp32 torch network again: no graph, no runner (a new device, a failed preparation)."""
+        self.graph, self.runner, self.precision, self.runtime = None, None, "fp32", "torch"
 
     def use_frozen_graph(self) -> bool:
         """Trace and freeze the network for :meth:`probabilities` (about half a second); False, and
