@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import Checkpoint, load_checkpoint
+from .errors import CheckpointError
 from .fold import fold_batch_norms
 from .graph import freeze_graph
 from .prediction import Prediction
@@ -117,3 +118,17 @@ def classifier_from_checkpoint(checkpoint: Checkpoint) -> Classifier:
 def load_classifier(path: str | Path) -> Classifier:
     """Load a checkpoint file (safely, ``weights_only=True``) into a :class:`Classifier` on the CPU."""
     return classifier_from_checkpoint(load_checkpoint(path))
+
+
+def load_checked(path: str | Path) -> Classifier:
+    """:func:`load_classifier`, then one probe forward pass that must give valid probabilities: what the bot and
+    the replicas serve after a reload or as a canary. Raises :class:`model.CheckpointError`."""
+    classifier = load_classifier(path)
+    side = classifier.preprocess_config.crop
+    try:
+        probabilities = classifier.probabilities(torch.zeros(1, 3, side, side))
+    except Exception as error:  # a checkpoint that loads but cannot run
+        raise CheckpointError(f"the probe forward pass failed: {error}") from None
+    if tuple(probabilities.shape) != (1, len(classifier.class_names)) or not bool(torch.isfinite(probabilities).all()):
+        raise CheckpointError("the probe forward pass gave no valid probabilities")
+    return classifier

@@ -53,7 +53,11 @@ class Reservation:
 
     async def classify(self, data: bytes) -> Prediction:
         """Decode (raises :class:`model.ImageError`), then classify in the next micro-batch. Once only."""
-        return await self.classify_array(await self._decode(data))
+        return await self.classify_array(await self.decode(data))
+
+    async def decode(self, data: bytes) -> np.ndarray:
+        """The photo as the model takes it, decoded on the scheduler's decode pool (raises :class:`model.ImageError`)."""
+        return await self._decode(data)
 
     async def classify_array(self, array) -> Prediction:
         """An already preprocessed 3 x crop x crop image (a NumPy array, or anything ``np.asarray`` takes)."""
