@@ -16,7 +16,7 @@ from model.choices import DEVICES, PRECISIONS, RUNTIMES
 from model.threads import available_cores
 
 if TYPE_CHECKING:
-    from .scheduler import SchedulerConfig
+    from .scheduler_config import SchedulerConfig
 
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API's getFile limit: 20 MB
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -146,7 +146,7 @@ class Settings:
 
     def scheduler_config(self) -> SchedulerConfig:
         """The inference scheduler's settings: its only source, so tests and benches run what the bot runs."""
-        from .scheduler import SchedulerConfig
+        from .scheduler_config import SchedulerConfig
 
         return SchedulerConfig(
             max_batch=self.max_batch, max_batch_wait_s=self.max_batch_wait_s, queue_size=self.queue_size,

@@ -14,57 +14,26 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
-from dataclasses import dataclass
 
 from model import CheckpointError, Classifier
 from model.engine import ServingEngine
 from model.prediction import Prediction
-from model.serving.admission import Limits, Ticket
+from model.serving.admission import Ticket
 from model.serving.bridge import Reservation
-from model.serving.compute import ComputeConfig, SchedulerObserver, State
+from model.serving.compute import SchedulerObserver, State
 from model.serving.scheduler import Scheduler
-from model.torch_engine import TorchChoices, TorchEngine
+from model.torch_engine import TorchEngine
 
 from .canary import serves_canary
 from .checkpoints import ModelFiles, load_and_probe
 from .config import ConfigError
 from .drawing import MapDrawing
 from .inference import CANARY, MAIN, Busy, Explanation, ReloadResult, Stopping
+from .scheduler_config import SchedulerConfig
 
 __all__ = ["Busy", "InferenceScheduler", "SchedulerConfig", "State", "Stopping"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SchedulerConfig:
-    """Built from the bot's Settings (:func:`bot.config.Settings.scheduler_config`); no defaults of its own."""
-
-    max_batch: int
-    max_batch_wait_s: float
-    queue_size: int
-    per_chat_queue: int
-    why_queue_size: int
-    decode_workers: int
-    torch_threads: int
-    classify_workers: int
-    explain_batch_size: int
-    explain_cache_size: int
-    warm_up_batch: int  # photos in the warm-up passes at start (0: none)
-    frozen_graph: bool | None  # None: measure eager against the graph at start and keep the faster
-    precision: str = "auto"  # model.runtime.prepare_model's choices: auto (measured at start) or forced
-    device: str = "auto"
-    runtime: str = "auto"
-
-    def compute(self) -> ComputeConfig:
-        return ComputeConfig(self.max_batch, self.max_batch_wait_s, self.decode_workers, self.torch_threads,
-                             self.classify_workers, self.explain_batch_size, self.explain_cache_size, self.warm_up_batch)
-
-    def limits(self) -> Limits:
-        return Limits(self.queue_size, self.per_chat_queue, self.why_queue_size)
-
-    def choices(self) -> TorchChoices:
-        return TorchChoices(self.frozen_graph, self.precision, self.device, self.runtime)
 
 
 class InferenceScheduler:

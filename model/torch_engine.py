@@ -9,11 +9,11 @@ every pass that needs a count sets it first.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .choices import TorchChoices
 from .engine import BetweenBatches
 from .occlusion import ExplainersBySetting, OcclusionExplainer
 from .occlusion_result import OcclusionResult
@@ -22,16 +22,6 @@ from .preprocess import PreprocessConfig, open_image, preprocess_array
 from .runtime import ModelPreparation, prepare_model, runtime_cache_dir, warm_up_pass
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TorchChoices:
-    """How to prepare: each ``auto`` (measured at start) or forced (model.choices)."""
-
-    frozen_graph: bool | None = None  # None: measure eager against the graph and keep the faster
-    precision: str = "auto"
-    device: str = "auto"
-    runtime: str = "auto"
 
 
 class _TorchMapExplainer:
