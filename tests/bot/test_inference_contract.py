@@ -157,3 +157,45 @@ async def test_reload_refuses_a_bad_file_then_serves_a_good_one(make_backend, fi
         assert prediction.checkpoint_id == backend.classifier.checkpoint_id != before
     finally:
         shutil.copyfile(tiny_checkpoint, files.main)
+
+
+def test_the_gateway_bot_serves_a_photo_and_a_map_without_torch(cluster, files, tmp_path):
+    """The whole bot in gateway mode (INFERENCE_ADDRESS), in its own process against the fake Bot API: a photo is
+    answered and a /why's maps arrive, and neither torch nor ray was ever imported there."""
+    import subprocess
+    import sys
+
+    head, token = cluster
+    script = f"""
+import asyncio, pathlib, sys
+from devtools.bot_env import settings_env
+from devtools.fake_telegram import FakeTelegram
+from devtools.samples import jpeg
+from bot.app import build_application
+from bot.config import Settings
+async def main():
+    fake = await FakeTelegram().start()
+    data = pathlib.Path({str(tmp_path)!r})
+    env = settings_env(fake, pathlib.Path({str(files.main)!r}), data / "data", INFERENCE_ADDRESS={head.address!r},
+                       INFERENCE_TOKEN_FILE={str(token)!r})
+    app = build_application(Settings.from_env(environ=env, env_file=data / "no.env"))
+    await app.initialize()
+    await app.start()
+    await app.updater.start_polling(poll_interval=0, timeout=1)
+    update = await fake.push(fake.photo_update(jpeg(seed=4), chat_id=11))
+    answer = await fake.wait_for_answer(update["message"], timeout=120)
+    mark = fake.mark()
+    await fake.push(fake.command_update("/why", chat_id=11, reply_to=update["message"]))
+    fine = await fake.wait_for_call("editMessageMedia", lambda c: c.params.get("chat_id") == 11, after=mark, timeout=240)
+    await app.updater.stop()
+    await app.stop()
+    await app.shutdown()
+    await fake.stop()
+    print("RESULT", bool(answer.text), bool(fine), "torch" in sys.modules, "ray" in sys.modules)
+asyncio.run(main())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    line = next((row for row in done.stdout.splitlines() if row.startswith("RESULT")), "")
+    assert line, done.stdout + done.stderr[-3000:]
+    assert line.split()[1:] == ["True", "True", "False", "False"], line
