@@ -32,6 +32,7 @@ run: install sample
 ## test: install, lint (ruff, settings in pyproject.toml), run every test
 test: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## train: build $(CHECKPOINT) from $(DATA) (WEIGHTS=imagenet|none|/path/to/resnet50.pth)

@@ -49,12 +49,11 @@ from .buttons import WhyData, WhyNotData
 from .config import ConfigError, Settings
 from .health import HealthMonitor
 from .i18n import ENGLISH, CatalogError, Languages
-from .inference import CANARY
 from .journal import Journal, JournalingQueue, OpenEntry
 from .logging_setup import configure_logging, install_redacting_hooks, redacting_loop_handler
 from .metrics import BotMetrics, observe_inference
 from .metrics_server import MetricsServer
-from .reload import load_and_probe, reload_model
+from .reload import reload_model
 from .request_handling import DEFERRED_KEY, on_error
 from .retention import purge_old_state
 from .services import SERVICES_KEY, BotServices
@@ -66,7 +65,8 @@ from .webhook import webhook_arguments, with_webhook_secret
 if TYPE_CHECKING:
     from model import Classifier
 
-    from .scheduler import InferenceScheduler
+    from .cluster_client import ClusterInference as ClusterBackend
+    from .scheduler import InferenceScheduler as LocalBackend
 
 log = logging.getLogger(__name__)
 
@@ -314,18 +314,7 @@ async def start_services(settings: Settings, classifier: Classifier | None,
     except CatalogError as error:  # before any thread starts, like a bad FEEDBACK_DIR
         raise ConfigError(str(error)) from None
     feedback_store = await feedback.open_store(settings)  # before any thread starts: a bad FEEDBACK_DIR stops here
-    if settings.inference_address:
-        from .cluster_client import ClusterInference
-
-        inference = ClusterInference.from_settings(settings)
-    else:
-        from model import load_classifier
-
-        from .scheduler import InferenceScheduler
-
-        if classifier is None:
-            classifier = await asyncio.to_thread(load_classifier, settings.checkpoint_path)
-        inference = InferenceScheduler(classifier, settings.scheduler_config())
+    inference = await asyncio.to_thread(backend_for(settings).from_settings, settings, classifier)
     metrics = metrics or BotMetrics()
     observe_inference(metrics, inference)
     started = time.monotonic()
@@ -333,37 +322,30 @@ async def start_services(settings: Settings, classifier: Classifier | None,
     try:
         store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir, clock, settings.button_secret)
         journal = await asyncio.to_thread(Journal.in_dir, settings.data_dir, clock)
-        await inference.ready()
-        await start_canary(settings, inference)
+        await inference.ready()  # and the canary served, when set: a bad CANARY_CHECKPOINT stops the start here
     except GeneratorExit:  # a stop signal during the start: the loop is closing, nothing more can be awaited
         raise
     except BaseException:  # a bad DATA_DIR or CANARY_CHECKPOINT, a cluster refusing the token: no threads left behind
         await inference.stop()
         raise
-    classifier = inference.classifier
-    if settings.inference_address:
-        log.info("cluster ready in %.2f s: classes=%s checkpoint=%s at %s", time.monotonic() - started,
-                 ",".join(classifier.class_names), classifier.checkpoint_id[:12], settings.inference_address)
-    else:
-        log.info("model ready in %.2f s: classes=%s checkpoint=%s torch_threads=%d classify_workers=%d "
-                 "decode_workers=%d", time.monotonic() - started, ",".join(classifier.class_names),
-                 classifier.checkpoint_id[:12], settings.torch_threads, settings.classify_worker_count, settings.workers)
+    served = inference.classifier
+    log.info("inference ready in %.2f s: classes=%s checkpoint=%s; %s", time.monotonic() - started,
+             ",".join(served.class_names), served.checkpoint_id[:12], inference.stats_lines().get("forward", ""))
     return BotServices(settings=settings, inference=inference, store=store, journal=journal, stats=BotStats(metrics=metrics),
                        feedback=feedback_store, languages=languages, albums=Albums(settings.album_wait_s),
                        bytes_in_flight=BytesInFlight(settings.max_bytes_in_flight))
 
 
-async def start_canary(settings: Settings, inference: InferenceScheduler) -> None:
-    """Serve the CANARY_CHECKPOINT model, checked and warmed, to CANARY_SHARE of chats; a bad file stops the start."""
-    if settings.canary_checkpoint is None:
-        return
-    try:
-        canary = await asyncio.to_thread(load_and_probe, settings.canary_checkpoint)
-    except CheckpointError as error:
-        raise ConfigError(f"CANARY_CHECKPOINT={settings.canary_checkpoint} cannot be served: {error}") from None
-    inference.swap(canary, await asyncio.to_thread(inference.prepare_replacement, canary), CANARY)
-    log.info("canary: checkpoint %s (classes %s) serves %.0f%% of chats", canary.checkpoint_id[:12],
-             ",".join(canary.class_names), 100 * settings.canary_share)
+def backend_for(settings: Settings) -> type[LocalBackend] | type[ClusterBackend]:
+    """The one place that reads the mode: the cluster at INFERENCE_ADDRESS (a gateway: no torch, no Ray here),
+    else the model in this process. Both implement :class:`bot.inference.InferenceBackend`."""
+    if settings.inference_address:
+        from .cluster_client import ClusterInference
+
+        return ClusterInference
+    from .scheduler import InferenceScheduler
+
+    return InferenceScheduler
 
 
 async def register_commands(application: Application) -> None:
@@ -441,18 +423,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if not settings.inference_address:  # a gateway runs no model, and imports no torch
-        from model.precision import DeviceUnavailable, resolve_device
-
-        try:
-            resolve_device(settings.device)  # DEVICE=cuda on a machine without a GPU stops here, before any work
-        except DeviceUnavailable as error:
-            print(f"error: DEVICE={settings.device}: {error}", file=sys.stderr)
-            return 2
-    if not settings.inference_address and not settings.checkpoint_path.is_file():
-        print(f"error: no model checkpoint at {settings.checkpoint_path}: train one with `make train` "
-              "(or set CHECKPOINT_PATH)", file=sys.stderr)
-        return 2
     secret_generated = bool(settings.webhook_url and not settings.webhook_secret)
     settings = with_webhook_secret(settings)  # before the log starts: a generated secret is redacted too
     secrets_in_use = [*settings.secrets(), cluster_token]
@@ -464,16 +434,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*retry_after.*", category=PTBDeprecationWarning)
     keep_freed_memory()  # before the model's threads start; see model/memory.py
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    classifier = None  # with INFERENCE_ADDRESS the cluster serves the model: nothing to load, no torch here
-    if not settings.inference_address:
-        from model import load_classifier
-
-        try:
-            # Loaded before any network call, so a bad checkpoint fails at once instead of after getMe retries.
-            classifier = load_classifier(settings.checkpoint_path)
-        except CheckpointError as error:
-            print(f"error: cannot load {settings.checkpoint_path}: {error} (retrain with `make train`)", file=sys.stderr)
-            return 2
+    try:
+        # A gateway checks nothing here; the model in process is loaded before any network call, so a bad
+        # checkpoint or DEVICE fails at once instead of after getMe retries.
+        classifier = backend_for(settings).preflight(settings)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     application = build_application(settings, classifier)
     application.reload_on_sighup = True
     loop = asyncio.new_event_loop()  # PTB runs on the current loop: this one reports its errors redacted

@@ -6,9 +6,15 @@ Why HTTP through Serve's proxy and not a Ray handle in this process: a Ray drive
 connected to (one ``ray.init`` per process, and a driver that loses its GCS for long gives up), while the bot
 must outlive a cluster restart; and HTTP keeps Ray, like torch, out of the gateway.
 
-On the event loop: admission (the same limits as the scheduler: QUEUE_SIZE, PER_CHAT_QUEUE, WHY_QUEUE_SIZE;
-:class:`Busy` at once), the HTTP calls (httpx) and reading the map frames. Off it (``asyncio.to_thread``):
-decoding the photo a map is drawn on, and drawing it. Failures:
+On the event loop: admission (the one shared :class:`model.serving.admission.Admission`: QUEUE_SIZE,
+PER_CHAT_QUEUE, WHY_QUEUE_SIZE and a chat's fair share of it; :class:`Busy` at once), the HTTP calls (httpx) and
+reading the map frames. Off it (``asyncio.to_thread``): decoding the photo a map is drawn on, and drawing it
+(:class:`bot.drawing.MapDrawing`, the same as the local backend's, with its kept grids and drawn maps).
+
+Canary and reload: the cluster serves "main" and, with ``--canary-checkpoint``, "canary"; this gateway routes
+each chat by its hash (:mod:`bot.canary`, CANARY_SHARE) and sends the model's name (``X-Model``), never the chat.
+:meth:`ClusterInference.reload` asks the cluster to read its checkpoints again (``X-Reload``; every replica
+reloads, see :mod:`model.serve.registry`). Failures:
 
 - a replica that dies mid-request (a 5xx, or a broken stream): retried once, for the maps not yet received;
   Serve routes the retry to a live replica, or to the one it restarts;
@@ -19,10 +25,9 @@ decoding the photo a map is drawn on, and drawing it. Failures:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
-from collections import Counter, OrderedDict, deque
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
@@ -31,16 +36,18 @@ import httpx
 from model.errors import ImageError
 from model.occlusion_result import OcclusionResult
 from model.prediction import Prediction
-from model.preprocess import PreprocessConfig, open_image
+from model.preprocess import PreprocessConfig
 from model.serve import wire
+from model.serving.admission import Admission, Limits, Ticket
+from model.serving.levels import LevelResult
 
+from .canary import serves_canary
 from .config import INFERENCE_TOKEN_HINT, ConfigError
-from .i18n import ENGLISH
-from .inference import MAIN, Busy, Explanation, Stopping, explanation_of
+from .drawing import Drawing, MapDrawing
+from .inference import CANARY, MAIN, Busy, Explanation, ReloadResult, Stopping
 
 log = logging.getLogger(__name__)
 
-RESULTS_KEPT = 32  # final maps' grids kept here, so a "Why not …?" map is drawn without asking the cluster
 INFO_REFRESH_S = 10.0  # how often the served model and the replica counts are read again (for /stats)
 CONNECT_RETRY_S = 2.0
 
@@ -68,32 +75,39 @@ class ClusterPreparation:
 
 
 class ClusterInference:
+    """The gateway's :class:`bot.inference.InferenceBackend` (see the module docstring)."""
+
     def __init__(self, address: str, token: str, *, queue_size: int, per_chat_queue: int, why_queue_size: int,
-                 deadline_s: float, why_deadline_s: float, clock: Callable[[], float] = time.monotonic):
+                 deadline_s: float, why_deadline_s: float, canary_share: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.address = address.rstrip("/")
         self._token = token
-        self._limits = (queue_size, per_chat_queue, why_queue_size)
+        self.admission = Admission(Limits(queue_size, per_chat_queue, why_queue_size))
+        self._max_connections = queue_size + 4
         self._deadline_s, self._why_deadline_s = deadline_s, why_deadline_s
+        self.canary_share = canary_share
         self.clock = clock
         self.models: dict[str, RemoteModel] = {}
         self.info: dict = {}
         self.batch_sizes: deque[int] = deque(maxlen=1000)
-        self.heatmap_pauses = 0  # a replica's business; kept for /stats' shape
         self.retries = 0
         self.reachable = True
-        self._results: OrderedDict[tuple, OcclusionResult] = OrderedDict()  # see RESULTS_KEPT
-        self.kept_maps = 0  # maps drawn again from a kept grid, without the cluster
-        self._admitted: Counter = Counter()
-        self._admitted_maps = 0
+        self.drawing = MapDrawing()
         self._stopping = False
         self._client: httpx.AsyncClient | None = None
         self._refresher: asyncio.Task | None = None
 
     @classmethod
-    def from_settings(cls, settings) -> ClusterInference:
+    def preflight(cls, settings) -> None:
+        """Nothing to load here: the cluster serves the model (a bad INFERENCE_TOKEN_FILE stopped the start already)."""
+        return None
+
+    @classmethod
+    def from_settings(cls, settings, classifier=None) -> ClusterInference:
         return cls(settings.inference_address, settings.cluster_token(), queue_size=settings.queue_size,
                    per_chat_queue=settings.per_chat_queue, why_queue_size=settings.why_queue_size,
-                   deadline_s=settings.inference_deadline_s, why_deadline_s=settings.why_deadline_s)
+                   deadline_s=settings.inference_deadline_s, why_deadline_s=settings.why_deadline_s,
+                   canary_share=settings.canary_share)
 
     @property
     def classifier(self) -> RemoteModel:
@@ -106,7 +120,7 @@ class ClusterInference:
     # ---- life cycle ------------------------------------------------------------------------------------
     def start(self) -> None:
         # Up to the number of requests admitted at once; Serve's proxy keeps them alive between requests.
-        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=self._limits[0] + 4))
+        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=self._max_connections))
 
     async def ready(self) -> None:
         """Wait until the cluster tells which model it serves (an error line while it does not answer)."""
@@ -116,6 +130,7 @@ class ClusterInference:
 
     def begin_stop(self) -> None:
         self._stopping = True
+        self.admission.close()
 
     async def stop(self, timeout: float = 5.0) -> None:
         self.begin_stop()
@@ -146,8 +161,10 @@ class ClusterInference:
             return False
         self._back()
         self.info = response.json()
-        self.models[MAIN] = RemoteModel(list(self.info["class_names"]), self.info["checkpoint_id"],
-                                        PreprocessConfig.from_dict(self.info["preprocess"]), self.info.get("runtime", ""))
+        served = self.info.get("models") or {MAIN: self.info}
+        self.models = {name: RemoteModel(list(model["class_names"]), model["checkpoint_id"],
+                                         PreprocessConfig.from_dict(model["preprocess"]), self.info.get("runtime", ""))
+                       for name, model in served.items()}
         return True
 
     def _lost(self, error) -> None:
@@ -161,31 +178,44 @@ class ClusterInference:
             log.info("inference cluster at %s answers again", self.address)
         self.reachable = True
 
-    # ---- admission (the scheduler's limits) ------------------------------------------------------------
+    # ---- admission, routing, /stats, /forget ------------------------------------------------------------
     def queue_length(self) -> int:
-        return sum(self._admitted.values())
+        return self.admission.queued()
 
-    def waiting_for_batch(self) -> int:
-        return 0
+    def model_for(self, chat_id: int | None) -> str:
+        canary = self.models.get(CANARY)
+        if canary is None or chat_id is None:
+            return MAIN
+        return CANARY if serves_canary(chat_id, canary.checkpoint_id, self.canary_share) else MAIN
 
-    def _admit(self, chat_id: Hashable, heatmap: bool = False) -> None:
-        queue_size, per_chat, maps = self._limits
-        if self._stopping:
-            raise Stopping("the service is stopping")
-        if self.queue_length() >= queue_size:
-            raise Busy(f"{self.queue_length()} requests queued")
-        if self._admitted[chat_id] >= per_chat:
-            raise Busy(f"chat {chat_id} has {self._admitted[chat_id]} requests queued")
-        if heatmap and self._admitted_maps >= maps:
-            raise Busy(f"{self._admitted_maps} heat maps queued")
-        self._admitted[chat_id] += 1
-        self._admitted_maps += heatmap
+    @property
+    def kept_maps(self) -> int:
+        """Maps drawn again from a grid kept here, without asking the cluster."""
+        return self.drawing.drawn_from_grids
 
-    def _release(self, chat_id: Hashable, heatmap: bool = False) -> None:
-        self._admitted[chat_id] -= 1
-        if self._admitted[chat_id] <= 0:
-            del self._admitted[chat_id]
-        self._admitted_maps -= heatmap
+    def stats_lines(self) -> dict[str, object]:
+        """Where the work goes, its replicas, and what waits here for them."""
+        sizes = list(self.batch_sizes)
+        replicas = self.info.get("replicas", {})
+        running = ", ".join(f"{name} {states.get('RUNNING', 0)}" + "".join(
+            f" ({count} {state.lower()})" for state, count in states.items() if state != "RUNNING")
+            for name, states in sorted(replicas.items()))
+        lines: dict[str, object] = {
+            "mean_batch": f"{sum(sizes) / len(sizes):.1f}" if sizes else "n/a",
+            "forward": self.preparation.describe() if self.preparation else "preparing",
+            "cluster": f"{self.address} ({'reachable' if self.reachable else 'UNREACHABLE'}); replicas: "
+                       f"{running or 'unknown'}; in flight from here: {self.queue_length()} "
+                       f"({self.admission.maps_queued()} heat maps); retries after a replica failure: {self.retries}; "
+                       f"maps drawn from grids kept here: {self.kept_maps}"}
+        canary = self.models.get(CANARY)
+        if canary is not None:
+            lines["canary"] = (f"checkpoint {canary.checkpoint_id[:12]} for {self.canary_share:.0%} of chats "
+                               f"(main: {self.classifier.checkpoint_id[:12]})")
+        return lines
+
+    def forget(self, chat_id: Hashable) -> None:
+        """The grids and maps kept here (the replicas' caches hold photos' hashes only, and age out)."""
+        self.drawing.forget(chat_id)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None or self._stopping:
@@ -197,18 +227,17 @@ class ClusterInference:
 
     # ---- classification --------------------------------------------------------------------------------
     def reserve(self, chat_id: Hashable, model: str = MAIN) -> RemoteReservation:
-        self._admit(chat_id)
-        return RemoteReservation(self, chat_id)
+        return RemoteReservation(self, Ticket(self.admission, chat_id, heat_map=False), model)
 
     async def classify(self, chat_id: Hashable, data: bytes, model: str = MAIN) -> Prediction:
         with self.reserve(chat_id, model) as reservation:
             return await reservation.classify(data)
 
-    async def _classify(self, data: bytes) -> Prediction:
+    async def _classify(self, data: bytes, model: str) -> Prediction:
         deadline = self.clock() + self._deadline_s
         for attempt in (1, 2):
             try:
-                return await self._classify_once(data, deadline)
+                return await self._classify_once(data, model, deadline)
             except _ReplicaFailed as error:
                 if attempt == 2:
                     raise RuntimeError(f"classification failed twice on the cluster: {error}") from None
@@ -216,11 +245,12 @@ class ClusterInference:
                 log.warning("classification failed on a replica (%s); retrying once", error)
         raise AssertionError("unreachable")
 
-    async def _classify_once(self, data: bytes, deadline: float) -> Prediction:
+    async def _classify_once(self, data: bytes, model: str, deadline: float) -> Prediction:
         remaining = deadline - self.clock()
         try:
             response = await self._http().post(self.address + wire.CLASSIFY_ROUTE, content=data,
-                                               headers=self._headers(remaining), timeout=max(0.1, remaining))
+                                               headers=self._headers(remaining, **{wire.MODEL_HEADER: model}),
+                                               timeout=max(0.1, remaining))
         except httpx.TimeoutException:
             raise Busy("the cluster did not answer before the deadline") from None
         except (httpx.ConnectError, httpx.ConnectTimeout) as error:
@@ -248,45 +278,40 @@ class ClusterInference:
         raise Busy(f"the cluster refused the request ({status})")
 
     # ---- heat maps -------------------------------------------------------------------------------------
+    def reserve_explain(self, chat_id: Hashable) -> RemoteMapReservation:
+        return RemoteMapReservation(self, Ticket(self.admission, chat_id, heat_map=True))
+
     async def explain(self, chat_id: Hashable, data: bytes, levels: Sequence[tuple[int, int]],
                       model: str = MAIN, target: int | None = None, language=None) -> AsyncIterator[Explanation]:
-        """Heat maps for each (patch, stride) in ``levels``, coarse to fine, drawn here from the cluster's maps,
-        for class ``target`` (default: the predicted one) with texts in ``language`` (a bot.i18n.Language).
-        A final map whose grid is kept here (:data:`RESULTS_KEPT`) is drawn again without the cluster."""
-        self._admit(chat_id, heatmap=True)
-        try:
-            deadline = self.clock() + self._why_deadline_s
-            remaining = [(int(p), int(s)) for p, s in levels]
-            served = self.classifier
-            drawing = _Drawing(bytes(data), served, target, language or ENGLISH, self._results)
-            kept = await drawing.kept(remaining[-1])
-            if kept is not None:
-                self.kept_maps += 1
-                yield kept
-                return
-            for attempt in (1, 2):
-                try:
-                    async for explanation in self._explain_once(drawing, remaining, deadline):
-                        yield explanation
-                        if explanation.final:
-                            return
-                        remaining.pop(0)
-                    raise _ReplicaFailed("the map stream ended early")
-                except _ReplicaFailed as error:
-                    if self._stopping:  # the bot is stopping, not the replica failing: the journal keeps it
-                        raise Stopping("the service is stopping") from None
-                    if attempt == 2:
-                        raise RuntimeError(f"the heat map failed twice on the cluster: {error}") from None
-                    self.retries += 1
-                    log.warning("a heat map failed on a replica (%s); retrying once for %s", error,
-                                wire.format_levels(remaining))
-        finally:
-            self._release(chat_id, heatmap=True)
+        with self.reserve_explain(chat_id) as reservation:
+            async for explanation in reservation.explain(data, levels, model, target, language):
+                yield explanation
 
-    async def _explain_once(self, drawing: _Drawing, levels: list[tuple[int, int]],
+    async def _explain(self, drawing: Drawing, levels: list[tuple[int, int]], model: str) -> AsyncIterator[Explanation]:
+        """The cluster's maps, drawn here; one retry, for the maps not yet received, after a replica failed."""
+        deadline = self.clock() + self._why_deadline_s
+        remaining = list(levels)
+        for attempt in (1, 2):
+            try:
+                async for explanation in self._explain_once(drawing, remaining, model, deadline):
+                    yield explanation
+                    if explanation.final:
+                        return
+                    remaining.pop(0)
+                raise _ReplicaFailed("the map stream ended early")
+            except _ReplicaFailed as error:
+                if self._stopping:  # the bot is stopping, not the replica failing: the journal keeps it
+                    raise Stopping("the service is stopping") from None
+                if attempt == 2:
+                    raise RuntimeError(f"the heat map failed twice on the cluster: {error}") from None
+                self.retries += 1
+                log.warning("a heat map failed on a replica (%s); retrying once for %s", error,
+                            wire.format_levels(remaining))
+
+    async def _explain_once(self, drawing: Drawing, levels: list[tuple[int, int]], model: str,
                             deadline: float) -> AsyncIterator[Explanation]:
         timeout = deadline - self.clock()
-        headers = self._headers(timeout, **{wire.LEVELS_HEADER: wire.format_levels(levels)})
+        headers = self._headers(timeout, **{wire.LEVELS_HEADER: wire.format_levels(levels), wire.MODEL_HEADER: model})
         try:
             async with self._http().stream("POST", self.address + wire.EXPLAIN_ROUTE, content=drawing.data,
                                            headers=headers, timeout=httpx.Timeout(max(0.1, timeout))) as response:
@@ -301,7 +326,7 @@ class ClusterInference:
                     except wire.FrameTooLarge as error:  # a broken stream: not buffered, retried once
                         raise _ReplicaFailed(str(error)) from None
                     for meta, arrays in frames:
-                        yield await drawing.draw(meta, arrays)
+                        yield await drawing.draw(_level_of(meta, arrays))
         except httpx.TimeoutException:
             raise Busy("the heat map was not done before the deadline") from None
         except (httpx.ConnectError, httpx.ConnectTimeout) as error:
@@ -310,75 +335,82 @@ class ClusterInference:
         except httpx.TransportError as error:
             raise _ReplicaFailed(repr(error)) from None
 
-    def cluster_stats(self) -> dict:
-        """For /stats: where the work goes, its replicas, and what waits here for them."""
-        replicas = self.info.get("replicas", {})
-        running = ", ".join(f"{name} {states.get('RUNNING', 0)}" + "".join(
-            f" ({count} {state.lower()})" for state, count in states.items() if state != "RUNNING")
-            for name, states in sorted(replicas.items()))
-        return {"cluster": f"{self.address} ({'reachable' if self.reachable else 'UNREACHABLE'}); replicas: "
-                           f"{running or 'unknown'}; in flight from here: {self.queue_length()} "
-                           f"({self._admitted_maps} heat maps); retries after a replica failure: {self.retries}; "
-                           f"maps drawn from grids kept here: {self.kept_maps}"}
+    # ---- reload ----------------------------------------------------------------------------------------
+    async def reload(self, reason: str) -> ReloadResult:
+        """Every replica reads its checkpoints again, by the local rules (load, probe, prepare; a bad file is
+        refused and the old model keeps serving); the answer says what each model serves now."""
+        try:
+            response = await self._http().post(self.address + wire.CLASSIFY_ROUTE, content=b"",
+                                               headers=self._headers(RELOAD_TIMEOUT_S, **{wire.RELOAD_HEADER: "1"}),
+                                               timeout=RELOAD_TIMEOUT_S)
+            answer = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+        except (httpx.TransportError, ValueError) as error:
+            answer, response = {"text": f"the cluster did not answer ({error!r})"}, None
+        ok = response is not None and response.status_code == 200 and bool(answer.get("ok"))
+        result = ReloadResult(ok, f"reload ({reason}) on the cluster{'' if ok else ' refused'}: "
+                                  f"{answer.get('text') or (response.text[:200] if response is not None else '')}")
+        (log.info if ok else log.error)(result.text)
+        await self.refresh_info()
+        return result
 
 
-class _Drawing:
-    """A /why's photo, decoded once (off the event loop) when its first map arrives, and each map drawn on it."""
+RELOAD_TIMEOUT_S = 300.0  # every replica loads and prepares the new checkpoint(s)
 
-    def __init__(self, data: bytes, served: RemoteModel, target: int | None, lang, results: OrderedDict):
-        self.data = data
-        self._served, self._target, self._lang, self._results = served, target, lang, results
-        self._digest = hashlib.sha256(data).hexdigest()
-        self._image = None
 
-    def _key(self, patch: int, stride: int) -> tuple:
-        return self._served.checkpoint_id, self._digest, int(patch), int(stride)
+def _level_of(meta: dict, arrays: dict) -> LevelResult:
+    """A frame from an Explainer replica as the level it computed; the errors it may carry, raised."""
+    kind = meta.get("kind")
+    if kind == "image_error":
+        raise ImageError(meta.get("message", "the image could not be read"))
+    if kind == "deadline":
+        raise Busy(meta.get("message", "the deadline passed"))
+    if kind != "map":
+        raise _ReplicaFailed(f"an unknown frame {kind!r}")
+    result = OcclusionResult(**{name: arrays[name] if name in arrays else meta.get(name)
+                                for name in OcclusionResult.__dataclass_fields__})
+    return LevelResult(result, int(meta["patch"]), int(meta["stride"]), bool(meta["cached"]), bool(meta["final"]),
+                       "", str(meta.get("checkpoint_id", "")))
 
-    async def kept(self, level: tuple[int, int]) -> Explanation | None:
-        """The final map drawn from a grid kept here, or None."""
-        result = self._results.get(self._key(*level))
-        if result is None:
-            return None
-        self._results.move_to_end(self._key(*level))
-        return await self._draw(result, *level, final=True, cached=True)
 
-    async def _draw(self, result: OcclusionResult, patch: int, stride: int, final: bool, cached: bool) -> Explanation:
-        config = self._served.preprocess_config
-        if self._image is None:
-            self._image = await asyncio.to_thread(open_image, self.data, draft_size=config.resize)
-        return await asyncio.to_thread(explanation_of, self._image, result, self._target, self._lang,
-                                       self._served.class_names, config, patch, stride, final, cached)
+class RemoteMapReservation:
+    """A /why's admitted place (see :class:`bot.inference.MapReservation`)."""
 
-    async def draw(self, meta: dict, arrays: dict) -> Explanation:
-        kind = meta.get("kind")
-        if kind == "image_error":
-            raise ImageError(meta.get("message", "the image could not be read"))
-        if kind == "deadline":
-            raise Busy(meta.get("message", "the deadline passed"))
-        if kind != "map":
-            raise _ReplicaFailed(f"an unknown frame {kind!r}")
-        result = OcclusionResult(**{name: arrays[name] if name in arrays else meta.get(name)
-                                    for name in OcclusionResult.__dataclass_fields__})
-        patch, stride, final = int(meta["patch"]), int(meta["stride"]), bool(meta["final"])
-        if final:
-            self._results[self._key(patch, stride)] = result
-            while len(self._results) > RESULTS_KEPT:
-                self._results.popitem(last=False)
-        return await self._draw(result, patch, stride, final, bool(meta["cached"]))
+    def __init__(self, inference: ClusterInference, ticket: Ticket):
+        self._inference, self._ticket = inference, ticket
+
+    def __enter__(self) -> RemoteMapReservation:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._ticket.release()
+
+    async def explain(self, data: bytes, levels: Sequence[tuple[int, int]], model: str = MAIN, target: int | None = None,
+                      language=None) -> AsyncIterator[Explanation]:
+        """Heat maps for each (patch, stride) in ``levels``, coarse to fine, drawn here from the cluster's maps, for
+        class ``target`` (default: the predicted one) in ``language``. A final map kept here is drawn again
+        without the cluster."""
+        inference, levels = self._inference, [(int(p), int(s)) for p, s in levels]
+        served = inference.models.get(model) or inference.classifier
+        drawing = inference.drawing.start(self._ticket.chat_id, bytes(data), served, target, language)
+        kept = await drawing.kept(levels[-1])
+        if kept is not None:
+            yield kept
+            return
+        async for explanation in inference._explain(drawing, levels, model if model in inference.models else MAIN):
+            yield explanation
 
 
 class RemoteReservation:
-    """One admitted classification (see :meth:`bot.scheduler.InferenceScheduler.reserve`)."""
+    """One admitted classification (see :class:`bot.inference.ClassifyReservation`)."""
 
-    def __init__(self, inference: ClusterInference, chat_id: Hashable):
-        self._inference = inference
-        self._chat_id = chat_id
+    def __init__(self, inference: ClusterInference, ticket: Ticket, model: str):
+        self._inference, self._ticket, self._model = inference, ticket, model
 
     def __enter__(self) -> RemoteReservation:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self._inference._release(self._chat_id)
+        self._ticket.release()
 
     async def classify(self, data: bytes) -> Prediction:
-        return await self._inference._classify(data)
+        return await self._inference._classify(data, self._model if self._model in self._inference.models else MAIN)

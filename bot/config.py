@@ -202,7 +202,7 @@ class Settings(ComputeSettings):
 
     def scheduler_config(self):
         """The inference scheduler's settings: its only source, so tests and benches run what the bot runs."""
-        from .scheduler import SchedulerConfig
+        from .scheduler_config import SchedulerConfig
 
         return SchedulerConfig(
             max_batch=self.max_batch, max_batch_wait_s=self.max_batch_wait_s, queue_size=self.queue_size,

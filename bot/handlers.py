@@ -269,16 +269,7 @@ def stats_reply(user_id: int | None, svc: BotServices, journal_open: int | None 
     if not is_admin(user_id, svc.settings.admin_user_ids):
         return messages.NOT_ADMIN
     snapshot = svc.stats.snapshot(svc.inference.queue_length())
-    sizes = list(svc.inference.batch_sizes)
-    snapshot["mean_batch"] = f"{sum(sizes) / len(sizes):.1f}" if sizes else "n/a"
-    preparation = svc.inference.preparation
-    snapshot["forward"] = preparation.describe() if preparation else "preparing"
-    snapshot["heatmap_pauses"] = svc.inference.heatmap_pauses
-    if svc.settings.inference_address:
-        snapshot.update(svc.inference.cluster_stats())
-    if svc.canary is not None:
-        snapshot["canary"] = (f"checkpoint {svc.canary.checkpoint_id[:12]} for {svc.settings.canary_share:.0%} of chats "
-                              f"(main: {svc.classifier.checkpoint_id[:12]})")
+    snapshot.update(svc.inference.stats_lines())
     if journal_open is not None:
         snapshot["journal_open"] = journal_open
     return messages.stats_text(snapshot)

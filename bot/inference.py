@@ -1,24 +1,108 @@
-"""What the handlers need of an inference service, whichever runs it: the in-process scheduler
-(:class:`bot.scheduler.InferenceScheduler`) or a Ray Serve cluster (:class:`bot.cluster_client.ClusterInference`).
+"""The inference contract: what the handlers need of an inference backend, whichever runs it — the in-process
+scheduler (:class:`bot.scheduler.InferenceScheduler`) or a Ray Serve cluster (:class:`bot.cluster_client.ClusterInference`).
+The composition root (:func:`bot.app.start_services`) picks one; nothing else asks which.
 
-Both offer ``reserve(chat, model) -> reservation`` (``with``; ``await reservation.classify(bytes)``),
-``classify``, ``explain(chat, bytes, levels, model)`` (an async iterator of :class:`Explanation`, coarse to
-fine), ``queue_length()``, ``models``/``classifier``, ``start``/``ready``/``stop``; and raise :class:`Busy`
-and :class:`Stopping`. This module needs no torch, so a gateway bot imports it without loading a model.
+:class:`InferenceBackend` (a Protocol) is the contract, and tests/bot/test_inference_contract.py runs the same cases
+against both. Both raise :class:`Busy` (and :class:`Stopping`, a Busy) from :mod:`model.serving.admission`, the one
+admission shared with the replicas. This module needs no torch, so a gateway bot imports it without loading a model.
 """
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+from model.prediction import Prediction
+from model.preprocess import PreprocessConfig
+from model.serving.admission import Busy, Stopping
+
+__all__ = ["CANARY", "MAIN", "Busy", "ClassifyReservation", "Explanation", "InferenceBackend", "MapReservation",
+           "ModelView", "ReloadResult", "Stopping", "WHY_NOT_CLASSES", "explanation_of", "render_explanation"]
 
 MAIN, CANARY = "main", "canary"
 
 
-class Busy(Exception):
-    """Too much work is queued (overall, for this chat, or heat maps); try again later."""
+class ModelView(Protocol):
+    """What the handlers read of a served model."""
+
+    class_names: list[str]
+    checkpoint_id: str
+    preprocess_config: PreprocessConfig
 
 
-class Stopping(Busy):
-    """The service is stopping: the request is not done, and the journal keeps it for the next start."""
+@dataclass(frozen=True)
+class ReloadResult:
+    ok: bool
+    text: str  # one line, for the log and for the admin who asked
+
+
+class ClassifyReservation(Protocol):
+    """A photo's admitted place: ``with backend.reserve(chat, model) as r: ... await r.classify(data)``."""
+
+    def __enter__(self) -> ClassifyReservation: ...
+
+    def __exit__(self, *exc_info) -> None: ...
+
+    async def classify(self, data: bytes) -> Prediction: ...
+
+
+class MapReservation(Protocol):
+    """A /why's admitted place, taken before its photo is downloaded: ``with backend.reserve_explain(chat) as r:
+    ... async for explanation in r.explain(data, levels, model, target, language)`` (coarse to fine)."""
+
+    def __enter__(self) -> MapReservation: ...
+
+    def __exit__(self, *exc_info) -> None: ...
+
+    def explain(self, data: bytes, levels: Sequence[tuple[int, int]], model: str = MAIN, target: int | None = None,
+                language=None) -> AsyncIterator[Explanation]: ...
+
+
+class InferenceBackend(Protocol):
+    """Classify, explain (levels streamed coarse to fine), admission first, reload, canary routing, /stats, /forget,
+    start/ready/stop. Admission refuses at once (:class:`Busy`): QUEUE_SIZE, PER_CHAT_QUEUE, WHY_QUEUE_SIZE and a
+    chat's fair share of it."""
+
+    models: dict[str, ModelView]  # "main", and "canary" while a candidate serves a share of chats
+
+    @property
+    def classifier(self) -> ModelView:
+        """The main model, as served now."""
+        ...
+
+    def model_for(self, chat_id: int | None) -> str:
+        """The name of the model that serves this chat: the canary for its CANARY_SHARE of chats (bot.canary)."""
+        ...
+
+    def reserve(self, chat_id: Hashable, model: str = MAIN) -> ClassifyReservation: ...
+
+    async def classify(self, chat_id: Hashable, data: bytes, model: str = MAIN) -> Prediction: ...
+
+    def reserve_explain(self, chat_id: Hashable) -> MapReservation: ...
+
+    def explain(self, chat_id: Hashable, data: bytes, levels: Sequence[tuple[int, int]], model: str = MAIN,
+                target: int | None = None, language=None) -> AsyncIterator[Explanation]: ...
+
+    async def reload(self, reason: str) -> ReloadResult:
+        """Load, check and prepare the checkpoint(s) again and serve them; a bad file is refused, the old model
+        keeps serving, and work in flight finishes on the model it started with."""
+        ...
+
+    def queue_length(self) -> int: ...
+
+    def stats_lines(self) -> dict[str, object]:
+        """What /stats shows of this backend (its own lines only)."""
+        ...
+
+    def forget(self, chat_id: Hashable) -> None:
+        """Drop what the in-memory caches keep of this chat's photos (/forget)."""
+        ...
+
+    def start(self) -> None: ...
+
+    async def ready(self) -> None: ...
+
+    async def stop(self, timeout: float = 5.0) -> None: ...
 
 
 WHY_NOT_CLASSES = 3  # "Why not …?" buttons for the other classes among the top 3

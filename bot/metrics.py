@@ -146,9 +146,13 @@ class BotMetrics:
 
     # ---- state, sampled from the event loop ------------------------------------------------------------
     def set_models(self, models: Iterable[tuple[str, object]]) -> None:
-        """``(role, classifier)`` pairs: ``main`` and ``canary``."""
-        current = {(getattr(model, "checkpoint_id", "") or "", getattr(model, "runtime", "") or "",
-                    getattr(model, "precision", "") or "", role) for role, model in models}
+        """``(role, engine)`` pairs: ``main`` and ``canary`` (an engine's preparation says how it computes; a cluster's
+        model view says it itself)."""
+        def how(model) -> object:
+            return getattr(model, "preparation", None) or model
+
+        current = {(getattr(model, "checkpoint_id", "") or "", getattr(how(model), "runtime", "") or "",
+                    getattr(how(model), "precision", "") or "", role) for role, model in models}
         for labels in self._models_shown - current:  # a reload or a canary's end: the old series goes
             self.model_info.remove(*labels)
         for labels in current:
@@ -179,8 +183,26 @@ class BotMetrics:
         return value
 
 
+class _ForwardPasses:
+    """The serving core's observer (model.serving.compute.SchedulerObserver): each classification batch's forward
+    pass into the histograms, labelled by the runtime and precision of the model that ran it."""
+
+    def __init__(self, metrics: BotMetrics, inference) -> None:
+        self._metrics, self._inference = metrics, inference
+
+    def batch_done(self, model: str, size: int, seconds: float) -> None:
+        engine = self._inference.models.get(model)
+        preparation = getattr(engine, "preparation", None)
+        self._metrics.observe_forward(getattr(preparation, "runtime", ""), getattr(preparation, "precision", ""),
+                                      seconds, size)
+
+    def level_done(self, model: str, patch: int, stride: int, seconds: float, cached: bool) -> None:
+        return None
+
+
 def observe_inference(metrics: BotMetrics, inference) -> None:
-    """Hook the metrics into an inference backend: the in-process scheduler's forward-pass observer (a cluster
-    client has none: its replicas export the forward passes themselves, model/serve/replica_metrics.py)."""
-    if hasattr(inference, "forward_observer"):
-        inference.forward_observer = metrics.observe_forward
+    """Hook the metrics into an inference backend: the in-process serving core's observer (a cluster client has
+    none: its replicas export the forward passes themselves, model/serve/replica_metrics.py)."""
+    core = getattr(inference, "core", None)
+    if core is not None:
+        core.observer = _ForwardPasses(metrics, inference)

@@ -2,27 +2,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from telegram import Update
 from telegram.ext import ContextTypes
 
 from .albums import Albums
 from .budget import BytesInFlight
-from .canary import serves_canary
 from .config import Settings
 from .feedback_store import FeedbackStore
 from .i18n import ENGLISH, Language, Languages
-from .inference import CANARY, MAIN
+from .inference import CANARY, InferenceBackend, ModelView
 from .journal import Journal
 from .stats import BotStats
 from .store import PhotoStore
-
-if TYPE_CHECKING:
-    from model import Classifier
-
-    from .cluster_client import ClusterInference
-    from .scheduler import InferenceScheduler
 
 SERVICES_KEY = "services"
 
@@ -30,7 +22,7 @@ SERVICES_KEY = "services"
 @dataclass
 class BotServices:
     settings: Settings
-    inference: InferenceScheduler | ClusterInference  # in process, or a cluster (INFERENCE_ADDRESS)
+    inference: InferenceBackend  # in process, or a cluster (INFERENCE_ADDRESS): bot.app picks it
     store: PhotoStore
     journal: Journal
     stats: BotStats
@@ -40,30 +32,25 @@ class BotServices:
     feedback: FeedbackStore | None = None  # None: feedback is off (FEEDBACK_DIR unset)
 
     @property
-    def classifier(self) -> Classifier:
-        """The main model (CHECKPOINT_PATH), as the scheduler serves it now (a reload swaps it there)."""
+    def classifier(self) -> ModelView:
+        """The main model (CHECKPOINT_PATH), as the backend serves it now (a reload swaps it there)."""
         return self.inference.classifier
 
     @property
-    def canary(self) -> Classifier | None:
+    def canary(self) -> ModelView | None:
         """The candidate model for CANARY_SHARE of chats (CANARY_CHECKPOINT), if one is served."""
         return self.inference.models.get(CANARY)
 
     def model_for(self, chat_id: int | None) -> str:
-        """The scheduler's name of the model that serves this chat: the canary for its share of chats."""
-        if self.canary is None or chat_id is None:
-            return MAIN
-        return CANARY if serves_canary(chat_id, self.canary.checkpoint_id, self.settings.canary_share) else MAIN
+        """The backend's name of the model that serves this chat (the backend routes the canary's share)."""
+        return self.inference.model_for(chat_id)
 
-    def classifier_for(self, chat_id: int | None) -> Classifier:
-        return self.canary if self.model_for(chat_id) == CANARY else self.classifier
+    def classifier_for(self, chat_id: int | None) -> ModelView:
+        return self.inference.models.get(self.model_for(chat_id)) or self.classifier
 
     @property
     def why_levels(self) -> list[tuple[int, int]]:
-        """Coarse first (sent at once), then fine (edited in); one level when both are the same."""
-        coarse = (self.settings.why_coarse_patch, self.settings.why_coarse_stride)
-        fine = (self.settings.why_patch, self.settings.why_stride)
-        return [fine] if coarse == fine else [coarse, fine]
+        return self.settings.why_levels
 
 
 def services(context: ContextTypes.DEFAULT_TYPE) -> BotServices:

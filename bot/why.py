@@ -129,19 +129,36 @@ async def explain_and_send(update: Update, context: ContextTypes.DEFAULT_TYPE, p
     started = time.monotonic()
     lang = language_of(update, context)
     chat_id = update.effective_chat.id
-    why_not = target is not None
     key = await asyncio.to_thread(svc.store.keep_key, chat_id, photo_ref)  # so the "Why not …?" buttons find the photo
-    data = await fetch_bytes(context.bot, update.effective_message, chat_id, photo_ref, None,
-                             svc.settings.max_file_bytes, lang)
-    uploading = asyncio.create_task(_keep_uploading(context, chat_id))
     reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+    try:
+        # Admitted before the download, so a full queue refuses without fetching the photo.
+        with svc.inference.reserve_explain(chat_id) as reservation:
+            data = await fetch_bytes(context.bot, update.effective_message, chat_id, photo_ref, None,
+                                     svc.settings.max_file_bytes, lang)
+            return await _send_maps(update, context, svc, reservation, data, key, reply, target, lang, started)
+    except ImageError as error:
+        await context.bot.send_message(chat_id, messages.bad_image(str(error), lang), reply_parameters=reply)
+        return Outcome.of("bad_image", reason=json.dumps(str(error)))
+    except Stopping:
+        raise
+    except Busy as error:
+        await context.bot.send_message(chat_id, lang.gettext(messages.BUSY), reply_parameters=reply)
+        return Outcome.of("busy", reason=json.dumps(str(error)))
+
+
+async def _send_maps(update: Update, context: ContextTypes.DEFAULT_TYPE, svc, reservation, data: bytes, key: str,
+                     reply: ReplyParameters | None, target: int | None, lang: Language, started: float) -> Outcome:
+    """Send the first map, then edit each finer one into the same message (the journal keeps its id)."""
+    chat_id = update.effective_chat.id
+    why_not = target is not None
+    uploading = asyncio.create_task(_keep_uploading(context, chat_id))
     sent_id = await asyncio.to_thread(svc.journal.progress, update.update_id)  # a resumed /why's message
     sent_levels = []
     try:
         # A "Why not …?" map is the fine level only: its grid is the one the /why before it cached.
         levels = svc.why_levels[-1:] if why_not else svc.why_levels
-        async for explanation in svc.inference.explain(chat_id, data, levels, svc.model_for(chat_id), target=target,
-                                                       language=lang):
+        async for explanation in reservation.explain(data, levels, svc.model_for(chat_id), target=target, language=lang):
             caption = caption_of(explanation, why_not, lang)
             markup = why_not_keyboard(key, explanation, lang) if explanation.final else None
             if sent_id is None:
@@ -162,14 +179,6 @@ async def explain_and_send(update: Update, context: ContextTypes.DEFAULT_TYPE, p
                 metrics.heatmap_sent(explanation.cached)
                 return Outcome.of("sent", answered=True, patches=",".join(map(str, sent_levels)),
                                   cached=explanation.cached, target=json.dumps(explanation.label))
-    except ImageError as error:
-        await context.bot.send_message(chat_id, messages.bad_image(str(error), lang), reply_parameters=reply)
-        return Outcome.of("bad_image", reason=json.dumps(str(error)))
-    except Stopping:
-        raise
-    except Busy as error:
-        await context.bot.send_message(chat_id, lang.gettext(messages.BUSY), reply_parameters=reply)
-        return Outcome.of("busy", reason=json.dumps(str(error)))
     finally:
         uploading.cancel()
         with contextlib.suppress(asyncio.CancelledError):

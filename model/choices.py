@@ -1,6 +1,19 @@
 """The values PRECISION/--precision, DEVICE/--device and RUNTIME/--runtime accept, importable without torch
 (the serve command and the gateway parse them without loading a model)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
 
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 RUNTIMES = ("auto", "torch", "openvino")
+
+
+@dataclass(frozen=True)
+class TorchChoices:
+    """How the torch engine (model.torch_engine) is prepared: each ``auto`` (measured at start) or forced."""
+
+    frozen_graph: bool | None = None  # None: measure eager against the graph and keep the faster
+    precision: str = "auto"
+    device: str = "auto"
+    runtime: str = "auto"

@@ -57,7 +57,15 @@ class ServingEngine(Protocol):
     preprocess_config: PreprocessConfig
 
     @property
-    def preparation(self) -> Preparation: ...
+    def preparation(self) -> Preparation | None:
+        """None until :meth:`prepare` ran."""
+        ...
+
+    def prepare(self, workers: int, threads: int, probe_batch: int) -> Preparation:
+        """Choose how to compute (device, runtime, precision, by measurement where asked), on the calling thread,
+        as it will be served: ``workers`` threads side by side, ``threads`` compute threads each. Raises
+        ValueError for a setting it cannot serve. An engine fixed at export may just return its preparation."""
+        ...
 
     def decode(self, data: bytes) -> np.ndarray:
         """Photo bytes -> the normalized float32 3 x crop x crop array the network takes; raises

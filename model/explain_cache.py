@@ -1,47 +1,27 @@
 """A bounded, thread-safe LRU of occlusion results, so a second /why of the same photo answers at once.
 
 Keyed by (checkpoint id, sha256 of the image content, patch, stride): a new checkpoint or other settings
-never return a stale map.
+never return a stale map. The cache itself is the one LRU type (:class:`model.serving.lru.LRUCache`).
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
-from .occlusion import OcclusionResult
+from .occlusion_result import OcclusionResult
+from .serving.lru import LRUCache
 
 CacheKey = tuple[str, str, int, int]
 
 
-class ExplanationCache:
+class ExplanationCache(LRUCache[CacheKey, OcclusionResult]):
     def __init__(self, max_entries: int = 128):
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
-        self.max_entries = max_entries
-        self._entries: OrderedDict[CacheKey, OcclusionResult] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+        super().__init__(max_entries)
 
-    def get(self, checkpoint_id: str, image_sha256: str, patch: int, stride: int) -> OcclusionResult | None:
-        key = (checkpoint_id, image_sha256, int(patch), int(stride))
-        with self._lock:
-            result = self._entries.get(key)
-            if result is None:
-                self.misses += 1
-                return None
-            self._entries.move_to_end(key)  # most recently used last; eviction takes the first
-            self.hits += 1
-            return result
+    def get(self, checkpoint_id: str, image_sha256: str, patch: int, stride: int) -> OcclusionResult | None:  # type: ignore[override]
+        return super().get((checkpoint_id, image_sha256, int(patch), int(stride)))
 
-    def put(self, checkpoint_id: str, image_sha256: str, patch: int, stride: int, result: OcclusionResult) -> None:
-        key = (checkpoint_id, image_sha256, int(patch), int(stride))
-        with self._lock:
-            self._entries[key] = result
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+    def put(self, checkpoint_id: str, image_sha256: str, patch: int, stride: int,  # type: ignore[override]
+            result: OcclusionResult) -> None:
+        super().put((checkpoint_id, image_sha256, int(patch), int(stride)), result)
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
+    def forget(self, digests: set[str]) -> int:
+        """Drop the maps of these photos (/forget)."""
+        return self.drop_where(lambda key: key[1] in digests)

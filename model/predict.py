@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import Checkpoint, load_checkpoint
+from .errors import CheckpointError
 from .fold import fold_batch_norms
 from .graph import freeze_graph
 from .prediction import Prediction
@@ -52,8 +53,13 @@ class Classifier:
         device = torch.device(device)
         if device != self.device:
             self.network = self.network.to(device)
-            self.graph, self.runner, self.precision, self.runtime, self.device = None, None, "fp32", "torch", device
+            self.device = device
+            self.serve_eager()
         return self
+
+    def serve_eager(self) -> None:
+        """Every pass on the eager fp32 torch network again: no graph, no runner (a new device, a failed preparation)."""
+        self.graph, self.runner, self.precision, self.runtime = None, None, "fp32", "torch"
 
     def use_frozen_graph(self) -> bool:
         """Trace and freeze the network for :meth:`probabilities` (about half a second); False, and
@@ -112,3 +118,17 @@ def classifier_from_checkpoint(checkpoint: Checkpoint) -> Classifier:
 def load_classifier(path: str | Path) -> Classifier:
     """Load a checkpoint file (safely, ``weights_only=True``) into a :class:`Classifier` on the CPU."""
     return classifier_from_checkpoint(load_checkpoint(path))
+
+
+def load_checked(path: str | Path) -> Classifier:
+    """:func:`load_classifier`, then one probe forward pass that must give valid probabilities: what the bot and
+    the replicas serve after a reload or as a canary. Raises :class:`model.CheckpointError`."""
+    classifier = load_classifier(path)
+    side = classifier.preprocess_config.crop
+    try:
+        probabilities = classifier.probabilities(torch.zeros(1, 3, side, side))
+    except Exception as error:  # a checkpoint that loads but cannot run
+        raise CheckpointError(f"the probe forward pass failed: {error}") from None
+    if tuple(probabilities.shape) != (1, len(classifier.class_names)) or not bool(torch.isfinite(probabilities).all()):
+        raise CheckpointError("the probe forward pass gave no valid probabilities")
+    return classifier

@@ -236,7 +236,7 @@ def prepare_model(classifier: Classifier, frozen_graph: bool | None, probe_batch
     precision, runtime = check_precision(precision), check_runtime(runtime)
     target = resolve_device(device)
     classifier.to(target)
-    classifier.runner, classifier.precision, classifier.runtime = None, "fp32", "torch"
+    classifier.serve_eager()
     side = classifier.preprocess_config.crop
     generator = torch.Generator().manual_seed(0)
     batch = torch.randn(max(1, probe_batch), 3, side, side, generator=generator).to(target)

@@ -42,6 +42,9 @@ CLASSIFY_APP, EXPLAIN_APP = "classifier", "explainer"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint, readable on every machine")
+    parser.add_argument("--canary-checkpoint", type=Path, default=None, metavar="FILE",
+                        help="a candidate model the replicas serve beside the main one, for the share of chats the bot "
+                             "routes to it (CANARY_SHARE); readable on every machine")
     parser.add_argument("--join", metavar="ADDRESS", default=None,
                         help="join the cluster whose head printed 'join address: ADDRESS' instead of starting one")
     parser.add_argument("--classify-replicas", type=int, default=1, metavar="N")
@@ -84,6 +87,7 @@ def deploy(args: argparse.Namespace, gcs_address: str) -> None:
     from ray import serve
 
     from .deployments import ClassifierDeployment, ExplainerDeployment, ReplicaOptions
+    from .registry import create_registry
 
     for _ in range(120):  # the GCS takes a few seconds to come up
         try:
@@ -97,7 +101,9 @@ def deploy(args: argparse.Namespace, gcs_address: str) -> None:
     options = ReplicaOptions(checkpoint=str(args.checkpoint.resolve()), device="cuda" if gpus else args.device,
                              precision=args.precision, threads=max(1, round(args.replica_cpus)),
                              max_batch=args.max_batch, max_batch_wait_s=args.max_batch_wait_ms / 1000,
-                             explain_batch_size=args.why_batch_size, explain_cache_size=args.explain_cache_size)
+                             explain_batch_size=args.why_batch_size, explain_cache_size=args.explain_cache_size,
+                             canary_checkpoint=str(args.canary_checkpoint.resolve()) if args.canary_checkpoint else None)
+    create_registry()  # before the replicas, which read its generation at start (model.serve.registry)
     actor_options = {"num_cpus": args.replica_cpus, "num_gpus": 1 if gpus else 0}
     serve.start(proxy_location="HeadOnly", http_options={"host": args.host, "port": args.http_port})
     for app, deployment, replicas, route in ((CLASSIFY_APP, ClassifierDeployment, args.classify_replicas,
@@ -155,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not args.join and not args.checkpoint.is_file():
         print(f"error: no checkpoint at {args.checkpoint}", file=sys.stderr)
+        return 2
+    if not args.join and args.canary_checkpoint is not None and not args.canary_checkpoint.is_file():
+        print(f"error: no canary checkpoint at {args.canary_checkpoint}", file=sys.stderr)
         return 2
     try:
         token_file = resolve_token(bool(args.join))

@@ -1,232 +1,116 @@
-"""What a cluster replica computes, without Ray: the model prepared once, classification batches, and heat-map
-levels in priority order. :mod:`model.serve.deployments` wraps these in Ray Serve deployments.
+"""What a cluster replica computes, without Ray: the serving core the bot runs in process
+(:class:`model.serving.scheduler.Scheduler`: the same batching, coarse-before-fine order, pause points, cache
+and level runner), on the replica's torch engines. :mod:`model.serve.deployments` wraps it in Ray Serve.
 
-Threads in an Explainer replica: Serve's event loop admits requests and awaits them; ONE map thread runs
-every level (a second would double the activations on the replica's cores). It takes the most urgent
-level first: every waiting request's first (coarse) level before any finer one. A finer map, before each
-explainer batch (its pause point), runs the coarse levels that arrived meanwhile, then goes on; and it
-stops there when its caller gave up or its deadline passed. The same rules as the bot's own scheduler
-(bot/scheduler.py), for one replica's share of the work.
+Models: "main" (``--checkpoint``) and, with ``--canary-checkpoint``, "canary"; the gateway names the model of
+each request (it routes chats by their hash, bot.canary), so a replica serves both. A reload
+(:meth:`ReplicaWork.load`) prepares the new engines on the calling thread while the old ones serve, then swaps
+them in: work in flight finishes on the model it started with.
+
+One compute thread per replica: a second would double the activations on the replica's cores, and the
+scheduler's pause points already let a new coarse map run inside a finer one.
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import hashlib
 import logging
-import threading
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 
 import numpy as np
-import torch
 
-from model.explain_cache import ExplanationCache
-from model.occlusion import ExplainersBySetting, OcclusionResult
 from model.precision import resolve_device
-from model.predict import Classifier, prediction_from_probabilities
-from model.runtime import prepare_model, runtime_cache_dir
-
-from .wire import DeadlinePassed
+from model.predict import Classifier
+from model.serving.admission import Limits
+from model.serving.compute import ComputeConfig
+from model.serving.levels import LevelResult
+from model.serving.scheduler import MAIN, Scheduler
+from model.torch_engine import TorchChoices, TorchEngine
 
 log = logging.getLogger(__name__)
 
-def prepare_replica_model(classifier: Classifier, device: str, precision: str, threads: int) -> str:
-    """Get ``classifier`` ready once per replica, by the single-process bot's rules (:func:`model.runtime.prepare_model`:
-    device, runtime and precision, each ``auto`` or forced); returns a one-line description for the cluster's
-    info (and the gateway's /stats). Raises ValueError, :class:`model.precision.DeviceUnavailable`."""
+CANARY = "canary"
+
+
+def replica_engine(classifier: Classifier, device: str, precision: str, threads: int) -> TorchEngine:
+    """``classifier`` prepared once per replica by the single-process bot's rules (:func:`model.runtime.prepare_model`:
+    device, runtime and precision, each ``auto`` or forced). Raises ValueError, :class:`model.precision.DeviceUnavailable`."""
     frozen = None if resolve_device(device).type == "cpu" else False  # the frozen graph is measured on the CPU only
-    preparation = prepare_model(classifier, frozen_graph=frozen, probe_batch=4, workers=1, threads=threads,
-                                precision=precision, device=device, cache_dir=runtime_cache_dir(classifier))
-    return preparation.describe()
+    engine = TorchEngine(classifier, TorchChoices(frozen, precision, device), strict=True)
+    engine.prepare(workers=1, threads=threads, probe_batch=4)
+    return engine
 
 
-class ClassifyWork:
-    """A Classifier replica's model: decode (any thread), then batches on ``threads`` torch threads."""
-
-    def __init__(self, classifier: Classifier, threads: int):
-        self.classifier = classifier
-        self.threads = threads
-        self.device = next(classifier.network.parameters()).device
-        # (runtime, precision, seconds, photos) after each batch: model.serve.replica_metrics sets it.
-        self.forward_observer: Callable[[str, str, float, int], None] | None = None
-
-    def decode(self, data: bytes) -> torch.Tensor:
-        """Raises :class:`model.ImageError` for anything that is not a usable picture."""
-        return self.classifier.preprocess(self.classifier.open(data))
-
-    def run_batch(self, tensors: Sequence[torch.Tensor]) -> list[dict]:
-        torch.set_num_threads(self.threads)  # per OS thread: this is the thread the batch runs on
-        started = time.perf_counter()
-        probabilities = self.classifier.probabilities(torch.stack(list(tensors)).to(self.device)).cpu()
-        if self.forward_observer is not None:
-            self.forward_observer(self.classifier.runtime, self.classifier.precision, time.perf_counter() - started,
-                                  len(tensors))
-        return [prediction_from_probabilities(row, self.classifier.class_names).to_dict() for row in probabilities]
+def prepare_replica_model(classifier: Classifier, device: str, precision: str, threads: int) -> str:
+    """:func:`replica_engine`'s preparation, described in one line (for the cluster's info and the gateway's /stats)."""
+    return replica_engine(classifier, device, precision, threads).preparation.describe()
 
 
-@dataclass
-class MapLevel:
-    """One level of one request, waiting for (or on) the map thread."""
+def frame_parts(level: LevelResult, class_names: list[str]) -> tuple[dict, dict[str, np.ndarray]]:
+    """A map level as the gateway gets it: the OcclusionResult's fields (arrays as arrays), and what it needs to draw it."""
+    meta = {"kind": "map", "label": class_names[level.result.target], "patch": level.patch, "stride": level.stride,
+            "cached": level.cached, "final": level.final, "checkpoint_id": level.checkpoint_id}
+    arrays = {}
+    for item in dataclasses.fields(level.result):  # every field travels: new ones too
+        value = getattr(level.result, item.name)
+        if isinstance(value, np.ndarray):
+            arrays[item.name] = value
+        else:
+            meta[item.name] = value.item() if isinstance(value, np.generic) else value
+    return meta, arrays
 
-    request: MapRequest
-    index: int
+
+class ReplicaWork:
+    """A replica's models and its serving core (see the module docstring)."""
+
+    def __init__(self, engines: dict[str, TorchEngine], config: ComputeConfig, observer=None):
+        # Serve bounds the queue (503); ``observer``: the replica's metrics (model.serve.replica_metrics.ServingObserver)
+        self.core = Scheduler(engines[MAIN], config, Limits(None, None, None), observer=observer)
+        for name, engine in engines.items():
+            if name != MAIN:
+                self.core.swap(engine, name)
+        self.core.start()
 
     @property
-    def coarse(self) -> bool:  # any level but a request's last is a coarse one
-        return self.index < len(self.request.levels) - 1
+    def engines(self) -> dict[str, TorchEngine]:
+        return self.core.models
 
-
-@dataclass
-class MapRequest:
-    data: bytes
-    levels: list[tuple[int, int]]
-    deadline: float  # time.monotonic() after which nobody waits
-    loop: asyncio.AbstractEventLoop
-    results: asyncio.Queue = field(default_factory=asyncio.Queue)
-    cancelled: bool = False
-    tensor: torch.Tensor | None = None
-    digest: str = ""
-
-    def emit(self, item) -> None:  # from the map thread
-        try:
-            self.loop.call_soon_threadsafe(self.results.put_nowait, item)
-        except RuntimeError:  # the replica's loop closed (shutdown): nobody waits any more
-            pass
-
-    def gone(self) -> bool:
-        return self.cancelled or time.monotonic() > self.deadline
-
-
-@dataclass(frozen=True)
-class MapResult:
-    """A map level as the gateway gets it: the OcclusionResult's fields, and what it needs to draw it."""
-
-    result: OcclusionResult
-    label: str
-    patch: int
-    stride: int
-    cached: bool
-    final: bool  # the request's last (finest) map
-
-    def frame_parts(self) -> tuple[dict, dict[str, np.ndarray]]:
-        meta = {"kind": "map", "label": self.label, "patch": self.patch, "stride": self.stride, "cached": self.cached,
-                "final": self.final}
-        arrays = {}
-        for item in dataclasses.fields(self.result):  # every field travels, arrays as arrays: new ones too
-            value = getattr(self.result, item.name)
-            if isinstance(value, np.ndarray):
-                arrays[item.name] = value
-            else:
-                meta[item.name] = value.item() if isinstance(value, np.generic) else value
-        return meta, arrays
-
-
-class MapWork:
-    """An Explainer replica's model and its one map thread (see the module docstring)."""
-
-    def __init__(self, classifier: Classifier, batch_size: int, cache_size: int, threads: int):
-        self.classifier = classifier
-        self.threads = threads
-        self.cache = ExplanationCache(cache_size)
-        self._explainer = ExplainersBySetting(self.classifier, batch_size)
-        self._cond = threading.Condition()
-        self._coarse: deque[MapLevel] = deque()
-        self._fine: deque[MapLevel] = deque()
-        self._stopping = False
-        self.pauses = 0
-        # (seconds, coarse, cached) after each level: model.serve.replica_metrics sets it.
-        self.level_observer: Callable[[float, bool, bool], None] | None = None
-        self._thread = threading.Thread(target=self._run, name="maps", daemon=True)
-        self._thread.start()
+    @property
+    def pauses(self) -> int:
+        return self.core.heatmap_pauses
 
     def waiting(self) -> int:
-        with self._cond:
-            return len(self._coarse) + len(self._fine)
+        return self.core.maps_waiting() + self.core.waiting_for_batch()
 
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
+    def load(self, engines: dict[str, TorchEngine | None]) -> None:
+        """Serve these prepared engines from the next request on (None: stop serving that model)."""
+        for name, engine in engines.items():
+            if engine is None:
+                self.core.remove(name)
+            else:
+                self.core.swap(engine, name)
 
-    async def explain(self, data: bytes, levels: list[tuple[int, int]], timeout_s: float) -> AsyncIterator[MapResult]:
-        """Each level's :class:`MapResult`, coarse to fine; raises ImageError, :class:`DeadlinePassed`."""
-        request = MapRequest(bytes(data), levels, time.monotonic() + timeout_s, asyncio.get_running_loop())
-        self._queue(MapLevel(request, 0))
-        try:
-            while True:
-                item = await request.results.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.final:
-                    return
-        finally:
-            request.cancelled = True  # a caller that hung up: the map thread drops the rest at its next pause
+    def model(self, name: str) -> str:
+        return name if name in self.core.served else MAIN
 
-    def _queue(self, level: MapLevel) -> None:
-        with self._cond:
-            (self._coarse if level.coarse else self._fine).append(level)
-            self._cond.notify_all()
+    async def classify(self, data: bytes, model: str, deadline_passed) -> tuple[dict, int, str] | None:
+        """(prediction, batch size, checkpoint id), or None when ``deadline_passed()`` after the decoding;
+        raises :class:`model.ImageError`."""
+        model = self.model(model)
+        engine = self.core.models[model]
+        with self.core.reserve(None, model) as reservation:
+            array = await reservation.decode(data)
+            if deadline_passed():
+                return None
+            prediction = await reservation.classify_array(array)
+            return prediction.to_dict(), reservation.batch_size, engine.checkpoint_id
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._coarse or self._fine or self._stopping)
-                if self._stopping:
-                    return
-                level = (self._coarse or self._fine).popleft()
-            self._run_level(level)
+    async def explain(self, data: bytes, levels: list[tuple[int, int]], model: str,
+                      timeout_s: float) -> AsyncIterator[tuple[dict, dict[str, np.ndarray]]]:
+        """Each level's frame parts, coarse to fine; raises ImageError, :class:`model.serving.admission.DeadlinePassed`."""
+        model = self.model(model)
+        class_names = self.core.models[model].class_names
+        async for level in self.core.explain(None, data, levels, model, deadline_s=timeout_s):
+            yield frame_parts(level, class_names)
 
-    def _run_level(self, level: MapLevel) -> None:
-        request = level.request
-        try:
-            if request.gone():
-                raise DeadlinePassed("the caller stopped waiting")
-            started = time.perf_counter()
-            result = self._compute(level)
-            if self.level_observer is not None:
-                self.level_observer(time.perf_counter() - started, not result.final, result.cached)
-        except Exception as error:  # ImageError, DeadlinePassed and the unexpected go back to the caller
-            request.emit(error)
-            return
-        request.emit(result)
-        if level.index + 1 < len(request.levels):
-            self._queue(MapLevel(request, level.index + 1))
-
-    def _compute(self, level: MapLevel) -> MapResult:
-        request, classifier = level.request, self.classifier
-        if request.tensor is None:
-            request.digest = hashlib.sha256(request.data).hexdigest()
-            request.tensor = classifier.preprocess(classifier.open(request.data))
-            if self.cache.get(classifier.checkpoint_id, request.digest, *request.levels[-1]) is not None:
-                level.index = len(request.levels) - 1  # the finest map is known: skip the coarse ones
-        patch, stride = request.levels[level.index]
-        result = self.cache.get(classifier.checkpoint_id, request.digest, patch, stride)
-        cached = result is not None
-        if result is None:
-            torch.set_num_threads(self.threads)
-            result = self._explainer(patch, stride).explain(request.tensor,
-                                                            between_batches=lambda done, total: self._pause(level))
-            self.cache.put(classifier.checkpoint_id, request.digest, patch, stride, result)
-        final = level.index + 1 == len(request.levels)
-        if final:
-            request.tensor = None  # the photo is no longer needed
-        return MapResult(result, classifier.class_names[result.target], patch, stride, cached, final)
-
-    def _pause(self, level: MapLevel) -> None:
-        """Before each explainer batch: drop the map if nobody waits; a fine map runs waiting coarse ones first."""
-        if level.request.gone():
-            raise DeadlinePassed("the caller stopped waiting")
-        if level.coarse:
-            return
-        while True:
-            with self._cond:
-                if not self._coarse or self._stopping:
-                    return
-                coarse = self._coarse.popleft()
-                self.pauses += 1
-            self._run_level(coarse)
-            torch.set_num_threads(self.threads)
+    async def stop(self) -> None:
+        await self.core.stop()

@@ -43,9 +43,11 @@ class ReplicaMetrics:
         self._model = Gauge(PREFIX + "model_info", "The model a replica serves.",
                             tag_keys=("checkpoint", "runtime", "precision", "role", "deployment"))
 
-    def model(self, classifier) -> None:
-        self._model.set(1, tags={"checkpoint": classifier.checkpoint_id, "runtime": classifier.runtime or "unknown",
-                                 "precision": classifier.precision or "unknown", "role": "main",
+    def model(self, engine, role: str = "main") -> None:
+        preparation = getattr(engine, "preparation", engine)  # an engine, or anything with runtime and precision
+        self._model.set(1, tags={"checkpoint": engine.checkpoint_id,
+                                 "runtime": getattr(preparation, "runtime", "") or "unknown",
+                                 "precision": getattr(preparation, "precision", "") or "unknown", "role": role,
                                  "deployment": self.deployment})
 
     def observe_forward(self, runtime: str, precision: str, seconds: float, photos: int) -> None:
@@ -55,11 +57,29 @@ class ReplicaMetrics:
         self._batch.observe(photos, tags=tags)
 
     def map_level(self, seconds: float, coarse: bool, cached: bool) -> None:
-        self._level.observe(seconds, tags={"level": "coarse" if coarse else "fine", "cached": str(cached).lower(),
-                                           "deployment": self.deployment})
+        self.level("coarse" if coarse else "fine", seconds, cached)
+
+    def level(self, level: str, seconds: float, cached: bool) -> None:
+        self._level.observe(seconds, tags={"level": level, "cached": str(cached).lower(), "deployment": self.deployment})
 
     def request(self, outcome: str) -> None:
         self._requests.inc(1, tags={"deployment": self.deployment, "outcome": outcome})
 
     def queue_depth(self, queue: str, depth: int) -> None:
         self._queue.set(depth, tags={"queue": queue, "deployment": self.deployment})
+
+
+class ServingObserver:
+    """The serving core's observer (model.serving.compute.SchedulerObserver) for a replica: each classification batch
+    and each heat-map level into ``metrics``, labelled by the runtime and precision of the model that ran it."""
+
+    def __init__(self, metrics: ReplicaMetrics, engines):
+        self._metrics, self._engines = metrics, engines  # engines(): the replica's models by name, as served now
+
+    def batch_done(self, model: str, size: int, seconds: float) -> None:
+        preparation = getattr(self._engines().get(model), "preparation", None)
+        self._metrics.observe_forward(getattr(preparation, "runtime", ""), getattr(preparation, "precision", ""),
+                                      seconds, size)
+
+    def level_done(self, model: str, patch: int, stride: int, seconds: float, cached: bool) -> None:
+        self._metrics.level(f"{patch}x{stride}", seconds, cached)

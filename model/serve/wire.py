@@ -32,8 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
+from model.serving.admission import DeadlinePassed  # noqa: F401  (re-exported: the core's, a replica raises it)
+
 CLASSIFY_ROUTE, EXPLAIN_ROUTE = "/classify", "/explain"
 TIMEOUT_HEADER, LEVELS_HEADER = "X-Timeout-S", "X-Levels"
+MODEL_HEADER = "X-Model"  # "main" or "canary": the gateway routes chats (bot.canary), the replicas serve both
+RELOAD_HEADER = "X-Reload"  # on a POST to CLASSIFY_ROUTE: read the checkpoints again (model.serve.registry)
 TOKEN_ENV, TOKEN_PATH_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"  # Ray's own names: Ray's token
 DEFAULT_TOKEN_PATH = Path.home() / ".ray" / "auth_token"  # where Ray looks when neither is set
 INFERENCE_TOKEN_ENV, INFERENCE_TOKEN_PATH_ENV = "INFERENCE_TOKEN", "INFERENCE_TOKEN_FILE"  # the bot's names too
@@ -45,10 +49,6 @@ MAX_LEVELS, MAX_POSITIONS, MIN_STRIDE, MODEL_SIZE = 4, 4096, 2, 224  # a level: 
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # a map's arrays are a few MB at most (classes x positions float32)
 _LENGTH = struct.Struct(">Q")
 _META = "__meta__"
-
-
-class DeadlinePassed(Exception):
-    """The caller stopped waiting (its deadline passed, or it hung up): the work was dropped."""
 
 
 class TokenError(Exception):

@@ -26,8 +26,8 @@ class FakeClock:
 def services(admins):
     clock = FakeClock()
     stats = BotStats(clock=clock)
-    inference = SimpleNamespace(queue_length=lambda: 3, batch_sizes=[2, 4], heatmap_pauses=7,
-                                preparation=ModelPreparation("eager", "FROZEN_GRAPH=0"))
+    inference = SimpleNamespace(queue_length=lambda: 3, stats_lines=lambda: {
+        "mean_batch": "3.0", "forward": ModelPreparation("eager", "FROZEN_GRAPH=0").describe(), "heatmap_pauses": 7})
     settings = Settings(token="1:x", admin_user_ids=frozenset(admins))
     return SimpleNamespace(settings=settings, stats=stats, inference=inference, canary=None), clock
 

@@ -1,8 +1,8 @@
-"""The scheduler's kinds of work and the queue of heat maps, as plain bookkeeping (no threads, no torch).
+"""Heat-map jobs and their queue, as plain bookkeeping (no threads, no torch).
 
-:mod:`bot.scheduler` holds the lock; classification requests wait in :class:`bot.batching.BatchQueue`,
-heat maps here. The most urgent kind runs first: classifications, then every waiting chat's first map
-of a /why (the coarse one), then the finer maps. Within a kind, chats take turns.
+:mod:`model.serving.scheduler` holds the lock; classification requests wait in
+:class:`model.serving.batching.BatchQueue`, heat maps here. The most urgent kind runs first: classifications,
+then every waiting chat's first map of a /why (the coarse one), then the finer maps. Within a kind, chats take turns.
 """
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from typing import Any
 
 
 class JobKind(enum.IntEnum):
-    """Lower runs first."""
+    """Lower runs first (classifications run before either)."""
 
-    CLASSIFY = 0
     COARSE_MAP = 1  # the first map a /why sends (whatever its patch size)
     FINE_MAP = 2  # each later, finer map, edited into the same message
 
@@ -28,13 +27,12 @@ class MapJob:
     chat_id: Hashable
     data: bytes
     levels: list[tuple[int, int]]
-    emit: Callable[[str, Any], None]  # ("result", Explanation) or ("error", exception); thread-safe
-    maker: Any = None  # the bot.heatmaps.HeatMapMaker of the model the /why started on (it ends on it too)
+    emit: Callable[[str, Any], None]  # ("result", LevelResult) or ("error", exception); thread-safe
+    served: Any = None  # the model.serving.levels.ServedModel the /why started on (it ends on it too)
+    deadline: float | None = None  # the scheduler's clock after which nobody waits (None: no deadline)
     next_level: int = 0
     cancelled: bool = False  # nobody waits for it any more (set from the event loop)
-    state: dict = field(default_factory=dict)  # what bot.heatmaps keeps between levels (decoded image, hash)
-    target: int | None = None  # the class to explain ("Why not …?"); None: the predicted one
-    language: Any = None  # the bot.i18n.Language of the map's texts; None: English
+    state: dict = field(default_factory=dict)  # what model.serving.levels keeps between levels (decoded image, hash)
 
     @property
     def kind(self) -> JobKind:
@@ -79,8 +77,3 @@ class MapQueue:
         for chats in self._waiting.values():
             chats.clear()
         return jobs
-
-    @staticmethod
-    def _drop_cancelled(chats: OrderedDict[Hashable, deque[MapJob]]) -> None:
-        for chat_id in [chat for chat, jobs in chats.items() if all(job.cancelled for job in jobs)]:
-            del chats[chat_id]

@@ -2,7 +2,7 @@
 waiting only for photos known to be on their way."""
 import pytest
 
-from bot.batching import MIN_SHARE, BatchQueue, PendingRequest, share_of_work
+from model.serving.batching import MIN_SHARE, BatchQueue, PendingRequest, share_of_work
 
 
 def request(chat, name, arrived):

@@ -1,7 +1,7 @@
 """The micro-batching policy: which waiting classification requests run together, and when.
 
 Pure bookkeeping with an explicit ``now`` (no clock, no threads, no torch), so the policy can be tested
-exactly; :mod:`bot.scheduler` holds the lock and the clock.
+exactly; :mod:`model.serving.scheduler` holds the lock and the clock.
 
 - A batch is due when ``max_batch`` requests wait, or when the oldest has waited ``max_wait_s``, or,
   when the caller says how many more requests are on their way (admitted, still downloading or
@@ -30,7 +30,7 @@ class PendingRequest:
     payload: Any
     arrived: float
     deliver: Callable[[Any, BaseException | None], None] = field(repr=False)
-    model: Any = field(default=None, repr=False)  # what runs it (the scheduler's classifier for this chat)
+    model: Any = field(default=None, repr=False)  # what runs it (the engine of the model named for this chat)
 
 
 class BatchQueue:
