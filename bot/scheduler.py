@@ -14,15 +14,15 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from typing import TYPE_CHECKING
 
-from model import CheckpointError, Classifier
 from model.engine import ServingEngine
+from model.errors import CheckpointError
 from model.prediction import Prediction
 from model.serving.admission import Ticket
 from model.serving.bridge import Reservation
 from model.serving.compute import SchedulerObserver, State
 from model.serving.scheduler import Scheduler
-from model.torch_engine import TorchEngine
 
 from .canary import serves_canary
 from .checkpoints import ModelFiles, load_and_probe
@@ -31,9 +31,23 @@ from .drawing import MapDrawing
 from .inference import CANARY, MAIN, Busy, Explanation, ReloadResult, Stopping
 from .scheduler_config import SchedulerConfig
 
+if TYPE_CHECKING:
+    from model import Classifier
+
 __all__ = ["Busy", "InferenceScheduler", "SchedulerConfig", "State", "Stopping"]
 
 log = logging.getLogger(__name__)
+
+
+def load_engine_for(path, choices, strict: bool = False) -> ServingEngine:
+    """The engine that serves the checkpoint at ``path`` (:func:`model.engines.load_engine`: its verified OpenVINO
+    export without torch where that can serve, else the torch engine), not yet prepared; the choice is logged."""
+    from model.engines import load_engine
+
+    engine, why = load_engine(path, runtime=choices.runtime, device=choices.device, precision=choices.precision,
+                              frozen_graph=choices.frozen_graph, strict=strict)
+    log.info("%s served by %s", path, why)
+    return engine
 
 
 class InferenceScheduler:
@@ -48,34 +62,38 @@ class InferenceScheduler:
         self.drawing = MapDrawing()
 
     @classmethod
-    def preflight(cls, settings) -> Classifier:
-        """Before any network call: DEVICE usable here, and CHECKPOINT_PATH loaded; :class:`ConfigError` otherwise."""
-        from model import load_classifier
-        from model.precision import DeviceUnavailable, resolve_device
-
-        try:
-            resolve_device(settings.device)  # DEVICE=cuda on a machine without a GPU stops here, before any work
-        except DeviceUnavailable as error:
-            raise ConfigError(f"DEVICE={settings.device}: {error}") from None
+    def preflight(cls, settings) -> ServingEngine:
+        """Before any network call: CHECKPOINT_PATH loaded into the engine that will serve it (the OpenVINO export,
+        verified, with no torch; else the torch engine, and then DEVICE usable here); :class:`ConfigError` otherwise."""
         if not settings.checkpoint_path.is_file():
             raise ConfigError(f"no model checkpoint at {settings.checkpoint_path}: train one with `make train` "
                               "(or set CHECKPOINT_PATH)")
         try:
-            return load_classifier(settings.checkpoint_path)
+            engine = load_engine_for(settings.checkpoint_path, settings.scheduler_config().choices())
         except CheckpointError as error:
             raise ConfigError(f"cannot load {settings.checkpoint_path}: {error} (retrain with `make train`)") from None
+        if type(engine).__name__ == "TorchEngine":  # torch decides the device; DEVICE=cuda without a GPU stops here
+            from model.precision import DeviceUnavailable, resolve_device
+
+            try:
+                resolve_device(settings.device)
+            except DeviceUnavailable as error:
+                raise ConfigError(f"DEVICE={settings.device}: {error}") from None
+        return engine
 
     @classmethod
-    def from_settings(cls, settings, classifier: Classifier | None = None) -> InferenceScheduler:
-        """The backend for these settings, on ``classifier`` (loaded from CHECKPOINT_PATH when not given)."""
-        if classifier is None:
-            from model import load_classifier
-
-            classifier = load_classifier(settings.checkpoint_path)
-        return cls(classifier, settings.scheduler_config(), files=ModelFiles.from_settings(settings))
+    def from_settings(cls, settings, model: Classifier | ServingEngine | None = None) -> InferenceScheduler:
+        """The backend for these settings, on ``model`` (loaded from CHECKPOINT_PATH when not given)."""
+        if model is None:
+            model = load_engine_for(settings.checkpoint_path, settings.scheduler_config().choices())
+        return cls(model, settings.scheduler_config(), files=ModelFiles.from_settings(settings))
 
     def _engine(self, model: Classifier | ServingEngine, strict: bool = False) -> ServingEngine:
-        return TorchEngine(model, self.config.choices(), strict) if isinstance(model, Classifier) else model
+        if isinstance(model, ServingEngine):
+            return model
+        from model.torch_engine import TorchEngine  # a Classifier given (tests, reload): torch is loaded already
+
+        return TorchEngine(model, self.config.choices(), strict)
 
     # ---- what is served ----------------------------------------------------------------------------------
     @property

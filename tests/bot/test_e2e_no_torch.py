@@ -20,9 +20,6 @@ def torch_libraries(pid: int) -> list[str]:
     return sorted(path for path in mapped if "libtorch" in Path(path).name or "/torch/_C" in path)
 
 
-# LEAD: this passes once bot/scheduler.py (h24) imports the torch engine lazily and InferenceScheduler.preflight
-# serves model.engines.load_engine(...) (h26's report has the 30-line patch); then drop the xfail.
-@pytest.mark.xfail(reason="the bot's scheduler does not serve model.engines.load_engine yet (merge h24 + h26)", strict=True)
 async def test_the_bot_on_an_export_classifies_and_explains_without_torch(fake_api, exported_checkpoint, tmp_path):
     env = settings_env(fake_api, exported_checkpoint, tmp_path / "data", RUNTIME="auto", PRECISION="fp32", DEVICE="cpu",
                        POLL_TIMEOUT="1")
