@@ -132,7 +132,11 @@ class OpenVINOEngine:
         return self._preparation
 
     def forward(self, precision: str) -> CompiledForward:
-        """The compiled model of ``precision`` (compiled from the verified IR on first use)."""
+        """The compiled model of ``precision`` (compiled from the verified IR on first use; a compilation holds
+        back only the callers that need that precision, not the classifications already compiled)."""
+        made = self._forwards.get(precision)
+        if made is not None:
+            return made
         with self._lock:
             if precision not in self._forwards:
                 if precision not in self.export.ir:
