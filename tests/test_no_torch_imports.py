@@ -16,10 +16,7 @@ TORCH_MODULES = ("torch", "torchvision", "training", "model.torch_engine", "mode
                  "model.incremental_plan", "model.fold", "model.graph", "model.export", "model.openvino_runtime")
 TORCH_FREE_MODEL = ("__init__", "choices", "engine", "engines", "errors", "export_manifest", "memory", "occlusion_grid",
                     "occlusion_result", "openvino_engine", "precision_rule", "prediction", "preprocess", "render", "threads")
-# LEAD: bot/scheduler.py imports the torch engine (and model.Classifier) at module level; drop this entry once it
-# imports them where a Classifier is served (h26's report: the wiring patch).
-KNOWN = {"bot/scheduler.py": "the scheduler imports the torch engine at module level (see the LEAD note)",
-         "bot/heatmaps.py": "the old heat-map maker (h24's merge removes it)"}
+KNOWN: dict[str, str] = {}  # a serving module that still imports torch at module level, and why (none now)
 
 
 def lazy_torch_names() -> set[str]:
