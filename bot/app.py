@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import json
 import logging
 import signal
 import sqlite3
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from telegram import BotCommand, ReplyParameters, Update
+from telegram import BotCommand, Update
 from telegram.error import TelegramError
 from telegram.ext import (
     Application,
@@ -49,10 +48,11 @@ from .budget import BytesInFlight
 from .config import ConfigError, Settings
 from .i18n import ENGLISH, CatalogError, Languages
 from .inference import CANARY
-from .journal import Journal, JournalingQueue, OpenEntry
+from .journal import Journal, JournalingQueue
 from .logging_setup import configure_logging
 from .reload import load_and_probe, reload_model
 from .request_handling import DEFERRED_KEY, on_error
+from .resume import resume_journal, run_one_at_a_time
 from .retention import purge_old_state
 from .services import SERVICES_KEY, BotServices
 from .stats import BotStats
@@ -104,71 +104,16 @@ class BotApplication(Application):
             self._purging = asyncio.create_task(self._purge_every(JOURNAL_PURGE_EVERY_S))
 
     async def _resume_journal(self) -> None:
-        """Queue again what the last run accepted and did not answer (before polling starts). Suspects (in
-        progress when the last run died) run one at a time once the bot has started; those set aside by the
-        poison-pill rule (bot.journal) are told so. A row that cannot be read back is dropped, logged."""
-        journal, max_age_s = self._services.journal, self.settings.journal_max_age_hours * 3600
-        self.update_queue.journal = journal
-        resumption = await asyncio.to_thread(journal.resume_all, max_age_s)
-        for entry in resumption.resumed:
-            update = await self._read_back(entry)
-            if update is None:
-                continue
-            if entry.crashes:
-                self._suspects.append(update)
-            else:
-                await self.update_queue.put_resumed(update)
-        for entry in resumption.set_aside:
-            await self._tell_set_aside(entry)
-        if resumption.resumed:
-            log.info("journal: resuming %d unfinished request(s) from the last run (%d one at a time)",
-                     len(resumption.resumed), len(self._suspects))
-
-    async def _read_back(self, entry: OpenEntry) -> Update | None:
-        try:
-            update = Update.de_json(json.loads(entry.update_json), self.bot)
-            if not isinstance(update, Update):
-                raise TypeError(f"not an update but {type(update).__name__}")
-            return update
-        except Exception as error:  # any malformed row (not JSON, not an object, not an update): drop it, go on
-            log.error("journal: update %d (%s) cannot be read back (%s: %s); dropped", entry.update_id, entry.kind,
-                      type(error).__name__, error)
-            try:
-                await asyncio.to_thread(self._services.journal.done, entry.update_id)
-            except sqlite3.Error as db_error:
-                log.error("journal: cannot close update %d: %s", entry.update_id, db_error)
-            return None
-
-    async def _tell_set_aside(self, entry: OpenEntry) -> None:
-        """One message to the user whose update was set aside (its chat, in their language, quoting it)."""
-        update = await self._read_back(entry)
-        chat = update.effective_chat if update is not None else None
-        if chat is None:
-            return
-        message = update.effective_message
-        lang = self._services.languages.for_user(update.effective_user)
-        reply = ReplyParameters(message.message_id, allow_sending_without_reply=True) if message is not None else None
-        try:
-            await self.bot.send_message(chat.id, lang.gettext(messages.SET_ASIDE), reply_parameters=reply)
-        except TelegramError as error:
-            log.warning("journal: could not tell chat %s that update %d was set aside: %s", chat.id, entry.update_id,
-                        error)
+        """Queue again what the last run accepted and did not answer (before polling starts; bot.resume)."""
+        svc = self._services
+        self._suspects = await resume_journal(self, svc.journal, svc.languages, self.settings.journal_max_age_hours * 3600)
 
     async def start(self) -> None:
         await super().start()
         if self._suspects:
             suspects, self._suspects = self._suspects, []
-            self._running_suspects = asyncio.create_task(self._run_one_at_a_time(suspects))
+            self._running_suspects = asyncio.create_task(run_one_at_a_time(self, suspects))
         self._watch_polling()
-
-    async def _run_one_at_a_time(self, updates: list[Update]) -> None:
-        """Each suspect alone (new updates still run beside it): if one kills the process again, it is the
-        only suspect in progress, so the poison-pill rule sets aside the culprit, not the bystanders."""
-        for update in updates:
-            try:
-                await self.process_update(update)
-            except Exception:  # PTB's error handler has seen it; the next suspect still runs
-                log.exception("journal: resumed update %d failed", update.update_id)
 
     def _watch_polling(self) -> None:
         """If PTB's polling loop dies (an exception it does not retry), stop the application so that python -m
