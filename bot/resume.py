@@ -62,6 +62,8 @@ async def read_back(application: Application, journal: Journal, entry: OpenEntry
         update = Update.de_json(json.loads(entry.update_json), application.bot)
         if not isinstance(update, Update):
             raise TypeError(f"not an update but {type(update).__name__}")
+        if update.update_id != entry.update_id:  # not the row's own update (its id is the table's key)
+            raise ValueError(f"it names update_id {str(update.update_id)[:20]!r}")
         return update
     except Exception as error:  # whatever a bad row raises (AttributeError for a JSON list...): drop it, go on
         log.error("journal: update %d (%s) cannot be read back (%s: %s); dropped", entry.update_id, entry.kind,
