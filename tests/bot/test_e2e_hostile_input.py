@@ -171,3 +171,21 @@ async def test_malformed_journal_rows_are_dropped_and_the_rest_resumed(fake_api,
     dropped = [r.getMessage() for r in caplog.records if "cannot be read back" in r.getMessage()]
     assert len(dropped) == 4, dropped
     assert Journal.in_dir(data_dir).open_count() == 0
+
+
+async def test_bytes_in_flight_are_capped_before_any_download(fake_api, running_bot):
+    first, second = jpeg(seed=1, width=800, height=600), jpeg(seed=2, width=800, height=600)
+    limit = len(first) + len(second) - 1  # both at once would pass MAX_BYTES_IN_FLIGHT
+    async with running_bot(MAX_FILE_BYTES=str(limit), MAX_BYTES_IN_FLIGHT=str(limit)):
+        fake_api.hold_downloads()
+        held = await fake_api.push(fake_api.document_update(first, file_name="a.jpg", chat_id=7001, user_id=7001))
+        await fake_api.wait_for_call("FILE", timeout=20)  # the first is downloading (its bytes reserved)
+        mark = fake_api.mark()
+        refused = await fake_api.push(fake_api.document_update(second, file_name="b.jpg", chat_id=7002, user_id=7002))
+        busy = await fake_api.wait_for_answer(refused["message"], timeout=20)
+        assert "busy" in busy.text.lower() and not fake_api.find_calls("FILE", after=mark)
+        fake_api.release_downloads()
+        answered = await fake_api.wait_for_answer(held["message"], timeout=30)
+        again = await fake_api.push(fake_api.document_update(second, file_name="b.jpg", chat_id=7002, user_id=7002))
+        retried = await fake_api.wait_for_answer(again["message"], timeout=30)  # released after the first's decode
+    assert percentages(answered.text) and percentages(retried.text), (answered.text, retried.text)
