@@ -130,9 +130,18 @@ class BotApplication(Application):
             self.polling_error = task.exception()
             log.critical("polling for updates stopped (%s: %s); stopping so the supervisor restarts the bot",
                          type(self.polling_error).__name__, self.polling_error)
-            self.stop_running()
+            asyncio.ensure_future(self._stop_after_polling_died())
 
         polling.add_done_callback(on_done)
+
+    async def _stop_after_polling_died(self) -> None:
+        """The updater stopped here, its polling task's error swallowed (it was logged above): otherwise
+        PTB's run_polling raises it again from updater.stop() and never stops the services."""
+        try:
+            await self.updater.stop()
+        except Exception:  # the polling loop's own error, raised again by awaiting its task
+            pass
+        self.stop_running()
 
     async def _purge_every(self, seconds: float, retry_s: tuple[float, float] = PURGE_RETRY_S) -> None:
         """The journal's answered entries after JOURNAL_MAX_AGE_HOURS, and everything after RETENTION_DAYS

@@ -135,6 +135,7 @@ async def test_a_process_whose_polling_died_exits_non_zero(fake_api, tiny_checkp
             stdout, stderr = await process.communicate()
     output = (stdout + stderr).decode(errors="replace")
     assert process.returncode == 1, output[-3000:]
+    assert "Application.stop() complete" in output and "Task was destroyed" not in output, output[-3000:]  # a clean stop
     assert "polling for updates stopped" in output, output[-3000:]
     secret = fake_api.token.split(":", 1)[1]
     assert secret not in output
