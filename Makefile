@@ -21,7 +21,7 @@ DEMO_SETTINGS ?= WHY_PATCH=32 WHY_STRIDE=16
 # e.g. https://download.pytorch.org/whl/cpu on a server: a CPU-only torch is ~0.4 GB lighter in memory
 TORCH_INDEX ?=
 
-.PHONY: run test train sample install catalogs translations demo bench feedback-report clean
+.PHONY: run test train sample install install-server export catalogs translations demo bench feedback-report clean
 
 ## run: install, fetch the sample photos, train if there is no checkpoint, start the bot
 run: install sample
@@ -45,6 +45,20 @@ sample: install
 ## install: a venv with the project and its dev extras (skipped while the venv is newer than pyproject.toml),
 ## and the translation catalogs compiled
 install: $(STAMP) catalogs
+
+## install-server: the small-server venv $(SERVER_VENV): the base install (pip install .), no torch: the bot
+## serving the OpenVINO export beside $(CHECKPOINT) (make export writes it; README "On a small server")
+SERVER_VENV ?= .venv-server
+install-server:
+	@test -x $(SERVER_VENV)/bin/python || $(PYTHON) -m venv $(SERVER_VENV)
+	$(SERVER_VENV)/bin/python -m pip install --disable-pip-version-check -q . 2>&1 | { grep -v "^WARNING: Location" || true; }
+	$(SERVER_VENV)/bin/python -m bot.i18n compile
+	@$(SERVER_VENV)/bin/python -c "import importlib.util as u; assert u.find_spec('torch') is None, 'torch got into $(SERVER_VENV)'"
+	@du -sh $(SERVER_VENV)
+
+## export: the OpenVINO export beside $(CHECKPOINT) (python -m training writes it too), for install-server's venv
+export: install
+	$(PY) -m model export --checkpoint "$(CHECKPOINT)"
 
 ## catalogs: compile bot/locale/*/LC_MESSAGES/bot.po to .mo (only the missing or stale ones)
 catalogs: $(STAMP)

@@ -119,7 +119,7 @@ async def one_variant(name: str, explainers: int | None, args, workdir: Path, ch
             launched = time.monotonic()
             await asyncio.to_thread(serve.start)
             result["startup"] = time.monotonic() - launched
-            extra = {"INFERENCE_ADDRESS": serve.address, "INFERENCE_TOKEN_FILE": str(token)}
+            extra = {"INFERENCE_ADDRESS": serve.address, "INFERENCE_TOKEN_FILE": str(serve.inference_token_file)}
         env = bot_environment(fake, checkpoint, workdir / f"data-{name[:4]}-{round_number}", extra)
         bot, _ = await start_bot(fake, env, workdir, args.startup_timeout, log=f"bot-{round_number}.log")
         user = FIRST_USER_ID + 1000 * round_number

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import json
 import logging
 import signal
 import sqlite3
@@ -24,10 +25,9 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
-from telegram import BotCommand, Update
-from telegram.error import TelegramError
+from telegram import BotCommand, ReplyParameters, Update
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -45,19 +45,23 @@ from model.memory import keep_freed_memory
 from . import feedback, handlers, messages, why
 from .albums import Albums
 from .budget import BytesInFlight
+from .buttons import WhyData, WhyNotData
 from .config import ConfigError, Settings
+from .health import HealthMonitor
 from .i18n import ENGLISH, CatalogError, Languages
 from .inference import CANARY
-from .journal import Journal, JournalingQueue
-from .logging_setup import configure_logging
+from .journal import Journal, JournalingQueue, OpenEntry
+from .logging_setup import configure_logging, install_redacting_hooks, redacting_loop_handler
+from .metrics import BotMetrics, observe_inference
+from .metrics_server import MetricsServer
 from .reload import load_and_probe, reload_model
 from .request_handling import DEFERRED_KEY, on_error
-from .resume import resume_journal, run_one_at_a_time
 from .retention import purge_old_state
 from .services import SERVICES_KEY, BotServices
 from .stats import BotStats
 from .store import PhotoStore
 from .telegram_io import RetryAfterLimiter
+from .webhook import webhook_arguments, with_webhook_secret
 
 if TYPE_CHECKING:
     from model import Classifier
@@ -78,9 +82,12 @@ class BotApplication(Application):
     """PTB's Application plus the bot's services (model, inference threads, photo store)."""
 
     def __init__(self, *, settings: Settings, classifier: Classifier | None = None,
-                 clock: Callable[[], float] = time.time, **kwargs):
+                 clock: Callable[[], float] = time.time, metrics: BotMetrics | None = None, **kwargs):
         super().__init__(**kwargs)
         self.settings = settings
+        self.metrics = metrics or BotMetrics()  # /metrics and /stats (bot.metrics)
+        self.health = HealthMonitor(self, self.metrics)  # /livez, /readyz, the systemd watchdog (bot.health)
+        self.metrics_server: MetricsServer | None = None  # METRICS_PORT's endpoint (bot.metrics_server)
         self.clock = clock  # wall-clock seconds for the journal, the photo store and the retention purge
         self._given_classifier = classifier
         self._services: BotServices | None = None
@@ -93,7 +100,12 @@ class BotApplication(Application):
     async def initialize(self) -> None:
         await super().initialize()
         if self._services is None:
-            self._services = await start_services(self.settings, self._given_classifier, self.clock)
+            await self._start_health()  # before the warm-up, so /readyz answers 503 while it runs
+            try:
+                self._services = await start_services(self.settings, self._given_classifier, self.clock, self.metrics)
+            except BaseException:
+                await self._stop_health()
+                raise
             self.bot_data[SERVICES_KEY] = self._services
             await register_commands(self)
             await self._purge_old_state()
@@ -102,18 +114,102 @@ class BotApplication(Application):
                 asyncio.get_running_loop().add_signal_handler(
                     signal.SIGHUP, lambda: asyncio.ensure_future(reload_model(self, "SIGHUP")))
             self._purging = asyncio.create_task(self._purge_every(JOURNAL_PURGE_EVERY_S))
+            self.health.refresh()
+
+    async def _start_health(self) -> None:
+        self.health.start()
+        if self.settings.metrics_port is not None and self.metrics_server is None:
+            server = MetricsServer(self.settings.metrics_listen, self.settings.metrics_port, self.metrics.registry,
+                                   self.health)
+            try:
+                server.start()
+            except OSError as error:  # the port is taken, the address is not ours: a configuration error
+                await self.health.stop()
+                raise ConfigError(f"METRICS_PORT={self.settings.metrics_port} on {self.settings.metrics_listen} "
+                                  f"cannot be used: {error.strerror or error}") from None
+            self.metrics_server = server
+
+    async def _stop_health(self) -> None:
+        await self.health.stop()
+        if self.metrics_server is not None:
+            await asyncio.to_thread(self.metrics_server.stop)
+            self.metrics_server = None
+
+    def background_tasks(self) -> dict[str, asyncio.Task | None]:
+        """The loops /livez checks (bot.health): one that ended means the bot is no longer whole."""
+        return {"purge": self._purging}
 
     async def _resume_journal(self) -> None:
-        """Queue again what the last run accepted and did not answer (before polling starts; bot.resume)."""
-        svc = self._services
-        self._suspects = await resume_journal(self, svc.journal, svc.languages, self.settings.journal_max_age_hours * 3600)
+        """Queue again what the last run accepted and did not answer (before polling starts). Suspects (in
+        progress when the last run died) run one at a time once the bot has started; those set aside by the
+        poison-pill rule (bot.journal) are told so. A row that cannot be read back is dropped, logged."""
+        journal, max_age_s = self._services.journal, self.settings.journal_max_age_hours * 3600
+        self.update_queue.journal = journal
+        resumption = await asyncio.to_thread(journal.resume_all, max_age_s)
+        for entry in resumption.resumed:
+            update = await self._read_back(entry)
+            if update is None:
+                continue
+            if entry.crashes:
+                self._suspects.append(update)
+            else:
+                await self.update_queue.put_resumed(update)
+            self.metrics.resumed(1)
+        for entry in resumption.set_aside:
+            self.metrics.poison_pill(1)
+            await self._tell_set_aside(entry)
+        if resumption.resumed:
+            log.info("journal: resuming %d unfinished request(s) from the last run (%d one at a time)",
+                     len(resumption.resumed), len(self._suspects))
+
+    async def _read_back(self, entry: OpenEntry) -> Update | None:
+        try:
+            update = Update.de_json(json.loads(entry.update_json), self.bot)
+            if not isinstance(update, Update):
+                raise TypeError(f"not an update but {type(update).__name__}")
+            if update.update_id != entry.update_id:  # not the row's own update (its id is the table's key)
+                raise ValueError(f"it names update_id {str(update.update_id)[:20]!r}")
+            return update
+        except Exception as error:  # any malformed row (not JSON, not an object, not an update): drop it, go on
+            log.error("journal: update %d (%s) cannot be read back (%s: %s); dropped", entry.update_id, entry.kind,
+                      type(error).__name__, error)
+            try:
+                await asyncio.to_thread(self._services.journal.done, entry.update_id)
+            except sqlite3.Error as db_error:
+                log.error("journal: cannot close update %d: %s", entry.update_id, db_error)
+            return None
+
+    async def _tell_set_aside(self, entry: OpenEntry) -> None:
+        """One message to the user whose update was set aside (its chat, in their language, quoting it)."""
+        update = await self._read_back(entry)
+        chat = update.effective_chat if update is not None else None
+        if chat is None:
+            return
+        message = update.effective_message
+        lang = self._services.languages.for_user(update.effective_user)
+        reply = ReplyParameters(message.message_id, allow_sending_without_reply=True) if message is not None else None
+        try:
+            await self.bot.send_message(chat.id, lang.gettext(messages.SET_ASIDE), reply_parameters=reply)
+        except TelegramError as error:
+            log.warning("journal: could not tell chat %s that update %d was set aside: %s", chat.id, entry.update_id,
+                        error)
 
     async def start(self) -> None:
         await super().start()
         if self._suspects:
             suspects, self._suspects = self._suspects, []
-            self._running_suspects = asyncio.create_task(run_one_at_a_time(self, suspects))
+            self._running_suspects = asyncio.create_task(self._run_one_at_a_time(suspects))
         self._watch_polling()
+        self.health.refresh()
+
+    async def _run_one_at_a_time(self, updates: list[Update]) -> None:
+        """Each suspect alone (new updates still run beside it): if one kills the process again, it is the
+        only suspect in progress, so the poison-pill rule sets aside the culprit, not the bystanders."""
+        for update in updates:
+            try:
+                await self.process_update(update)
+            except Exception:  # PTB's error handler has seen it; the next suspect still runs
+                log.exception("journal: resumed update %d failed", update.update_id)
 
     def _watch_polling(self) -> None:
         """If PTB's polling loop dies (an exception it does not retry), stop the application so that python -m
@@ -135,8 +231,8 @@ class BotApplication(Application):
         polling.add_done_callback(on_done)
 
     async def _stop_after_polling_died(self) -> None:
-        """The updater stopped here, its polling task's error swallowed (it was logged above): otherwise
-        PTB's run_polling raises it again from updater.stop() and never stops the services."""
+        """The updater stopped here, its polling task's error swallowed (logged above; main() reports it):
+        otherwise PTB's run_polling raises it again from updater.stop() and never stops the services."""
         try:
             await self.updater.stop()
         except Exception:  # the polling loop's own error, raised again by awaiting its task
@@ -203,6 +299,7 @@ class BotApplication(Application):
     async def stop(self) -> None:
         # Before PTB waits for running handlers: end heat maps and answer what is queued, so a pending
         # /why (a minute of work) cannot hold up a SIGTERM.
+        self.health.begin_stop()  # /readyz 503 and systemd's STOPPING=1 from now on
         if self._services is not None:
             self._services.albums.stop()
             await self._services.inference.stop()
@@ -217,11 +314,12 @@ class BotApplication(Application):
             self._services.store.close()
             self._services.journal.close()
             self._services = None
+        await self._stop_health()
         await super().shutdown()
 
 
 async def start_services(settings: Settings, classifier: Classifier | None,
-                         clock: Callable[[], float] = time.time) -> BotServices:
+                         clock: Callable[[], float] = time.time, metrics: BotMetrics | None = None) -> BotServices:
     try:
         languages = await asyncio.to_thread(Languages)
     except CatalogError as error:  # before any thread starts, like a bad FEEDBACK_DIR
@@ -239,14 +337,18 @@ async def start_services(settings: Settings, classifier: Classifier | None,
         if classifier is None:
             classifier = await asyncio.to_thread(load_classifier, settings.checkpoint_path)
         inference = InferenceScheduler(classifier, settings.scheduler_config())
+    metrics = metrics or BotMetrics()
+    observe_inference(metrics, inference)
     started = time.monotonic()
     inference.start()
     try:
-        store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir, clock)
+        store = await asyncio.to_thread(PhotoStore.in_dir, settings.data_dir, clock, settings.button_secret)
         journal = await asyncio.to_thread(Journal.in_dir, settings.data_dir, clock)
         await inference.ready()
         await start_canary(settings, inference)
-    except BaseException:  # a bad DATA_DIR or CANARY_CHECKPOINT: no threads left behind
+    except GeneratorExit:  # a stop signal during the start: the loop is closing, nothing more can be awaited
+        raise
+    except BaseException:  # a bad DATA_DIR or CANARY_CHECKPOINT, a cluster refusing the token: no threads left behind
         await inference.stop()
         raise
     classifier = inference.classifier
@@ -257,7 +359,7 @@ async def start_services(settings: Settings, classifier: Classifier | None,
         log.info("model ready in %.2f s: classes=%s checkpoint=%s torch_threads=%d classify_workers=%d "
                  "decode_workers=%d", time.monotonic() - started, ",".join(classifier.class_names),
                  classifier.checkpoint_id[:12], settings.torch_threads, settings.classify_worker_count, settings.workers)
-    return BotServices(settings=settings, inference=inference, store=store, journal=journal, stats=BotStats(),
+    return BotServices(settings=settings, inference=inference, store=store, journal=journal, stats=BotStats(metrics=metrics),
                        feedback=feedback_store, languages=languages, albums=Albums(settings.album_wait_s),
                        bytes_in_flight=BytesInFlight(settings.max_bytes_in_flight))
 
@@ -291,9 +393,11 @@ async def register_commands(application: Application) -> None:
 def build_application(settings: Settings, classifier: Classifier | None = None,
                       clock: Callable[[], float] = time.time) -> BotApplication:
     """The Application with every handler registered; the model loads in ``initialize`` unless given."""
+    metrics = BotMetrics()
     application = (
         ApplicationBuilder()
-        .application_class(BotApplication, kwargs={"settings": settings, "classifier": classifier, "clock": clock})
+        .application_class(BotApplication, kwargs={"settings": settings, "classifier": classifier, "clock": clock,
+                                                   "metrics": metrics})
         .update_queue(JournalingQueue())
         .token(settings.token)
         .base_url(settings.api_base_url)
@@ -307,7 +411,7 @@ def build_application(settings: Settings, classifier: Classifier | None = None,
         # Telegram round trip); the rest wait their turn, up to pool_timeout.
         .connection_pool_size(settings.http_connections)
         .pool_timeout(30.0)
-        .rate_limiter(RetryAfterLimiter(max_retries=settings.retry_after_max_retries))
+        .rate_limiter(RetryAfterLimiter(max_retries=settings.retry_after_max_retries, observer=metrics.telegram_429))
         .get_updates_read_timeout(settings.poll_timeout + 5)
         .build()
     )
@@ -325,8 +429,9 @@ def add_handlers(application: Application) -> None:
     application.add_handler(CommandHandler("privacy", handlers.privacy_command, filters=new_message))
     application.add_handler(CommandHandler("stats", handlers.stats_command, filters=new_message))
     application.add_handler(CommandHandler("reload", handlers.reload_command, filters=new_message))
-    application.add_handler(CallbackQueryHandler(why.why_button, pattern=r"^why:"))
-    application.add_handler(CallbackQueryHandler(why.why_not_button, pattern=r"^wn:"))
+    # Each button's codec (bot.buttons) decides what reaches its handler; malformed data goes to stale_button.
+    application.add_handler(CallbackQueryHandler(why.why_button, pattern=WhyData.decode))
+    application.add_handler(CallbackQueryHandler(why.why_not_button, pattern=WhyNotData.decode))
     feedback.add_handlers(application)
     application.add_handler(CallbackQueryHandler(handlers.stale_button))
     application.add_handler(MessageHandler(new_message & filters.PHOTO, handlers.photo))
@@ -359,8 +464,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no model checkpoint at {settings.checkpoint_path}: train one with `make train` "
               "(or set CHECKPOINT_PATH)", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, [settings.token, settings.webhook_secret, settings.feedback_salt,
-                                           cluster_token])
+    secret_generated = bool(settings.webhook_url and not settings.webhook_secret)
+    settings = with_webhook_secret(settings)  # before the log starts: a generated secret is redacted too
+    secrets_in_use = [*settings.secrets(), cluster_token]
+    configure_logging(settings.log_level, secrets_in_use)
+    install_redacting_hooks(secrets_in_use)  # whatever escapes logging (a final traceback) is redacted too
+    if secret_generated:
+        log.info("webhook: WEBHOOK_SECRET is unset: a new random one is registered with setWebhook at this start")
     # PTB warns on every 429 that RetryAfter.retry_after will become a timedelta; bot.telegram_io handles both.
     warnings.filterwarnings("ignore", message=".*retry_after.*", category=PTBDeprecationWarning)
     keep_freed_memory()  # before the model's threads start; see model/memory.py
@@ -377,15 +487,24 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     application = build_application(settings, classifier)
     application.reload_on_sighup = True
+    loop = asyncio.new_event_loop()  # PTB runs on the current loop: this one reports its errors redacted
+    loop.set_exception_handler(redacting_loop_handler)
+    asyncio.set_event_loop(loop)
     try:
         if settings.webhook_url:
             return run_webhook(application, settings)
         application.run_polling(poll_interval=0.0, timeout=settings.poll_timeout, bootstrap_retries=-1,
                                 allowed_updates=Update.ALL_TYPES, stop_signals=(signal.SIGINT, signal.SIGTERM))
+        if isinstance(application.polling_error, InvalidToken):  # the token was revoked meanwhile: said below
+            raise application.polling_error
         if application.polling_error is not None:  # polling died: a non-zero status, so the supervisor restarts us
             return POLLING_DIED_EXIT_STATUS
     except (CheckpointError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except InvalidToken:  # its message quotes the token: not printed (the log line PTB wrote is redacted)
+        print("error: Telegram refused TELEGRAM_BOT_TOKEN (401 Unauthorized): copy the token @BotFather gave "
+              "again (a /revoke there replaces it)", file=sys.stderr)
         return 2
     return 0
 
@@ -397,10 +516,3 @@ def run_webhook(application: Application, settings: Settings) -> int:
         return 2
     application.run_webhook(**webhook_arguments(settings), bootstrap_retries=-1, stop_signals=(signal.SIGINT, signal.SIGTERM))
     return 0
-
-
-def webhook_arguments(settings: Settings) -> dict:
-    """What PTB's webhook server gets from the settings (``run_webhook``, or ``updater.start_webhook`` in tests)."""
-    return {"listen": settings.webhook_listen, "port": settings.webhook_port,
-            "url_path": urlparse(settings.webhook_url).path.lstrip("/"), "webhook_url": settings.webhook_url,
-            "secret_token": settings.webhook_secret or None, "allowed_updates": Update.ALL_TYPES}

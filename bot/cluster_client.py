@@ -34,6 +34,7 @@ from model.prediction import Prediction
 from model.preprocess import PreprocessConfig, open_image
 from model.serve import wire
 
+from .config import INFERENCE_TOKEN_HINT, ConfigError
 from .i18n import ENGLISH
 from .inference import MAIN, Busy, Explanation, Stopping, explanation_of
 
@@ -137,6 +138,9 @@ class ClusterInference:
         except httpx.TransportError as error:
             self._lost(error)
             return False
+        if response.status_code in (401, 403) and not self.models:  # at the start: a wrong token is not an outage
+            raise ConfigError(f"the inference cluster at {self.address} refused the token (HTTP "
+                              f"{response.status_code}): {INFERENCE_TOKEN_HINT}")
         if response.status_code != 200:
             self._lost(f"HTTP {response.status_code} {response.text[:200]}")
             return False
@@ -292,7 +296,11 @@ class ClusterInference:
                 self._back()
                 reader = wire.FrameReader()
                 async for chunk in response.aiter_bytes():
-                    for meta, arrays in reader.feed(chunk):
+                    try:
+                        frames = reader.feed(chunk)
+                    except wire.FrameTooLarge as error:  # a broken stream: not buffered, retried once
+                        raise _ReplicaFailed(str(error)) from None
+                    for meta, arrays in frames:
                         yield await drawing.draw(meta, arrays)
         except httpx.TimeoutException:
             raise Busy("the heat map was not done before the deadline") from None

@@ -1,129 +1,184 @@
-"""Bot settings: the environment (or a ``.env`` file) parsed once into a frozen dataclass.
+"""The bot's settings, each declared once (:func:`model.settings.setting`: environment name, default, parser,
+bounds, one-line doc), read from the environment over a ``.env`` file into one frozen :class:`Settings`.
 
-Nothing else in ``bot/`` reads ``os.environ``; every tunable arrives through :class:`Settings`.
-The real environment wins over ``.env`` so a deployment can override a checked-in file.
+The real environment wins over ``.env`` so a deployment can override a checked-in file. ``.env.example`` and the
+README's settings table are generated from the declarations (``python -m bot.config --write-docs``; a test
+checks they are current). The settings the inference backends share with the cluster's replicas are
+:class:`model.settings.ComputeSettings`, which :class:`Settings` extends.
 """
 from __future__ import annotations
 
+import argparse
+import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
-from model.choices import DEVICES, PRECISIONS, RUNTIMES
-from model.threads import available_cores
-
-if TYPE_CHECKING:
-    from .scheduler import SchedulerConfig
+from model.settings import (
+    COMPUTE,  # noqa: F401  (re-exported: a section name of the docs)
+    ComputeSettings,
+    SettingError,
+    check_bounds,
+    env_names,
+    from_environ,
+    parse_ids,
+    setting,
+)
 
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the Bot API's getFile limit: 20 MB
-_LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
+ConfigError = SettingError  # a setting is missing or malformed; ``str(error)`` is one line that says what to do
 
-class ConfigError(Exception):
-    """A setting is missing or malformed; ``str(error)`` is one line that says what to do."""
+# Where the token is: python -m model serve writes it (model/serve/wire.py: inference_token_path).
+INFERENCE_TOKEN_HINT = ("set INFERENCE_TOKEN_FILE to a copy (chmod 600) of the inference token file that "
+                        "`python -m model serve` wrote on the cluster's head, and logged: `inference_token` beside "
+                        "Ray's token file, by default ~/.ray/inference_token (not Ray's auth_token itself)")
 
-
-def _default_workers() -> int:
-    # Decoding threads: PIL releases the GIL while decoding, but more threads than cores only adds contention.
-    return min(4, available_cores())
+TELEGRAM, MODEL, ANSWERS, WHY, OPERATIONS, FEEDBACK, WEBHOOK, CLUSTER = (
+    "Telegram", "Model and data", "Answers", "Heat maps (/why)", "Operations", "Feedback", "Webhook (instead of polling)",
+    "A Ray Serve cluster (the bot as its gateway)")
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything the bot can be told; see the table in the README (env var names in ``ENV_NAMES``)."""
+class Settings(ComputeSettings):
+    """Everything the bot can be told (the README's table lists them; ``ENV_NAMES`` maps fields to variables)."""
 
-    token: str = field(repr=False)
-    api_base_url: str = "https://api.telegram.org/bot"
-    file_base_url: str = "https://api.telegram.org/file/bot"
-    checkpoint_path: Path = Path("checkpoints/model.pt")
-    data_dir: Path = Path("data")
-    confidence_threshold: float = 0.6
-    unsure_threshold: float = 0.8
-    workers: int = field(default_factory=_default_workers)
-    torch_threads: int = field(default_factory=available_cores)
-    classify_workers: int | None = None  # compute threads running batches side by side; None: one per torch thread
-    queue_size: int = 128
-    per_chat_queue: int = 20
-    max_batch: int = 16
-    max_batch_wait_ms: float = 10.0
-    warm_up_batch: int | None = None  # photos in the start-up warm-up passes; None: MAX_BATCH; 0: no warm-up
-    frozen_graph: bool | None = None  # frozen TorchScript graph (model/graph.py); None: auto, by measurement
-    precision: str = "auto"  # fp32, bf16, or auto: bf16 where native, agreeing and faster (model/precision.py)
-    device: str = "auto"  # cpu, cuda, or auto: CUDA when torch sees a GPU
-    runtime: str = "auto"  # torch, openvino, or auto: OpenVINO on a CPU where installed and faster (model/runtime.py)
-    why_patch: int = 16
-    why_stride: int = 8
-    why_coarse_patch: int = 56
-    why_coarse_stride: int = 28
-    why_batch_size: int = 16
-    why_queue_size: int = 8
-    explain_cache_size: int = 64
-    max_file_bytes: int = TELEGRAM_DOWNLOAD_LIMIT
-    max_bytes_in_flight: int = 64 * 1024 * 1024  # downloaded, not yet decoded, all chats together (bot/budget.py)
-    log_level: str = "INFO"
-    webhook_url: str = ""
-    webhook_secret: str = field(default="", repr=False)
-    webhook_listen: str = "0.0.0.0"
-    webhook_port: int = 8443
-    admin_user_ids: frozenset[int] = frozenset()
-    poll_timeout: float = 10.0
-    http_connections: int = 16  # Bot API connections kept open at most (see bot.app.build_application)
-    feedback_dir: Path | None = None  # unset: no feedback buttons, nothing stored (see bot/feedback.py)
-    feedback_salt: str = field(default="", repr=False)  # unset: made and kept in FEEDBACK_DIR on first use
-    retry_after_max_retries: int = 3
-    journal_max_age_hours: float = 24.0  # unfinished requests older than this are not resumed after a restart
-    canary_checkpoint: Path | None = None  # a candidate model for a share of chats (bot/canary.py)
-    canary_share: float = 0.1  # the share of chats it serves, when CANARY_CHECKPOINT is set
-    retention_days: float = 30.0  # everything kept about users is deleted at this age (bot/retention.py, /privacy)
-    album_wait_s: float = 1.0  # an album is answered this long after its last photo arrived (bot/albums.py)
-    inference_address: str = ""  # a Ray Serve cluster's address (python -m model serve); unset: inference in process
-    inference_token: str = field(default="", repr=False)  # the cluster's token; or INFERENCE_TOKEN_FILE
-    inference_token_file: Path | None = None  # a file (mode 0600) holding the cluster's token
-    inference_deadline_s: float = 30.0  # a classification not answered by then is dropped (the user is told busy)
-    why_deadline_s: float = 300.0  # a /why's maps not done by then are dropped
+    token: str = setting("", env="TELEGRAM_BOT_TOKEN", secret=True, section=TELEGRAM, shown_default="(required)",
+                         doc="the bot's token from @BotFather (/newbot)")
+    api_base_url: str = setting("https://api.telegram.org/bot", env="TELEGRAM_API_BASE_URL", section=TELEGRAM,
+                                doc="Bot API base URL (the token is appended); for a local Bot API server")
+    file_base_url: str = setting("https://api.telegram.org/file/bot", env="TELEGRAM_FILE_BASE_URL", section=TELEGRAM,
+                                 doc="file download base URL of the same server")
+    poll_timeout: float = setting(10.0, env="POLL_TIMEOUT", low=0, section=TELEGRAM,
+                                  doc="seconds each getUpdates long poll waits")
+    http_connections: int = setting(16, env="HTTP_CONNECTIONS", low=1, section=TELEGRAM,
+                                    doc="connections to the Bot API kept open at most; more only costs CPU (httpcore "
+                                        "checks each one per request)")
+    retry_after_max_retries: int = setting(3, env="RETRY_AFTER_MAX_RETRIES", low=0, section=TELEGRAM,
+                                           doc="retries of a send answered with 429 (each waits retry_after)")
+    checkpoint_path: Path = setting(Path("checkpoints/model.pt"), env="CHECKPOINT_PATH", section=MODEL,
+                                    doc="the checkpoint the bot serves (make train builds it)")
+    data_dir: Path = setting(Path("data"), env="DATA_DIR", section=MODEL,
+                             doc="the bot's state (SQLite: last photo per chat, button keys, the journal of accepted "
+                                 "requests), kept across restarts")
+    canary_checkpoint: Path | None = setting(None, env="CANARY_CHECKPOINT", parse=Path, expected="a path", section=MODEL,
+                                             doc="a candidate checkpoint served to CANARY_SHARE of chats, chosen by a "
+                                                 "stable hash of the chat id salted with the candidate's sha256")
+    canary_share: float = setting(0.1, env="CANARY_SHARE", low=0, high=1, section=MODEL,
+                                  doc="the share of chats the canary serves, when CANARY_CHECKPOINT is set")
+    confidence_threshold: float = setting(0.6, env="CONFIDENCE_THRESHOLD", low=0, high=1, section=ANSWERS,
+                                          doc="below it: \"I'm not sure this is a ...\" with the guesses")
+    unsure_threshold: float = setting(0.8, env="UNSURE_THRESHOLD", low=0, high=1, section=ANSWERS,
+                                      doc="below it: the answer plus the runner-up classes")
+    max_file_bytes: int = setting(TELEGRAM_DOWNLOAD_LIMIT, env="MAX_FILE_BYTES", low=1, section=ANSWERS,
+                                  doc="larger files are refused before downloading (Telegram's 20 MB limit for bots)")
+    max_bytes_in_flight: int = setting(64 * 1024 * 1024, env="MAX_BYTES_IN_FLIGHT", low=1, section=ANSWERS,
+                                       doc="downloaded and not yet decoded, all chats together (bot/budget.py): past "
+                                           "it a photo is answered busy before its download")
+    album_wait_s: float = setting(1.0, env="ALBUM_WAIT_S", low=0, section=ANSWERS,
+                                  doc="an album is answered this long after its last photo arrived (Telegram sends "
+                                      "no end-of-album marker)")
+    why_patch: int = setting(16, env="WHY_PATCH", low=1, high=224, section=WHY,
+                             doc="the finer heat map's patch size in pixels of the 224x224 input (8 is the original demo's)")
+    why_stride: int = setting(8, env="WHY_STRIDE", low=1, section=WHY,
+                              doc="the finer heat map's stride (4 is the original demo's)")
+    why_coarse_patch: int = setting(56, env="WHY_COARSE_PATCH", low=1, high=224, section=WHY,
+                                    doc="the coarse map sent first and replaced in place (equal to the fine one: one step)")
+    why_coarse_stride: int = setting(28, env="WHY_COARSE_STRIDE", low=1, section=WHY,
+                                     doc="the coarse map's stride")
+    retention_days: float = setting(30.0, env="RETENTION_DAYS", positive=True, section=OPERATIONS, shown_default="`30`",
+                                    doc="everything kept about users (last photos, answers, the journal, feedback "
+                                        "records and their photos) is deleted at this age: at start, then hourly")
+    journal_max_age_hours: float = setting(24.0, env="JOURNAL_MAX_AGE_HOURS", low=0, section=OPERATIONS,
+                                           doc="requests accepted but not answered when the bot stopped or crashed "
+                                               "are answered at the next start, unless older than this")
+    log_level: str = setting("INFO", env="LOG_LEVEL", parse=str.upper, expected=", ".join(LOG_LEVELS), section=OPERATIONS,
+                             doc="DEBUG ... CRITICAL; secrets are redacted from every log line")
+    admin_user_ids: frozenset[int] = setting(frozenset(), env="ADMIN_USER_IDS", parse=parse_ids,
+                                             expected="comma-separated numeric Telegram user ids", section=OPERATIONS,
+                                             doc="comma-separated user ids allowed to use /stats and /reload")
+    feedback_dir: Path | None = setting(None, env="FEEDBACK_DIR", parse=Path, expected="a path", section=FEEDBACK,
+                                        shown_default="(off)",
+                                        doc="\"Right / Wrong\" feedback inbox for retraining; unset: no feedback "
+                                            "buttons, nothing stored")
+    feedback_salt: str = setting("", env="FEEDBACK_SALT", secret=True, section=FEEDBACK, shown_default="(generated)",
+                                 doc="secret for hashing chat ids in feedback records (made and kept in FEEDBACK_DIR "
+                                     "when unset)")
+    metrics_port: int | None = setting(None, env="METRICS_PORT", parse=int, expected="a whole number", low=0, high=65535,
+                                       section=OPERATIONS, shown_default="(off)",
+                                       doc="serve /metrics, /livez and /readyz on this port (Prometheus, a supervisor)")
+    metrics_listen: str = setting("127.0.0.1", env="METRICS_LISTEN", section=OPERATIONS,
+                                  doc="the metrics endpoint's address: loopback unless a scraper elsewhere needs it")
+    button_secret: str = setting("", env="BUTTON_SECRET", secret=True, section=OPERATIONS, shown_default="(generated)",
+                                 doc="signs the buttons' keys, so a button works only in its own chat; unset: made once "
+                                     "and kept in DATA_DIR/button_secret (mode 0600); at least 32 characters")
+    webhook_url: str = setting("", env="WEBHOOK_URL", section=WEBHOOK, shown_default="(polling)",
+                               doc="the https:// URL Telegram posts updates to (pip install -e '.[webhooks]')")
+    webhook_secret: str = setting("", env="WEBHOOK_SECRET", secret=True, section=WEBHOOK, shown_default="(random per start)",
+                                  doc="the secret Telegram sends with each update (A-Z, a-z, 0-9, _ and -); unset: a new "
+                                      "random one at each start, registered with setWebhook; requests without it get 403")
+    webhook_listen: str = setting("127.0.0.1", env="WEBHOOK_LISTEN", section=WEBHOOK,
+                                  doc="the address the webhook server listens on: loopback, behind the HTTPS proxy that "
+                                      "terminates TLS (0.0.0.0: every interface)")
+    webhook_port: int = setting(8443, env="WEBHOOK_PORT", low=1, high=65535, section=WEBHOOK,
+                                doc="the port the webhook server listens on")
+    inference_address: str = setting("", env="INFERENCE_ADDRESS", section=CLUSTER, shown_default="(in process)",
+                                     doc="the inference address that python -m model serve printed: classifications "
+                                         "and heat maps run on that Ray Serve cluster, and the bot loads no model")
+    inference_token: str = setting("", env="INFERENCE_TOKEN", secret=True, section=CLUSTER,
+                                   doc="the cluster's inference token (not Ray's own; or INFERENCE_TOKEN_FILE)")
+    inference_token_file: Path | None = setting(
+        None, env="INFERENCE_TOKEN_FILE", parse=Path, expected="a path", section=CLUSTER,
+        doc="a file (mode 0600) with the inference token: a copy of the inference_token file python -m model serve "
+            "writes beside Ray's (default ~/.ray/inference_token); INFERENCE_ADDRESS must be https:// unless loopback")
+    inference_deadline_s: float = setting(30.0, env="INFERENCE_DEADLINE_S", positive=True, section=CLUSTER, shown_default="`30`",
+                                          doc="how long the cluster may take for a photo before the work is dropped")
+    why_deadline_s: float = setting(300.0, env="WHY_DEADLINE_S", positive=True, section=CLUSTER, shown_default="`300`",
+                                    doc="how long the cluster may take for a /why's maps before they are dropped")
 
     def __post_init__(self) -> None:
-        if not self.token:
+        if not self.token.strip():
             raise ConfigError(
                 "TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather in Telegram and put its token in .env"
             )
-        _check(0.0 <= self.confidence_threshold <= 1.0, "CONFIDENCE_THRESHOLD must be between 0 and 1")
-        _check(0.0 <= self.unsure_threshold <= 1.0, "UNSURE_THRESHOLD must be between 0 and 1")
-        for name in ("workers", "torch_threads", "queue_size", "per_chat_queue", "max_batch", "why_patch", "why_stride",
-                     "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size",
-                     "http_connections"):
-            _check(getattr(self, name) >= 1, f"{ENV_NAMES[name]} must be at least 1")
-        _check(self.max_batch_wait_ms >= 0, "MAX_BATCH_WAIT_MS must not be negative")
-        _check(self.max_bytes_in_flight >= self.max_file_bytes, "MAX_BYTES_IN_FLIGHT must be at least MAX_FILE_BYTES "
-               "(one file of the largest size must fit)")
-        _check(self.journal_max_age_hours >= 0, "JOURNAL_MAX_AGE_HOURS must not be negative")
-        _check(0.0 <= self.canary_share <= 1.0, "CANARY_SHARE must be between 0 and 1")
-        _check(self.retention_days > 0, "RETENTION_DAYS must be positive")
-        _check(self.album_wait_s >= 0, "ALBUM_WAIT_S must not be negative")
-        _check(self.warm_up_batch is None or self.warm_up_batch >= 0, "WARM_UP_BATCH must not be negative")
-        _check(self.classify_workers is None or 1 <= self.classify_workers <= self.torch_threads,
-               "CLASSIFY_WORKERS must be between 1 and TORCH_THREADS")
-        _check(self.why_patch <= 224 and self.why_coarse_patch <= 224, "WHY_PATCH and WHY_COARSE_PATCH must be at most 224")
-        _check(self.precision in PRECISIONS, f"PRECISION must be one of {', '.join(PRECISIONS)}")
-        _check(self.device in DEVICES, f"DEVICE must be one of {', '.join(DEVICES)}")
-        _check(self.runtime in RUNTIMES, f"RUNTIME must be one of {', '.join(RUNTIMES)}")
-        _check(self.log_level in _LOG_LEVELS, f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
+        super().__post_init__()
+        check_bounds(self)
+        _check(self.log_level in LOG_LEVELS, f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         _check(self.webhook_secret == "" or re.fullmatch(r"[A-Za-z0-9_-]{1,256}", self.webhook_secret) is not None,
                "WEBHOOK_SECRET may only contain A-Z, a-z, 0-9, _ and - (1 to 256 characters)")
+        _check(self.max_bytes_in_flight >= self.max_file_bytes, "MAX_BYTES_IN_FLIGHT must be at least MAX_FILE_BYTES "
+               "(one file of the largest size must fit)")
+        _check(self.button_secret == "" or len(self.button_secret) >= 32, "BUTTON_SECRET must be at least 32 characters "
+               "(or unset it: one is made and kept in DATA_DIR)")
         _check(not self.webhook_url or self.webhook_url.startswith("https://"), "WEBHOOK_URL must start with https://")
         _check(not self.inference_address or re.match(r"https?://[^/]+", self.inference_address) is not None,
                "INFERENCE_ADDRESS must be the http://HOST:PORT that python -m model serve printed")
+        _check(not self.inference_address or self.inference_address.startswith("https://")
+               or _is_loopback(urlparse(self.inference_address).hostname or ""),
+               "INFERENCE_ADDRESS must be https:// (a TLS proxy in front of the cluster) unless the cluster runs on "
+               "this machine (http://127.0.0.1:PORT): the token and the users' photos would cross the network in clear")
+        if self.inference_address:  # the levels a cluster takes (model/serve/wire.py); numpy, no torch
+            from model.serve.wire import MAX_POSITIONS, MIN_STRIDE, level_positions
+
+            _check(min(self.why_stride, self.why_coarse_stride) >= MIN_STRIDE
+                   and max(level_positions(self.why_patch, self.why_stride),
+                           level_positions(self.why_coarse_patch, self.why_coarse_stride)) <= MAX_POSITIONS,
+                   f"with INFERENCE_ADDRESS, WHY_STRIDE and WHY_COARSE_STRIDE must be at least {MIN_STRIDE}, and each "
+                   f"heat map at most {MAX_POSITIONS} patch positions (the cluster refuses more)")
         _check(not (self.inference_address and self.canary_checkpoint), "CANARY_CHECKPOINT needs the model in the "
                "bot's own process: unset it, or unset INFERENCE_ADDRESS")
-        _check(self.inference_deadline_s > 0 and self.why_deadline_s > 0,
-               "INFERENCE_DEADLINE_S and WHY_DEADLINE_S must be positive")
 
     def cluster_token(self) -> str:
-        """The cluster's token: INFERENCE_TOKEN, else the file INFERENCE_TOKEN_FILE (which only its owner may read)."""
+        """The cluster's inference token: INFERENCE_TOKEN, else the file INFERENCE_TOKEN_FILE (which only its owner
+        may read); a ConfigError that says where to find it when INFERENCE_ADDRESS is set without one."""
         if self.inference_token or self.inference_token_file is None:
+            if self.inference_address and not self.inference_token:
+                raise ConfigError(f"INFERENCE_ADDRESS is set without its token: {INFERENCE_TOKEN_HINT}")
             return self.inference_token
         path = self.inference_token_file
         try:
@@ -131,23 +186,21 @@ class Settings:
             if mode & 0o077:
                 raise ConfigError(f"INFERENCE_TOKEN_FILE {path} may be read by others (mode {mode & 0o777:o}): "
                                   "chmod 600 it")
-            return path.read_text(encoding="utf-8").strip()
+            token = path.read_text(encoding="utf-8").strip()
         except OSError as error:
-            raise ConfigError(f"INFERENCE_TOKEN_FILE {path} cannot be read: {error.strerror}") from None
+            raise ConfigError(f"INFERENCE_TOKEN_FILE {path} cannot be read ({error.strerror}): "
+                              f"{INFERENCE_TOKEN_HINT}") from None
+        if not token:
+            raise ConfigError(f"INFERENCE_TOKEN_FILE {path} is empty: {INFERENCE_TOKEN_HINT}")
+        return token
 
     @property
-    def warm_up_photos(self) -> int:
-        return self.max_batch if self.warm_up_batch is None else self.warm_up_batch
+    def why_levels(self) -> list[tuple[int, int]]:
+        """Coarse first (sent at once), then fine (edited in); one level when both are the same."""
+        coarse, fine = (self.why_coarse_patch, self.why_coarse_stride), (self.why_patch, self.why_stride)
+        return [fine] if coarse == fine else [coarse, fine]
 
-    @property
-    def classify_worker_count(self) -> int:
-        return self.torch_threads if self.classify_workers is None else self.classify_workers
-
-    @property
-    def max_batch_wait_s(self) -> float:
-        return self.max_batch_wait_ms / 1000.0
-
-    def scheduler_config(self) -> SchedulerConfig:
+    def scheduler_config(self):
         """The inference scheduler's settings: its only source, so tests and benches run what the bot runs."""
         from .scheduler import SchedulerConfig
 
@@ -166,18 +219,11 @@ class Settings:
         if env_file is not None and Path(env_file).is_file():
             values.update(parse_env_file(Path(env_file).read_text(encoding="utf-8")))
         values.update(os.environ if environ is None else environ)
-        kwargs: dict[str, object] = {}
-        for item in fields(cls):
-            env_name = ENV_NAMES[item.name]
-            raw = values.get(env_name)
-            if raw is None or (raw.strip() == "" and item.name != "token"):
-                continue
-            try:
-                kwargs[item.name] = _PARSERS.get(item.name, str)(raw.strip())
-            except ValueError:
-                raise ConfigError(f"{env_name}={raw!r} is not valid ({_EXPECTED.get(item.name, 'a string')})") from None
-        kwargs.setdefault("token", "")
-        return cls(**kwargs)
+        return from_environ(cls, values)
+
+    def secrets(self) -> list[str]:
+        """Every secret value set (for the log redaction)."""
+        return [self.token, self.webhook_secret, self.feedback_salt, self.inference_token, self.button_secret]
 
 
 def _check(condition: bool, message: str) -> None:
@@ -185,106 +231,14 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _parse_ids(raw: str) -> frozenset[int]:
-    return frozenset(int(part) for part in re.split(r"[,\s]+", raw) if part)
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
-def _parse_level(raw: str) -> str:
-    return raw.upper()
-
-
-def _parse_auto_bool(raw: str) -> bool | None:
-    return None if raw.lower() == "auto" else _parse_bool(raw)
-
-
-def _parse_bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(raw)
-
-
-ENV_NAMES: dict[str, str] = {
-    "token": "TELEGRAM_BOT_TOKEN",
-    "api_base_url": "TELEGRAM_API_BASE_URL",
-    "file_base_url": "TELEGRAM_FILE_BASE_URL",
-    "checkpoint_path": "CHECKPOINT_PATH",
-    "data_dir": "DATA_DIR",
-    "confidence_threshold": "CONFIDENCE_THRESHOLD",
-    "unsure_threshold": "UNSURE_THRESHOLD",
-    "workers": "WORKERS",
-    "torch_threads": "TORCH_THREADS",
-    "classify_workers": "CLASSIFY_WORKERS",
-    "queue_size": "QUEUE_SIZE",
-    "per_chat_queue": "PER_CHAT_QUEUE",
-    "max_batch": "MAX_BATCH",
-    "max_batch_wait_ms": "MAX_BATCH_WAIT_MS",
-    "warm_up_batch": "WARM_UP_BATCH",
-    "frozen_graph": "FROZEN_GRAPH",
-    "precision": "PRECISION",
-    "device": "DEVICE",
-    "runtime": "RUNTIME",
-    "why_patch": "WHY_PATCH",
-    "why_stride": "WHY_STRIDE",
-    "why_coarse_patch": "WHY_COARSE_PATCH",
-    "why_coarse_stride": "WHY_COARSE_STRIDE",
-    "why_batch_size": "WHY_BATCH_SIZE",
-    "why_queue_size": "WHY_QUEUE_SIZE",
-    "explain_cache_size": "EXPLAIN_CACHE_SIZE",
-    "max_file_bytes": "MAX_FILE_BYTES",
-    "max_bytes_in_flight": "MAX_BYTES_IN_FLIGHT",
-    "log_level": "LOG_LEVEL",
-    "webhook_url": "WEBHOOK_URL",
-    "webhook_secret": "WEBHOOK_SECRET",
-    "webhook_listen": "WEBHOOK_LISTEN",
-    "webhook_port": "WEBHOOK_PORT",
-    "admin_user_ids": "ADMIN_USER_IDS",
-    "poll_timeout": "POLL_TIMEOUT",
-    "http_connections": "HTTP_CONNECTIONS",
-    "feedback_dir": "FEEDBACK_DIR",
-    "feedback_salt": "FEEDBACK_SALT",
-    "retry_after_max_retries": "RETRY_AFTER_MAX_RETRIES",
-    "journal_max_age_hours": "JOURNAL_MAX_AGE_HOURS",
-    "canary_checkpoint": "CANARY_CHECKPOINT",
-    "canary_share": "CANARY_SHARE",
-    "retention_days": "RETENTION_DAYS",
-    "album_wait_s": "ALBUM_WAIT_S",
-    "inference_address": "INFERENCE_ADDRESS",
-    "inference_token": "INFERENCE_TOKEN",
-    "inference_token_file": "INFERENCE_TOKEN_FILE",
-    "inference_deadline_s": "INFERENCE_DEADLINE_S",
-    "why_deadline_s": "WHY_DEADLINE_S",
-}
-
-_INT_FIELDS = ("workers", "torch_threads", "classify_workers", "queue_size", "per_chat_queue", "max_batch", "warm_up_batch", "why_patch",
-               "why_stride", "why_coarse_patch", "why_coarse_stride", "why_batch_size", "why_queue_size", "explain_cache_size",
-               "max_file_bytes", "max_bytes_in_flight",
-               "webhook_port", "retry_after_max_retries", "http_connections")
-_FLOAT_FIELDS = ("confidence_threshold", "unsure_threshold", "max_batch_wait_ms", "poll_timeout", "journal_max_age_hours",
-                 "canary_share", "retention_days", "album_wait_s", "inference_deadline_s", "why_deadline_s")
-_PARSERS: dict[str, Callable[[str], object]] = {
-    **{name: int for name in _INT_FIELDS},
-    **{name: float for name in _FLOAT_FIELDS},
-    "checkpoint_path": Path,
-    "data_dir": Path,
-    "feedback_dir": Path,
-    "canary_checkpoint": Path,
-    "inference_token_file": Path,
-    "admin_user_ids": _parse_ids,
-    "log_level": _parse_level,
-    "precision": str.lower,
-    "device": str.lower,
-    "runtime": str.lower,
-    "frozen_graph": _parse_auto_bool,
-}
-_EXPECTED = {
-    **{name: "a whole number" for name in _INT_FIELDS},
-    **{name: "a number" for name in _FLOAT_FIELDS},
-    "admin_user_ids": "comma-separated numeric Telegram user ids",
-    "frozen_graph": "auto, 1 or 0",
-}
+ENV_NAMES: dict[str, str] = env_names(Settings)
 
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 
@@ -308,3 +262,22 @@ def parse_env_file(text: str) -> dict[str, str]:
             value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
         values[key] = value
     return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bot.config --write-docs``: .env.example and the README's settings table, from the declarations."""
+    parser = argparse.ArgumentParser(prog="python -m bot.config", description=main.__doc__)
+    parser.add_argument("--write-docs", action="store_true", help="rewrite .env.example and the README's table")
+    args = parser.parse_args(argv)
+    from .settings_docs import write_docs
+
+    if args.write_docs:
+        for path in write_docs(Path(__file__).resolve().parents[1]):
+            print(f"wrote {path}")
+        return 0
+    parser.print_help(sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,24 +7,25 @@ acknowledged with ``answerCallbackQuery``, and the buttons become "Thanks — no
 buttons stay as they are. Under an album's answer each photo has its own row ("Why? #2", "#2 ✓", "#2 ✗"),
 and a press changes only the buttons of its own photo (by the key in their callback_data).
 
-callback_data (under Telegram's 64 bytes; ``<key>`` is the photo's 12-hex key in :mod:`bot.store`, which
-also keeps the answer given for it, so buttons keep working after a restart)::
+callback_data: the codecs of :mod:`bot.buttons` (``why:``, ``fb:``); each key names the chat it was made for,
+and a press is served only from that chat. The store (:mod:`bot.store`) keeps the answer given for each photo,
+so buttons keep working after a restart.
 
-    why:<key>        heat map (bot.why)
-    fb:<key>:ok      the answer was right
-    fb:<key>:no      the answer was wrong: show the classes
-    fb:<key>:<i>     the user's class, by index into the checkpoint's class names
-    fb:<key>:x       none of these
-    fb:<key>:d       the "Thanks" button (does nothing)
+Each stored judgement carries the salted ids of the chat and of the user who pressed, and counts against the
+user's limits (:mod:`bot.feedback_store`). /forget in a private chat deletes everything the bot keeps about
+the chat; in a group, what the member who sends it judged there, unless a group admin sends it: then the
+group's whole state.
 """
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
-from dataclasses import dataclass
+import re
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.constants import ChatType
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
     Application,
@@ -38,50 +39,27 @@ from model.inbox import NONE_OF_THESE
 
 from . import messages
 from .albums import AlbumPhoto
+from .buttons import DONE, NONE_CHOICE, RIGHT, WRONG, FeedbackData, WhyData
 from .config import ConfigError
-from .feedback_store import FeedbackStore
+from .feedback_store import PER_PHOTO, FeedbackStore, OverLimit
 from .i18n import ENGLISH, Language
 from .photos import photo_in
 from .request_handling import Outcome, answer_query, request
 from .services import language_of, services
 from .stats import is_admin
-from .store import StoredPhoto, photo_key
+from .store import StoredPhoto
 from .telegram_io import FileTooLarge, download
 
 log = logging.getLogger(__name__)
 
-PREFIX = "fb"
-RIGHT, WRONG, NONE_CHOICE, DONE = "ok", "no", "x", "d"
 CLASSES_PER_ROW = 3
 MAX_CLASS_BUTTONS = 90  # Telegram allows 100 buttons per keyboard; the rest is for "None of these" and "Why?"
-
-
-@dataclass(frozen=True)
-class FeedbackData:
-    """What a feedback button carries: the photo key and the choice (see the module docstring)."""
-
-    key: str
-    choice: str
-
-    def encode(self) -> str:
-        data = f"{PREFIX}:{self.key}:{self.choice}"
-        assert len(data.encode()) <= 64, data  # Telegram's limit; keys are 12 hex characters
-        return data
-
-    @classmethod
-    def decode(cls, data: str | None) -> FeedbackData | None:
-        """``None`` for anything that is not a well-formed feedback button (old or forged data)."""
-        parts = (data or "").split(":")
-        if len(parts) != 3 or parts[0] != PREFIX or not parts[1].isalnum():
-            return None
-        if parts[2] not in (RIGHT, WRONG, NONE_CHOICE, DONE) and not parts[2].isdigit():
-            return None
-        return cls(parts[1], parts[2])
+CHAT_ADMINS = ("creator", "administrator")  # getChatMember statuses that may /forget a whole group
 
 
 # ---- keyboards -----------------------------------------------------------------------------------------
 def why_key_button(key: str, lang: Language = ENGLISH, number: int | None = None) -> InlineKeyboardButton:
-    return InlineKeyboardButton(messages.why_button_text(number, lang), callback_data=f"why:{key}")
+    return InlineKeyboardButton(messages.why_button_text(number, lang), callback_data=WhyData(key).encode())
 
 
 def why_row(key: str, lang: Language = ENGLISH) -> list[InlineKeyboardButton]:
@@ -130,16 +108,17 @@ def thanks_rows(key: str, label: str | None, lang: Language = ENGLISH,
 
 def is_feedback_button(button: InlineKeyboardButton, key: str | None = None) -> bool:
     """A feedback button (of the photo ``key``, when given)."""
-    return str(button.callback_data or "").startswith(f"{PREFIX}:" + (f"{key}:" if key else ""))
+    data = FeedbackData.decode(button.callback_data)
+    return data is not None and (key is None or data.key == key)
 
 
 def album_number(markup: InlineKeyboardMarkup | None, key: str) -> int | None:
     """The photo's number in an album's answer (its "Why? #n" button), or None under a single answer."""
     for row in markup.inline_keyboard if markup else ():
         for button in row:
-            if button.callback_data == f"why:{key}" and "#" in button.text:
+            if WhyData.decode(button.callback_data) == WhyData(key) and "#" in button.text:
                 number = button.text.rsplit("#", 1)[1]
-                return int(number) if number.isdigit() else None
+                return int(number) if re.fullmatch(r"[0-9]{1,3}", number, re.ASCII) else None
     return None
 
 
@@ -160,14 +139,17 @@ def with_feedback_rows(markup: InlineKeyboardMarkup | None, rows: list[list[Inli
 
 
 # ---- the button callback ---------------------------------------------------------------------------------
-async def _photo_behind(message: Message | None, key: str, context: ContextTypes.DEFAULT_TYPE) -> StoredPhoto | None:
+async def _photo_behind(message: Message | None, chat_id: int, key: str,
+                        context: ContextTypes.DEFAULT_TYPE) -> StoredPhoto | None:
     """The photo the answer is about: the message it replies to (the same size the bot classified), or the
     bot's photo store by the button's key (the user deleted their message, or the button is for another
-    photo of an album than the first one, which the answer replies to)."""
+    photo of an album than the first one, which the answer replies to). Only this chat's: a key made for
+    another chat finds nothing."""
+    store = services(context).store
     replied = message.reply_to_message if isinstance(message, Message) else None
     photo = photo_in(replied)
-    if photo is None or photo_key(photo.file_unique_id) != key:
-        photo = await asyncio.to_thread(services(context).store.by_key, key)
+    if photo is None or not store.keys.matches(key, chat_id, photo.file_unique_id):
+        photo = await asyncio.to_thread(store.by_key, chat_id, key)
     return photo
 
 
@@ -183,14 +165,14 @@ async def _edit_buttons(message: Message | None, rows: list[list[InlineKeyboardB
             log.warning("feedback: could not edit the buttons: %s", error)
 
 
-def _chosen_label(choice: str, predicted: str, class_names: list[str]) -> str | None:
+def _chosen_label(data: FeedbackData, predicted: str, class_names: list[str]) -> str | None:
     """The label a press means; ``None`` when a class index does not fit the classes."""
-    if choice == RIGHT:
+    if data.choice == RIGHT:
         return predicted
-    if choice == NONE_CHOICE:
+    if data.choice == NONE_CHOICE:
         return NONE_OF_THESE
-    index = int(choice)
-    return class_names[index] if index < len(class_names) else None
+    index = data.class_index
+    return class_names[index] if index is not None and index < len(class_names) else None
 
 
 @request("feedback")
@@ -200,9 +182,10 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     svc = services(context)
     lang = language_of(update, context)
     query = update.callback_query
-    chat_id = update.effective_chat.id if update.effective_chat else None
+    chat_id = query.message.chat.id if query.message is not None else None  # the chat the key must name
+    user_id = query.from_user.id
     data = FeedbackData.decode(query.data)
-    if data is None or data.choice == DONE:
+    if data is None or data.choice == DONE or chat_id is None:
         await answer_query(query)
         return Outcome.of("ignored", data=json.dumps(query.data))
     if svc.feedback is None:
@@ -212,19 +195,19 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     chat_model = svc.classifier_for(chat_id)
     class_names = chat_model.class_names
     number = album_number(query.message.reply_markup if isinstance(query.message, Message) else None, data.key)
+    answer, photo = await asyncio.gather(asyncio.to_thread(svc.store.answer, chat_id, data.key),
+                                         _photo_behind(query.message, chat_id, data.key, context))
+    if answer is None or photo is None:  # expired, /forget, or a key made for another chat
+        await answer_query(query, lang.gettext(messages.FEEDBACK_PHOTO_GONE), alert=True)
+        return Outcome.of("photo_gone")
     if data.choice == WRONG:
         await answer_query(query, lang.gettext(messages.FEEDBACK_WHICH) + (f" (#{number})" if number else ""))
         await _edit_buttons(query.message, choice_rows(data.key, class_names, lang), data.key)
         return Outcome.of("asked_class")
-    answer, photo = await asyncio.gather(asyncio.to_thread(svc.store.answer, data.key),
-                                         _photo_behind(query.message, data.key, context))
-    if answer is None or photo is None or chat_id is None:
-        await answer_query(query, lang.gettext(messages.FEEDBACK_PHOTO_GONE), alert=True)
-        return Outcome.of("photo_gone")
-    label = _chosen_label(data.choice, answer.label, class_names)
+    label = _chosen_label(data, answer.label, class_names)
     # A class index means a class of the model serving now; if another checkpoint gave the answer, its
     # classes may differ, so ask for the photo again rather than store a guess.
-    if label is None or (data.choice.isdigit() and answer.checkpoint_id != chat_model.checkpoint_id):
+    if label is None or (data.class_index is not None and answer.checkpoint_id != chat_model.checkpoint_id):
         await answer_query(query, lang.gettext(messages.FEEDBACK_OUTDATED), alert=True)
         await _edit_buttons(query.message, [], data.key)
         return Outcome.of("outdated", data=json.dumps(query.data))
@@ -237,7 +220,12 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
             label=label,
             checkpoint_id=answer.checkpoint_id,
             chat_id=chat_id,
+            user_id=user_id,
         )
+    except OverLimit as over:
+        text = messages.FEEDBACK_PHOTO_LIMIT if over.limit == PER_PHOTO else messages.FEEDBACK_DAY_LIMIT
+        await answer_query(query, lang.gettext(text), alert=True)
+        return Outcome.of("over_limit", limit=over.limit)
     except FileTooLarge as error:  # MAX_FILE_BYTES holds for this download too
         await answer_query(query, messages.too_large(lang), alert=True)
         return Outcome.of("too_large", bytes=error.file_size)
@@ -245,6 +233,7 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         log.warning("feedback not stored for chat %s: %s", chat_id, error)
         await answer_query(query, lang.gettext(messages.FEEDBACK_SAVE_FAILED), alert=True)
         return Outcome.of("save_failed", error=json.dumps(str(error)))
+    svc.stats.metrics.feedback_given(record.label, record.predicted, NONE_OF_THESE)
     shown = None if label == NONE_OF_THESE else label
     await answer_query(query, messages.feedback_thanks(shown, lang, number))
     await _edit_buttons(query.message, thanks_rows(data.key, shown, lang, number), data.key)
@@ -254,17 +243,46 @@ async def feedback_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
 # ---- /forget and /stats --------------------------------------------------------------------------------
 @request("forget")
 async def forget_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
-    """/forget: delete this chat's last photo, answers and journal entries, and (when feedback is on) its
-    judgements and the photos nobody else judged."""
+    """/forget: in a private chat, or from a group's admin, delete the chat's last photo, answers, journal
+    entries, cached maps and (when feedback is on) its judgements and the photos nobody else judged. From
+    another group member: only what that member judged in the group (the rest is the group's, not theirs)."""
     svc = services(context)
-    chat_id = update.effective_chat.id
-    state = await asyncio.to_thread(forget_chat_state, svc, chat_id, update.update_id)
-    records = photos = 0
-    if svc.feedback is not None:
-        records, photos = await svc.feedback.forget(chat_id)
-    await update.effective_message.reply_text(messages.forget_done(records, photos, language_of(update, context),
-                                                                   feedback_on=svc.feedback is not None))
-    return Outcome.of("deleted", records=records, photos=photos, state=state)
+    chat, user = update.effective_chat, update.effective_user
+    lang = language_of(update, context)
+    whole_chat = chat.type == ChatType.PRIVATE or (user is not None and await _is_chat_admin(context, chat.id, user.id))
+    records = photos = state = 0
+    if whole_chat:
+        state = await asyncio.to_thread(forget_chat_state, svc, chat.id, update.update_id)
+        await _forget_cached_maps(svc, chat.id)
+    if svc.feedback is not None and (whole_chat or user is not None):
+        records, photos = await svc.feedback.forget(chat.id, None if whole_chat else user.id)
+    if whole_chat:
+        text = messages.forget_done(records, photos, lang, feedback_on=svc.feedback is not None)
+    else:
+        text = messages.forget_member_done(records, photos, lang, feedback_on=svc.feedback is not None)
+    await update.effective_message.reply_text(text)
+    return Outcome.of("deleted" if whole_chat else "deleted_own", records=records, photos=photos, state=state)
+
+
+async def _is_chat_admin(context: ContextTypes.DEFAULT_TYPE, chat_id: int, user_id: int) -> bool:
+    """Whether Telegram says the user administers the group (getChatMember); a failed call is a no."""
+    try:
+        member = await context.bot.get_chat_member(chat_id, user_id)
+    except TelegramError as error:
+        log.warning("forget: getChatMember failed for chat %s, so only the member's own data goes: %s", chat_id, error)
+        return False
+    return member.status in CHAT_ADMINS
+
+
+async def _forget_cached_maps(svc, chat_id: int) -> None:
+    """The inference backend's in-memory maps and results of this chat, where the backend can drop them.
+    ``forget`` is optional on a backend (getattr): one without it keeps them until they age out of its cache."""
+    forget = getattr(svc.inference, "forget", None)
+    if forget is None:
+        return
+    result = forget(chat_id)
+    if inspect.isawaitable(result):
+        await result
 
 
 def forget_chat_state(svc, chat_id: int, keep_update_id: int) -> int:
@@ -300,5 +318,5 @@ async def open_store(settings) -> FeedbackStore | None:
 
 def add_handlers(application: Application) -> None:
     """Register before the catch-all "unknown command" and stale-button handlers, so these reach us."""
-    application.add_handler(CallbackQueryHandler(feedback_button, pattern=rf"^{PREFIX}:"))
+    application.add_handler(CallbackQueryHandler(feedback_button, pattern=FeedbackData.decode))
     application.add_handler(CommandHandler("forget", forget_command, filters=filters.UpdateType.MESSAGE))

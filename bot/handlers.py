@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 from telegram import Message, ReplyParameters, Update
 from telegram.ext import ContextTypes
@@ -236,7 +237,10 @@ async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     if command_for_other_bot(message, context.bot.username):
         return None
     await message.reply_text(language_of(update, context).gettext(messages.UNKNOWN_COMMAND))
-    return Outcome.of("hint", command=json.dumps((message.text or "").split(maxsplit=1)[0][:40]))
+    # The command's name only, when it is one (a log line never carries what a user wrote: /privacy says so).
+    first = (message.text or "").split(maxsplit=1)[0] if message.text else ""
+    return Outcome.of("hint", command=json.dumps(first if re.fullmatch(r"/[A-Za-z0-9_]{1,32}(@\w{1,32})?", first, re.ASCII)
+                                                 else "?"))
 
 
 @request("stale_button")

@@ -213,7 +213,7 @@ OPTIONAL_STATS_LINES = (
 FEEDBACK_HELP = N_(
     "Under each answer, \"✓ Right\" and \"✗ Wrong\" tell me how I did. When you press them, this is stored to "
     "improve the model: the photo itself (photos are kept), what I answered and how sure I was, what you chose, "
-    "and the time. Your chat is kept only as an anonymous code, never your name or id. "
+    "and the time. Your chat and your account are kept only as anonymous codes, never your name or id. "
     "Send /forget to delete everything you judged, photos included."
 )
 RIGHT_BUTTON = N_("✓ Right")
@@ -224,6 +224,8 @@ FEEDBACK_SAVE_FAILED = N_("Sorry, I couldn't save that. Please try again.")
 FEEDBACK_OUTDATED = N_("That answer came from an older model. Send the photo again to give feedback.")
 FEEDBACK_PHOTO_GONE = N_("I no longer have that photo. Send it again to give feedback.")
 FEEDBACK_OFF = N_("Feedback is switched off on this bot.")
+FEEDBACK_PHOTO_LIMIT = N_("You have judged this photo several times today already; I keep what you said. Thank you!")
+FEEDBACK_DAY_LIMIT = N_("That is all the feedback I can take from you today. Thank you! Please try again tomorrow.")
 
 
 def feedback_button_texts(number: int | None, lang: Language = ENGLISH) -> tuple[str, str]:
@@ -252,6 +254,19 @@ def forget_done(records: int, photos: int, lang: Language = ENGLISH, feedback_on
         "and {count} photo.", "and {count} photos.", photos).format(count=photos)
 
 
+def forget_member_done(records: int, photos: int, lang: Language = ENGLISH, feedback_on: bool = True) -> str:
+    """/forget from a group member who is not an admin: only what they judged in the group is deleted."""
+    told = lang.gettext("In a group, /forget deletes what you yourself gave me; a group admin's /forget deletes "
+                        "everything I keep about the group.")
+    if not feedback_on:
+        return told
+    if not records:
+        return told + " " + lang.gettext("There was no feedback from you in this group.")
+    return told + " " + lang.ngettext("I deleted {count} judgement", "I deleted {count} judgements",
+                                      records).format(count=records) + " " + lang.ngettext(
+        "and {count} photo.", "and {count} photos.", photos).format(count=photos)
+
+
 def privacy_text(retention_days: float, journal_hours: float, feedback_stored: bool, lang: Language = ENGLISH) -> str:
     """/privacy: what is kept, for how long, who sees it, and how to delete it."""
     days = lang.ngettext("{count} day", "{count} days", round(retention_days)).format(count=f"{retention_days:g}")
@@ -266,12 +281,16 @@ def privacy_text(retention_days: float, journal_hours: float, feedback_stored: b
     ]
     if feedback_stored:
         parts.append("• " + lang.gettext("when you press ✓ Right or ✗ Wrong: the photo, my answer, your choice and the "
-                                         "time, with your chat only as an anonymous code, to improve the model."))
+                                         "time, with your chat and your account only as anonymous codes, to improve "
+                                         "the model."))
+    parts.append("• " + lang.gettext("the server's logs name chats and messages by their numbers only, never your name "
+                                     "or what you wrote."))
     parts += [
         lang.gettext("For how long: everything is deleted when it is {days} old, at the latest.").format(days=days),
         lang.gettext("Who sees it: only the people who run this bot. It is not shared or sold. Telegram itself "
                      "carries the messages, under Telegram's privacy policy."),
-        lang.gettext("/forget deletes what I keep about this chat now."),
+        lang.gettext("/forget deletes what I keep about this chat now; in a group, what you judged there (a group "
+                     "admin's /forget deletes all I keep about the group)."),
     ]
     return "\n".join(parts)
 

@@ -1,4 +1,4 @@
-"""The one wrapper every handler runs in: it counts the request, replies when the handler fails, and writes
+"""The one wrapper every handler runs in: it counts the request (bot.metrics, through BotStats), replies when the handler fails, and writes
 the request's one log line (``request chat=.. kind=.. latency_ms=.. result=..``).
 
 A handler returns an :class:`Outcome` (or ``None`` for an update that was not for the bot, e.g. a group
@@ -28,9 +28,6 @@ from .stats import log_request
 
 errors_log = logging.getLogger("bot.errors")
 
-# Which BotStats counter a result adds to (answers are counted with their latency).
-COUNTED_RESULTS = {"busy": "busy", "bad_image": "bad_input", "too_large": "bad_input", "download_failed": "errors",
-                   "error": "errors"}
 DEFERRED_KEY = "deferred_update_ids"  # application.bot_data: updates left for the journal to resume
 
 
@@ -81,13 +78,8 @@ def request(kind: str, counted: bool = False) -> Callable[[Handler], Handler]:
                 outcome = Outcome.of("error", error=type(error).__name__)
             if outcome is None:
                 return
-            if counted:
-                svc.stats.requests += 1
-            if outcome.answered:
-                svc.stats.answered(time.monotonic() - started)
-            counter = COUNTED_RESULTS.get(outcome.result)
-            if counter:
-                setattr(svc.stats, counter, getattr(svc.stats, counter) + 1)
+            svc.stats.record(kind, outcome.result, outcome.answered, time.monotonic() - started, counted,
+                             unsure=_unsure(outcome, svc.settings.confidence_threshold))
             log_request(chat_id, kind, started, outcome.result, **outcome.fields)
 
         return run
@@ -95,10 +87,33 @@ def request(kind: str, counted: bool = False) -> Callable[[Handler], Handler]:
     return decorate
 
 
+def _unsure(outcome: Outcome, confidence_threshold: float) -> bool:
+    """An answer that said "I'm not sure" (its confidence below CONFIDENCE_THRESHOLD): counted apart in the metrics."""
+    confidence = outcome.fields.get("confidence")
+    return outcome.answered and confidence is not None and float(confidence) < confidence_threshold
+
+
 def _log_failure(update: object, error: BaseException) -> None:
     trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    summary = update.to_dict() if isinstance(update, Update) else repr(update)
-    errors_log.error("unhandled error for update %s\n%s", json.dumps(summary, default=str)[:2000], trace)
+    errors_log.error("unhandled error for update %s\n%s", update_summary(update), trace)
+
+
+def update_summary(update: object) -> str:
+    """Ids and kinds only (never names, texts, captions or file ids), so an error line is no copy of what users
+    sent: the log outlives /forget and RETENTION_DAYS."""
+    if not isinstance(update, Update):
+        return type(update).__name__
+    kinds = [name for name in ("message", "edited_message", "channel_post", "callback_query", "inline_query",
+                               "my_chat_member", "chat_member") if getattr(update, name, None) is not None]
+    message = update.effective_message
+    chat, user = update.effective_chat, update.effective_user
+    fields = {"update_id": update.update_id, "kind": ",".join(kinds) or "other",
+              "chat": chat.id if chat else None, "chat_type": chat.type if chat else None,
+              "user": user.id if user else None, "message": message.message_id if message else None}
+    if message is not None:
+        fields["content"] = ",".join(name for name in ("text", "photo", "document", "caption", "sticker", "video")
+                                     if getattr(message, name, None))
+    return json.dumps(fields)
 
 
 async def tell_something_went_wrong(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -128,5 +143,5 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     _log_failure(update, context.error)
     svc = context.application.bot_data.get(SERVICES_KEY)
     if svc is not None:
-        svc.stats.errors += 1
+        svc.stats.metrics.unhandled_errors.inc()
     await tell_something_went_wrong(update, context)

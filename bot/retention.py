@@ -2,8 +2,10 @@
 
 That is the photo store (each chat's last photo ``file_id``, the photos' button keys and the answers given
 for them), the journal of accepted requests (answered or not), and the feedback records with the photos
-no remaining record needs. :class:`bot.app.BotApplication` runs :func:`purge_old_state` in a thread (never
-on the event loop) once at start, before it serves anyone, and then hourly.
+no remaining record needs (and those photos' links in training exports and their reviews: model.inbox).
+Feedback records are judged by the time in their file names, so the purge reads none of them.
+:class:`bot.app.BotApplication` runs :func:`purge_old_state` in a thread (never on the event loop) once at
+start, before it serves anyone, and then hourly.
 /privacy tells users the period; /forget deletes a chat's state at once.
 """
 from __future__ import annotations

@@ -108,6 +108,8 @@ class InferenceScheduler:
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batch sizes, for /stats and tests
         self.heatmap_pauses = 0  # pause points at which a map let more urgent work run first
         self.preparation: ModelPreparation | None = None  # what the warm-up chose and measured
+        # Called on a compute thread after each batch: (runtime, precision, seconds, photos); bot.metrics sets it.
+        self.forward_observer: Callable[[str, str, float, int], None] | None = None
         self.threads: list[threading.Thread] = []
         self._workers = max(1, config.classify_workers)
         self._threads_alone = config.torch_threads
@@ -434,7 +436,10 @@ class InferenceScheduler:
     def _run_batch(self, batch: list[PendingRequest], classifier: Classifier) -> None:
         self.batch_sizes.append(len(batch))
         try:
+            started = time.perf_counter()
             probabilities = classifier.probabilities(torch.stack([request.payload for request in batch]))
+            if self.forward_observer is not None:
+                self.forward_observer(classifier.runtime, classifier.precision, time.perf_counter() - started, len(batch))
         except Exception:
             if len(batch) > 1:  # one malformed input must not fail its neighbours: run each alone to find it
                 for request in batch:

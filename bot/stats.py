@@ -1,7 +1,4 @@
-"""The operator's view: one structured log line per request, counters for /stats, the admin check.
-
-Counters are updated from the event loop only, so they need no lock.
-"""
+"""The operator's view: one structured log line per request, /stats' numbers (read from bot.metrics), the admin check."""
 from __future__ import annotations
 
 import logging
@@ -11,6 +8,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .metrics import BAD_INPUT, ERRORS, BotMetrics
 
 request_log = logging.getLogger("bot.requests")
 
@@ -47,25 +46,56 @@ def format_latency(seconds: float | None) -> str:
 
 @dataclass
 class BotStats:
-    """Requests (photos, documents, /why), answers, errors and recent answer latencies."""
+    """/stats' numbers: the counters are read from the Prometheus registry (:mod:`bot.metrics`), the one source
+    for /metrics and /stats; the recent answer latencies are kept here too, for exact percentiles."""
 
     clock: Callable[[], float] = time.monotonic
+    metrics: BotMetrics = field(default_factory=BotMetrics)
     started: float = field(default=0.0)
-    requests: int = 0
-    answers: int = 0
-    errors: int = 0
-    busy: int = 0
-    bad_input: int = 0
-    heatmaps: int = 0
-    heatmaps_cached: int = 0
     latencies: deque = field(default_factory=lambda: deque(maxlen=1000))
 
     def __post_init__(self) -> None:
         self.started = self.clock()
 
-    def answered(self, latency_s: float) -> None:
-        self.answers += 1
-        self.latencies.append(latency_s)
+    def record(self, kind: str, result: str, answered: bool, latency_s: float, counted: bool = False,
+               unsure: bool = False) -> None:
+        """One request that ended with ``result`` (bot.request_handling's wrapper calls it for every request)."""
+        if counted:
+            self.metrics.counted_kinds.add(kind)
+        self.metrics.request(kind, result, answered, latency_s, unsure)
+        if answered:
+            self.latencies.append(latency_s)
+
+    def _requests(self, **match) -> int:
+        return int(self.metrics.total(self.metrics.requests, **match))
+
+    @property
+    def requests(self) -> int:
+        return self._requests(kind=self.metrics.counted_kinds)
+
+    @property
+    def answers(self) -> int:
+        return self._requests(outcome=("answered", "unsure"))
+
+    @property
+    def errors(self) -> int:
+        return self._requests(reason=ERRORS) + int(self.metrics.total(self.metrics.unhandled_errors))
+
+    @property
+    def busy(self) -> int:
+        return self._requests(outcome="busy")
+
+    @property
+    def bad_input(self) -> int:
+        return self._requests(reason=BAD_INPUT)
+
+    @property
+    def heatmaps(self) -> int:
+        return int(self.metrics.total(self.metrics.heatmaps))
+
+    @property
+    def heatmaps_cached(self) -> int:
+        return int(self.metrics.total(self.metrics.heatmaps, cached="true"))
 
     def percentile(self, q: float) -> float | None:
         return float(np.percentile(np.asarray(self.latencies), q)) if self.latencies else None

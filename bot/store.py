@@ -2,9 +2,9 @@
 
 - the last photo of each chat (its Telegram ``file_id``, never the bytes), for a bare /why;
 - the answer given for each photo (for feedback records);
-- the photos behind "Why?" buttons: ``callback_data`` must stay under 64 bytes, so the button carries
-  a short key and the ``file_id`` (often longer than 64 bytes) lives here, with the chat it came from
-  (for /forget).
+- the photos behind the buttons: ``callback_data`` must stay under 64 bytes, so a button carries a short
+  key (:mod:`bot.buttons`: an HMAC over the chat and the photo) and the ``file_id`` (often longer than 64
+  bytes) lives here, under (chat, key): a press finds only its own chat's photos.
 
 Rows older than RETENTION_DAYS are deleted by :meth:`PhotoStore.purge` (bot.retention), and /forget
 deletes a chat's rows at once.
@@ -14,13 +14,14 @@ stalls the event loop.
 """
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from .buttons import ButtonKeys, load_secret
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS last_photo (
@@ -31,22 +32,25 @@ CREATE TABLE IF NOT EXISTS last_photo (
     updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS answer (
-    key TEXT PRIMARY KEY,
+    chat_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
     label TEXT NOT NULL,
     confidence REAL NOT NULL,
-    checkpoint_id TEXT NOT NULL
+    checkpoint_id TEXT NOT NULL,
+    PRIMARY KEY (chat_id, key)
 );
 CREATE TABLE IF NOT EXISTS photo_key (
-    key TEXT PRIMARY KEY,
+    chat_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
     file_id TEXT NOT NULL,
     file_unique_id TEXT NOT NULL,
     created_at REAL NOT NULL,
-    chat_id INTEGER
+    PRIMARY KEY (chat_id, key)
 );
 """
-# Files written before photo_key had a chat: the column is added (NULL for old rows, which the retention
-# purge removes in time).
-COLUMNS_ADDED = {"photo_key": {"chat_id": "INTEGER"}}
+# Files written when a key was sha256(file_unique_id) alone, looked up without the chat: those rows are
+# dropped (their buttons could be pressed from any chat; they now answer "expired"), the tables made anew.
+KEYED_BY_CHAT = ("photo_key", "answer")
 
 
 @dataclass(frozen=True)
@@ -63,15 +67,19 @@ class StoredAnswer:
     checkpoint_id: str
 
 
-def photo_key(file_unique_id: str) -> str:
-    """A short, stable key for a photo (12 hex characters of a hash; fits any callback_data prefix)."""
-    return hashlib.sha256(file_unique_id.encode()).hexdigest()[:12]
+def drop_rows_not_keyed_by_chat(db: sqlite3.Connection) -> None:
+    """The schema upgrade: an old ``photo_key``/``answer`` table (primary key without the chat) is dropped."""
+    for table in KEYED_BY_CHAT:
+        primary = {row[1] for row in db.execute(f"PRAGMA table_info({table})") if row[5]}
+        if primary and "chat_id" not in primary:
+            db.execute(f"DROP TABLE {table}")
 
 
 DB_NAME = "bot.sqlite3"  # in DATA_DIR: the photo store and the journal (bot.journal) share the file
 
 
 def add_missing_columns(db: sqlite3.Connection, columns: dict[str, dict[str, str]]) -> None:
+    """Columns added to a table after files were written without them (NULL in the old rows)."""
     for table, wanted in columns.items():
         have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         for name, kind in wanted.items():
@@ -79,7 +87,7 @@ def add_missing_columns(db: sqlite3.Connection, columns: dict[str, dict[str, str
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
-def open_database(path: Path, schema: str) -> sqlite3.Connection:
+def open_database(path: Path, schema: str, upgrade: Callable[[sqlite3.Connection], None] | None = None) -> sqlite3.Connection:
     """A connection in autocommit mode, usable from any thread (callers hold their own lock), with ``schema``."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -87,28 +95,36 @@ def open_database(path: Path, schema: str) -> sqlite3.Connection:
     # WAL + NORMAL: a crash of the bot loses nothing; a power cut may lose the last few records (a bare /why
     # then asks for a photo again, a request is not resumed). FULL would fsync at every answer.
     db.execute("PRAGMA synchronous=NORMAL")
+    if upgrade is not None:
+        upgrade(db)
     db.executescript(schema)
     return db
 
 
 class PhotoStore:
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time):
+    """The photo store; button keys come from ``keys`` (bot.buttons), so a row is found only by its own chat."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time, keys: ButtonKeys | None = None):
         self.path = Path(path)
         self.clock = clock
+        self.keys = keys if keys is not None else ButtonKeys(load_secret(self.path.parent))
         self._lock = threading.Lock()
-        self._db = open_database(self.path, SCHEMA)
-        add_missing_columns(self._db, COLUMNS_ADDED)
+        self._db = open_database(self.path, SCHEMA, drop_rows_not_keyed_by_chat)
 
     @classmethod
-    def in_dir(cls, data_dir: Path, clock: Callable[[], float] = time.time) -> PhotoStore:
-        return cls(Path(data_dir) / DB_NAME, clock)
+    def in_dir(cls, data_dir: Path, clock: Callable[[], float] = time.time, button_secret: str = "") -> PhotoStore:
+        """The store in ``data_dir``; its button keys under BUTTON_SECRET, or the secret kept in ``data_dir``."""
+        return cls(Path(data_dir) / DB_NAME, clock, ButtonKeys(load_secret(data_dir, button_secret)))
+
+    def key(self, chat_id: int, photo: StoredPhoto) -> str:
+        return self.keys.key(chat_id, photo.file_unique_id)
 
     def remember(self, chat_id: int, photo: StoredPhoto, answer: StoredAnswer | None = None) -> str:
         """Make ``photo`` the chat's latest (with the ``answer`` given for it) and return its button key.
 
         An earlier message of the chat stays behind a later one that was remembered first (an album's photos
         finish in any order), so a bare /why explains the photo the user sent last."""
-        key = photo_key(photo.file_unique_id)
+        key = self.key(chat_id, photo)
         now = self.clock()
         with self._lock, self._db:  # one transaction
             self._db.execute(
@@ -119,27 +135,26 @@ class PhotoStore:
                 "OR excluded.message_id >= last_photo.message_id",
                 (chat_id, photo.file_id, photo.file_unique_id, photo.message_id, now),
             )
+            # Keyed by (chat, key): a row is only ever replaced by its own chat, never moved to another one.
             self._db.execute("INSERT OR REPLACE INTO photo_key VALUES (?, ?, ?, ?, ?)",
-                             (key, photo.file_id, photo.file_unique_id, now, chat_id))
+                             (chat_id, key, photo.file_id, photo.file_unique_id, now))
             if answer is not None:
-                self._insert_answer(key, answer)
+                self._db.execute("INSERT OR REPLACE INTO answer VALUES (?, ?, ?, ?, ?)",
+                                 (chat_id, key, answer.label, answer.confidence, answer.checkpoint_id))
         return key
 
     def keep_key(self, chat_id: int, photo: StoredPhoto) -> str:
-        """Make ``photo`` findable by its button key (a /why of a photo the bot never classified)."""
-        key = photo_key(photo.file_unique_id)
+        """Make ``photo`` findable by its button key in this chat (a /why of a photo the bot never classified)."""
+        key = self.key(chat_id, photo)
         with self._lock:
-            self._db.execute("INSERT INTO photo_key VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
-                             (key, photo.file_id, photo.file_unique_id, self.clock(), chat_id))
+            self._db.execute("INSERT INTO photo_key VALUES (?, ?, ?, ?, ?) ON CONFLICT(chat_id, key) DO NOTHING",
+                             (chat_id, key, photo.file_id, photo.file_unique_id, self.clock()))
         return key
 
-    def _insert_answer(self, key: str, answer: StoredAnswer) -> None:
-        self._db.execute("INSERT OR REPLACE INTO answer VALUES (?, ?, ?, ?)",
-                         (key, answer.label, answer.confidence, answer.checkpoint_id))
-
-    def answer(self, key: str) -> StoredAnswer | None:
+    def answer(self, chat_id: int, key: str) -> StoredAnswer | None:
         with self._lock:
-            row = self._db.execute("SELECT label, confidence, checkpoint_id FROM answer WHERE key = ?", (key,)).fetchone()
+            row = self._db.execute("SELECT label, confidence, checkpoint_id FROM answer WHERE chat_id = ? AND key = ?",
+                                   (chat_id, key)).fetchone()
         return StoredAnswer(*row) if row else None
 
     def last_photo(self, chat_id: int) -> StoredPhoto | None:
@@ -148,16 +163,20 @@ class PhotoStore:
                                    (chat_id,)).fetchone()
         return StoredPhoto(*row) if row else None
 
-    def by_key(self, key: str) -> StoredPhoto | None:
+    def by_key(self, chat_id: int, key: str) -> StoredPhoto | None:
+        """The photo behind a button pressed in ``chat_id``: only a row of that chat whose key this bot made for
+        it (``None`` for another chat's key, a forged one, or one that has expired)."""
         with self._lock:
-            row = self._db.execute("SELECT file_id, file_unique_id FROM photo_key WHERE key = ?", (key,)).fetchone()
-        return StoredPhoto(*row) if row else None
+            row = self._db.execute("SELECT file_id, file_unique_id FROM photo_key WHERE chat_id = ? AND key = ?",
+                                   (chat_id, key)).fetchone()
+        if row is None or not self.keys.matches(key, chat_id, row[1]):
+            return None
+        return StoredPhoto(*row)
 
     def forget_chat(self, chat_id: int) -> int:
         """Delete the chat's last photo, its photos' keys and the answers given for them; returns the rows."""
         with self._lock, self._db:
-            removed = self._db.execute("DELETE FROM answer WHERE key IN (SELECT key FROM photo_key WHERE chat_id = ?)",
-                                       (chat_id,)).rowcount
+            removed = self._db.execute("DELETE FROM answer WHERE chat_id = ?", (chat_id,)).rowcount
             removed += self._db.execute("DELETE FROM photo_key WHERE chat_id = ?", (chat_id,)).rowcount
             removed += self._db.execute("DELETE FROM last_photo WHERE chat_id = ?", (chat_id,)).rowcount
         return removed
@@ -168,7 +187,8 @@ class PhotoStore:
         with self._lock, self._db:
             removed = self._db.execute("DELETE FROM last_photo WHERE updated_at < ?", (cutoff,)).rowcount
             removed += self._db.execute("DELETE FROM photo_key WHERE created_at < ?", (cutoff,)).rowcount
-            removed += self._db.execute("DELETE FROM answer WHERE key NOT IN (SELECT key FROM photo_key)").rowcount
+            removed += self._db.execute("DELETE FROM answer WHERE NOT EXISTS (SELECT 1 FROM photo_key "
+                                        "WHERE photo_key.chat_id = answer.chat_id AND photo_key.key = answer.key)").rowcount
         return removed
 
     def close(self) -> None:

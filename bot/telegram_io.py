@@ -82,17 +82,22 @@ def retry_after_seconds(error: RetryAfter) -> float:
 
 
 class RetryAfterLimiter(BaseRateLimiter[None]):
-    """React to 429 only: wait ``retry_after`` (capped) and send again, up to ``max_retries`` times.
+    """React to 429 only: wait ``retry_after`` and send again, up to ``max_retries`` times, and never more than
+    ``max_total_wait_s`` in all for one request (a handler waiting on flood control holds its slot all that time;
+    past the budget the 429 goes to the handler, which fails like any Telegram error).
 
     PTB's own AIORateLimiter needs the ``rate-limiter`` extra (aiolimiter); this needs nothing and covers
     every bot call, so no handler has to know about flood control. getUpdates never comes through here.
     """
 
-    def __init__(self, max_retries: int = 3, max_wait_s: float = 60.0,
-                 sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep):
+    def __init__(self, max_retries: int = 3, max_wait_s: float = 60.0, max_total_wait_s: float = 60.0,
+                 sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
+                 observer: Callable[[str, bool], None] | None = None):
         self.max_retries = max_retries
         self.max_wait_s = max_wait_s
+        self.max_total_wait_s = max_total_wait_s
         self._sleep = sleep
+        self.observer = observer  # (method, retried) per 429: bot.metrics.BotMetrics.telegram_429
 
     async def initialize(self) -> None:
         return None
@@ -101,14 +106,20 @@ class RetryAfterLimiter(BaseRateLimiter[None]):
         return None
 
     async def process_request(self, callback, args, kwargs, endpoint, data, rate_limit_args):
-        attempt = 0
+        attempt, waited = 0, 0.0
         while True:
             try:
                 return await callback(*args, **kwargs)
             except RetryAfter as error:
                 attempt += 1
                 wait = retry_after_seconds(error)
-                if attempt > self.max_retries or wait > self.max_wait_s:
+                retrying = attempt <= self.max_retries and wait <= self.max_wait_s and waited + wait <= self.max_total_wait_s
+                if self.observer is not None:
+                    self.observer(str(endpoint), retrying)
+                if not retrying:
+                    log.warning("429 on %s: retry_after %.1f s is past the budget (%d retries, %.0f s waited); "
+                                "giving up", endpoint, wait, attempt - 1, waited)
                     raise
                 log.warning("429 on %s: waiting %.1f s before retry %d/%d", endpoint, wait, attempt, self.max_retries)
                 await self._sleep(wait + 0.1)
+                waited += wait + 0.1

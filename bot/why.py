@@ -6,7 +6,7 @@ Maps are cached by (checkpoint, image hash, patch, stride), so asking again answ
 the sent message is kept in the journal, so a /why resumed after a restart edits that message instead of
 sending a second one.
 
-Under the final map, "Why not …?" buttons (callback_data ``wn:<key>:<class index>``) offer the other likely
+Under the final map, "Why not …?" buttons (:class:`bot.buttons.WhyNotData`) offer the other likely
 classes (top 3). A press sends the fine map for that class as a new photo, captioned with the class: the
 cached result keeps every class's grid (model.occlusion), so it costs no new inference while it is cached.
 Captions and the picture's texts are in the user's language.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Message, ReplyParameters, Update
 from telegram.constants import ChatAction
@@ -25,20 +26,20 @@ from telegram.ext import ContextTypes
 from model import ImageError
 
 from . import messages
+from .buttons import WhyData, WhyNotData
 from .i18n import Language
 from .inference import Busy, Explanation, Stopping
 from .photos import fetch_bytes, photo_in
 from .request_handling import Outcome, answer_query, request
 from .services import language_of, services
-from .store import StoredPhoto, photo_key
+from .store import StoredPhoto
 
 CHAT_ACTION_EVERY_S = 4.5  # Telegram shows a chat action for about 5 s
-WHY_NOT_PREFIX = "wn"
 
 
 def why_not_keyboard(key: str, explanation: Explanation, lang: Language) -> InlineKeyboardMarkup | None:
     """One "Why not …?" button per other likely class of a final map; None when there is none."""
-    buttons = [InlineKeyboardButton(messages.why_not_button(label, lang), callback_data=f"{WHY_NOT_PREFIX}:{key}:{index}")
+    buttons = [InlineKeyboardButton(messages.why_not_button(label, lang), callback_data=WhyNotData(key, index).encode())
                for index, label in explanation.others]
     return InlineKeyboardMarkup([[button] for button in buttons]) if buttons else None
 
@@ -50,14 +51,22 @@ def caption_of(explanation: Explanation, why_not: bool, lang: Language) -> str:
     return messages.why_caption(explanation.label, explanation.confidence, explanation.patch, explanation.final, lang)
 
 
-def button_key_in(message: Message | None) -> str | None:
-    """The photo key of a "Why?" button under one of the bot's answers (so /why can reply to the answer)."""
-    markup = message.reply_markup if message is not None else None
-    for row in markup.inline_keyboard if markup else ():
+def button_key_in(message: Message | None, bot_id: int) -> str | None:
+    """The photo key of a "Why?" button under one of this bot's own answers (so /why can reply to the answer);
+    another bot's message, or a user's, is never read for keys."""
+    if message is None or message.from_user is None or message.from_user.id != bot_id:
+        return None
+    for row in message.reply_markup.inline_keyboard if message.reply_markup else ():
         for button in row:
-            if button.callback_data and str(button.callback_data).startswith("why:"):
-                return str(button.callback_data)[4:]
+            if (data := WhyData.decode(button.callback_data)) is not None:
+                return data.key
     return None
+
+
+def _pressed_in(update: Update) -> int | None:
+    """The chat of the message under the pressed button: the only chat whose keys the press may use."""
+    message = update.callback_query.message
+    return message.chat.id if message is not None else None
 
 
 @request("why", counted=True)
@@ -67,8 +76,8 @@ async def why_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Out
     message = update.effective_message
     replied = message.reply_to_message
     photo_ref = photo_in(replied)
-    if photo_ref is None and (key := button_key_in(replied)) is not None:
-        photo_ref = await asyncio.to_thread(svc.store.by_key, key)
+    if photo_ref is None and (key := button_key_in(replied, context.bot.id)) is not None:
+        photo_ref = await asyncio.to_thread(svc.store.by_key, update.effective_chat.id, key)
     if photo_ref is None:
         photo_ref = await asyncio.to_thread(svc.store.last_photo, update.effective_chat.id)
     if photo_ref is None:
@@ -79,10 +88,14 @@ async def why_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Out
 
 @request("why_button", counted=True)
 async def why_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
-    """The "Why?" button (callback_data ``why:<key>``): the same heat map, for the photo behind the button."""
+    """The "Why?" button (:class:`WhyData`): the same heat map, for the photo behind the button, if the key is
+    this chat's (a key from another chat, or forged, is answered as an expired button)."""
     svc = services(context)
     query = update.callback_query
-    photo_ref = await asyncio.to_thread(svc.store.by_key, (query.data or "")[4:])
+    data, chat_id = WhyData.decode(query.data), _pressed_in(update)
+    photo_ref = None
+    if data is not None and chat_id is not None:
+        photo_ref = await asyncio.to_thread(svc.store.by_key, chat_id, data.key)
     if photo_ref is None:
         await answer_query(query, language_of(update, context).gettext(messages.WHY_EXPIRED))
         return Outcome.of("expired")
@@ -93,30 +106,31 @@ async def why_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outc
 
 @request("why_not_button", counted=True)
 async def why_not_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Outcome:
-    """A "Why not …?" button (``wn:<key>:<class index>``): the fine map for that class, from the cached grid."""
+    """A "Why not …?" button (:class:`WhyNotData`): the fine map for that class, from the cached grid."""
     svc = services(context)
     query = update.callback_query
-    parts = (query.data or "").split(":")
+    data, chat_id = WhyNotData.decode(query.data), _pressed_in(update)
     photo_ref = None
-    if len(parts) == 3 and parts[1].isalnum() and parts[2].isdigit():
-        photo_ref = await asyncio.to_thread(svc.store.by_key, parts[1])
+    # A class the serving model does not have (an older model's button, or edited data) is an expired button.
+    if data is not None and chat_id is not None and data.class_index < len(svc.classifier_for(chat_id).class_names):
+        photo_ref = await asyncio.to_thread(svc.store.by_key, chat_id, data.key)
     if photo_ref is None:
         await answer_query(query, language_of(update, context).gettext(messages.WHY_EXPIRED))
         return Outcome.of("expired", data=json.dumps(query.data))
     await answer_query(query)
     reply_to = query.message.message_id if isinstance(query.message, Message) else None
-    return await explain_and_send(update, context, photo_ref, reply_to=reply_to, target=int(parts[2]))
+    return await explain_and_send(update, context, photo_ref, reply_to=reply_to, target=data.class_index)
 
 
 async def explain_and_send(update: Update, context: ContextTypes.DEFAULT_TYPE, photo_ref: StoredPhoto,
                            reply_to: int | None, target: int | None = None) -> Outcome:
     """The maps of ``photo_ref`` (for class ``target``, or the predicted one), coarse then fine, in one message."""
     svc = services(context)
+    started = time.monotonic()
     lang = language_of(update, context)
     chat_id = update.effective_chat.id
     why_not = target is not None
-    key = photo_key(photo_ref.file_unique_id)
-    await asyncio.to_thread(svc.store.keep_key, chat_id, photo_ref)  # so the "Why not …?" buttons find the photo
+    key = await asyncio.to_thread(svc.store.keep_key, chat_id, photo_ref)  # so the "Why not …?" buttons find the photo
     data = await fetch_bytes(context.bot, update.effective_message, chat_id, photo_ref, None,
                              svc.settings.max_file_bytes, lang)
     uploading = asyncio.create_task(_keep_uploading(context, chat_id))
@@ -140,9 +154,12 @@ async def explain_and_send(update: Update, context: ContextTypes.DEFAULT_TYPE, p
                 await context.bot.edit_message_media(InputMediaPhoto(explanation.png, caption=caption),
                                                      chat_id=chat_id, message_id=sent_id, reply_markup=markup)
             sent_levels.append(explanation.patch)
+            metrics = svc.stats.metrics
+            if len(sent_levels) == 1:
+                metrics.why_first_map_seconds.observe(time.monotonic() - started)
             if explanation.final:
-                svc.stats.heatmaps += 1
-                svc.stats.heatmaps_cached += explanation.cached
+                metrics.why_final_map_seconds.observe(time.monotonic() - started)
+                metrics.heatmap_sent(explanation.cached)
                 return Outcome.of("sent", answered=True, patches=",".join(map(str, sent_levels)),
                                   cached=explanation.cached, target=json.dumps(explanation.label))
     except ImageError as error:

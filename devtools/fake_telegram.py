@@ -105,6 +105,7 @@ class FakeTelegram(WebhookDelivery, UpdateBuilders, BotApiMethods):
         self.commands: list[dict] = []
         self.commands_for: dict[tuple[str, str], list[dict]] = {}  # (scope type, language_code or "") -> menu
         self.user_languages: dict[int, str | None] = {}  # user id -> language_code (default "en"; None: absent)
+        self.member_statuses: dict[tuple[int, int], str] = {}  # (chat, user) -> getChatMember status (set_member_status)
         self.polls: list[float] = []  # when each getUpdates arrived (its Call is recorded only when it returns)
         self.port = 0
         self._updates: list[dict] = []

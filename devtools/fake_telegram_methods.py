@@ -143,6 +143,25 @@ class BotApiMethods:
         self._open_callbacks.discard(params["callback_query_id"])
         return True
 
+    async def api_getChatMember(self, params, files):
+        """A member's status in a chat: "creator" in a private chat (its user), else what :meth:`set_member_status`
+        set ("member" by default), as Telegram answers for anyone who has written in the group."""
+        chat = self._known_chat(params)
+        user_id = params.get("user_id")
+        if not isinstance(user_id, int):
+            raise BadRequest("invalid user_id specified")
+        status = "creator" if chat["type"] == "private" and chat["id"] == user_id else \
+            self.member_statuses.get((chat["id"], user_id), "member")
+        member = {"status": status, "user": self.user(user_id)}
+        if status == "administrator":
+            member.update({"can_be_edited": False, "is_anonymous": False, "can_manage_chat": True,
+                           "can_delete_messages": True, "can_manage_video_chats": False, "can_restrict_members": True,
+                           "can_promote_members": False, "can_change_info": True, "can_invite_users": True,
+                           "can_post_stories": False, "can_edit_stories": False, "can_delete_stories": False})
+        elif status == "creator":
+            member["is_anonymous"] = False
+        return member
+
     async def api_getFile(self, params, files):
         stored = self.files.get(params.get("file_id"))
         if stored is None:

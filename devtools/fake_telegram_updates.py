@@ -41,6 +41,10 @@ class UpdateBuilders:
             user["language_code"] = code
         return user
 
+    def set_member_status(self, chat_id: int, user_id: int, status: str) -> None:
+        """What getChatMember says of the user in the group from now on: "creator", "administrator", "member"..."""
+        self.member_statuses[(chat_id, user_id)] = status
+
     def set_language(self, user_id: int, language_code: str | None) -> None:
         """The language of the user's Telegram app (an IETF tag like ``hi`` or ``pt-br``) in their later updates."""
         self.user_languages[user_id] = language_code

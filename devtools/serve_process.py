@@ -77,7 +77,9 @@ class ServeProcess:
         command += ["--join", self.join] if self.join else ["--http-port", str(self.http_port)]
         environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
                        "RAY_AUTH_TOKEN_PATH": str(self.token_file), **(env or {})}
-        environment.pop("RAY_AUTH_TOKEN", None)
+        for inherited in ("RAY_AUTH_TOKEN", "INFERENCE_TOKEN", "INFERENCE_TOKEN_FILE"):
+            environment.pop(inherited, None)
+        environment.update(env or {})
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log, env=environment)
         found = threading.Event()
@@ -99,6 +101,11 @@ class ServeProcess:
                 raise RuntimeError(f"python -m model serve did not start (see {self.log_path}):\n"
                                    + self.log_path.read_text(errors="replace")[-3000:])
         return self
+
+    @property
+    def inference_token_file(self) -> Path:
+        """The gateway's token (not Ray's): the file the head creates beside ``token_file``."""
+        return self.token_file.with_name("inference_token")
 
     def tree(self) -> set[int]:
         """Its processes now (remembered for :meth:`stop`'s check)."""

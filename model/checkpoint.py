@@ -6,6 +6,7 @@ The file is a plain ``torch.save`` of a dict of tensors, strings, numbers, lists
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -85,13 +86,25 @@ def torch_save_atomically(payload: dict, path: str | Path) -> Path:
 
 def read_checkpoint_dict(path: str | Path) -> dict:
     """The raw checkpoint dict, read safely (``weights_only=True``) and checked for its format."""
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict, str]:
+    """(the raw checkpoint dict, the sha256 of the bytes it was read from). The file is read once into
+    memory and both come from those bytes: a file replaced while it is read cannot pair one file's
+    weights with another's hash (the hash keys the OpenVINO cache and the export)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found (train one with `make train`)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); train it again with `make train`")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} could not be read ({exc})") from None
+    sha256 = hashlib.sha256(raw).hexdigest()
+    try:
+        data = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types on foreign or damaged files
         text = str(exc)
         if "Unsupported global" in text:
@@ -109,7 +122,8 @@ def read_checkpoint_dict(path: str | Path) -> dict:
         )
     if data.get("arch") != ARCH:
         raise CheckpointError(f"checkpoint {path} is for architecture {data.get('arch')!r}; this code serves {ARCH!r}")
-    return data
+    del raw  # the tensors are copies: the file's bytes go before the network is built
+    return data, sha256
 
 
 def file_sha256(path: str | Path) -> str:
@@ -122,7 +136,7 @@ def file_sha256(path: str | Path) -> str:
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Rebuild the network from a checkpoint file, in eval mode, without downloading anything."""
-    data = read_checkpoint_dict(path)
+    data, sha256 = read_checkpoint(path)
     class_names = [str(name) for name in data["class_names"]]
     spec = NetworkSpec(num_classes=len(class_names), arch=data["arch"], head_sizes=tuple(data["head_sizes"]))
     network = ProductNet(spec)
@@ -139,6 +153,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         metrics=dict(data.get("metrics", {})),
         created_at=str(data.get("created_at", "")),
         versions=dict(data.get("versions", {})),
-        sha256=file_sha256(path),
+        sha256=sha256,
         path=Path(path),
     )

@@ -3,6 +3,7 @@
     python -m model predict --checkpoint FILE [--json] [--top K] [--precision P] [--device D] [--runtime R] IMAGE...
     python -m model explain --checkpoint FILE IMAGE -o OUT.png [--patch P] [--stride S] [--target CLASS]
                             [--save-map MAP.npy] [--precision P] [--device D] [--runtime R]
+    python -m model export --checkpoint FILE [--precisions fp32,bf16]   (the OpenVINO IR + manifest beside FILE)
     python -m model serve --checkpoint FILE [--join ADDRESS] [--classify-replicas N] [--explain-replicas N]
                           [--device auto|cpu|cuda] [--precision auto|fp32|bf16]   (needs the cluster extra)
 
@@ -138,6 +139,27 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import PRECISIONS, ExportError, export_checkpoint
+
+    precisions = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown or "fp32" not in precisions:
+        print(f"error: --precisions takes {', '.join(PRECISIONS)}, fp32 included (got {args.precisions!r})", file=sys.stderr)
+        return 2
+    try:
+        manifest = export_checkpoint(args.checkpoint, precisions, threads=args.threads_used,
+                                     progress=lambda line: print(f"export: {line}", file=sys.stderr, flush=True))
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(manifest)
+    return 0
+
+
 def _add_model_choices(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="fp32, bf16, or auto: bf16 where the hardware runs it natively and a probe agrees (default: %(default)s)")
@@ -172,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--save-map", type=Path, default=None, metavar="MAP.npy", help="also save the grid as float32 .npy")
     _add_model_choices(explain)
     explain.set_defaults(func=cmd_explain)
+
+    export = sub.add_parser("export", help="write the OpenVINO IR and its manifest beside the checkpoint: "
+                                           "what a bot without torch serves (model/export.py)")
+    export.add_argument("--checkpoint", type=Path, required=True)
+    export.add_argument("--precisions", default="fp32,bf16", help="IRs to write, comma-separated (default: %(default)s)")
+    export.set_defaults(func=cmd_export)
 
     serve = sub.add_parser("serve", help="serve the model on a Ray Serve cluster (pip install -e '.[cluster]'); "
                                          "docs/scaling.md")

@@ -25,6 +25,7 @@ import torch
 
 from .incremental import IncrementalOcclusion
 from .incremental_plan import UnsupportedNetwork
+from .occlusion_grid import BF16_MAP_NOISE, BF16_MAP_TOLERANCE  # noqa: F401 (re-exported)
 from .occlusion_result import OcclusionResult
 from .precision import DTYPES
 
@@ -43,11 +44,6 @@ def _no_pause(done: int, total: int) -> None:
 # it takes this many times ``batch_size`` positions per batch at about the same memory; fewer, larger
 # ops also suffer less from thread hand-offs on a busy 2-core machine.
 INCREMENTAL_BATCH_FACTOR = 3
-# How far a bf16 map's values may lie from the fp32 map's: the largest difference measured on a model trained
-# on the synthetic separable classes was 0.010 (bench/bench_precision.py --parts maps; docs/benchmarks.md).
-BF16_MAP_TOLERANCE = 0.015
-# A bf16 map whose max - min is below this (twice the tolerance) could be mostly noise: it is redone in fp32.
-BF16_MAP_NOISE = 2 * BF16_MAP_TOLERANCE
 # Where a faster whole-network forward pass than torch's exists (OpenVINO: :mod:`model.openvino_runtime`),
 # batched passes of it are used instead of the incremental engine once the engine would still compute more
 # than this fraction of a whole pass's multiply-adds per position (56/28: 0.59, 16/8: 0.42, 8/4: 0.41).

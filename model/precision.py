@@ -1,80 +1,51 @@
-"""Which device and which number format (fp32 or bf16) run the network, and why.
+"""Which device and which number format (fp32 or bf16) run the network, and why: the torch side.
 
-bf16 halves the bytes and, on hardware with bf16 matrix units, runs several times faster than fp32
-(docs/benchmarks.md: about 6x for the matmul floor on a Xeon with AMX). Without such units it is
-emulated and slower than fp32. So ``PRECISION=auto`` uses bf16 only when all three hold:
-
-1. the device executes bf16 natively: AMX (``amx_bf16``) or AVX-512 BF16 (``avx512_bf16``) among the
-   CPU's flags, or a CUDA GPU for which torch reports bf16 support;
-2. a probe on a few images agrees with fp32 (:func:`compare_outputs`): the same top-1 class, and no
-   probability further than :data:`PROBE_TOLERANCE` from fp32's;
-3. the same probe shows bf16 faster than fp32 here (below :data:`BF16_MUST_BE_FASTER` of its time).
-
-Otherwise fp32. The capability is an argument of :func:`choose_precision` (default: this machine's), so a
-test or a caller can state "no native bf16" without touching torch. Everything here is plain logic over
-measurements the caller makes (:mod:`model.runtime` runs the probe the way the bot serves).
+The rule itself (native bf16, a probe that agrees, faster) is plain logic in :mod:`model.precision_rule`,
+importable without torch (the OpenVINO engine on an export applies it); its names are re-exported here so
+``from model.precision import choose_precision, ProbeResult, ...`` keeps working. What is here needs torch:
+the device (:func:`resolve_device`), a CUDA GPU's bf16 capability, the dtypes, and the tensor comparison.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from . import precision_rule
 from .choices import DEVICES, PRECISIONS
+from .precision_rule import (
+    BF16_MUST_BE_FASTER,
+    NATIVE_BF16_CPU_FLAGS,
+    PROBE_TOLERANCE,
+    Capability,
+    ProbeResult,
+    check_precision,
+    compare_probabilities,
+    cpu_bf16_capability,
+    cpu_flags,
+)
+
+__all__ = ["BF16_MUST_BE_FASTER", "DEVICES", "DTYPES", "NATIVE_BF16_CPU_FLAGS", "PRECISIONS", "PROBE_TOLERANCE",
+           "Capability", "DeviceUnavailable", "PrecisionChoice", "ProbeResult", "bf16_capability", "check_precision",
+           "choose_precision", "compare_outputs", "cpu_flags", "resolve_device"]
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-PROBE_TOLERANCE = 0.02  # largest |P_bf16 - P_fp32| accepted on the probe images
-BF16_MUST_BE_FASTER = 0.95  # bf16 is kept only below this fraction of fp32's time (noise margin)
-NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 class DeviceUnavailable(ValueError):
     """The device asked for (``DEVICE=cuda``, ``--device cuda``) is not there."""
 
 
-def _checked(value: str, allowed: tuple[str, ...], what: str) -> str:
-    value = str(value).strip().lower()
-    if value not in allowed:
-        raise ValueError(f"{what} must be one of {', '.join(allowed)} (got {value!r})")
-    return value
-
-
-def check_precision(requested: str) -> str:
-    """``requested`` lower-cased if it is one of :data:`PRECISIONS`, else a ValueError saying what is allowed."""
-    return _checked(requested, PRECISIONS, "precision")
-
-
 def resolve_device(requested: str) -> torch.device:
     """``auto``: CUDA when torch sees a GPU, else the CPU; ``cuda`` without a GPU raises :class:`DeviceUnavailable`."""
-    requested = _checked(requested, DEVICES, "device")
+    requested = precision_rule.checked_choice(requested, DEVICES, "device")
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise DeviceUnavailable("device cuda was asked for, but torch sees no CUDA GPU here "
                                 f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}): use cpu or auto")
     return torch.device("cuda")
-
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The CPU's feature flags (Linux); empty where /proc/cpuinfo cannot be read."""
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("flags", "Features"):
-                return frozenset(value.split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-@dataclass(frozen=True)
-class Capability:
-    """Whether ``device`` runs bf16 natively, and the evidence in words."""
-
-    native_bf16: bool
-    evidence: str
 
 
 def bf16_capability(device: torch.device | str = "cpu", flags: Iterable[str] | None = None) -> Capability:
@@ -84,44 +55,17 @@ def bf16_capability(device: torch.device | str = "cpu", flags: Iterable[str] | N
         if torch.cuda.is_bf16_supported():
             return Capability(True, f"{torch.cuda.get_device_name(device)} supports bf16")
         return Capability(False, f"{torch.cuda.get_device_name(device)} has no native bf16")
-    present = [flag for flag in NATIVE_BF16_CPU_FLAGS if flag in frozenset(cpu_flags() if flags is None else flags)]
-    if present:
-        return Capability(True, f"the CPU has {' and '.join(present)}")
-    return Capability(False, "the CPU has neither AMX nor AVX-512 BF16 (bf16 would be emulated, slower than fp32)")
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """fp32 against bf16 on the same probe images, timed the way they will serve."""
-
-    top1_agree: bool
-    max_difference: float  # largest |P_bf16 - P_fp32| over the images and classes
-    fp32_ms: float  # per image
-    bf16_ms: float
-
-    def describe(self) -> str:
-        return (f"probe: top-1 {'agreed' if self.top1_agree else 'DISAGREED'}, max prob diff {self.max_difference:.4f}, "
-                f"fp32 {self.fp32_ms:.1f} ms/photo, bf16 {self.bf16_ms:.1f} ms/photo")
+    return cpu_bf16_capability(flags)
 
 
 def compare_outputs(reference: torch.Tensor, candidate: torch.Tensor, tolerance: float = PROBE_TOLERANCE) -> tuple[bool, float]:
-    """(top-1 agrees, max |difference|) of two N x classes probability tensors. An image whose two most likely
-    fp32 classes are within ``tolerance`` of each other has no meaningful top-1, so a swap there is not a
-    disagreement (its probabilities are still held to ``tolerance``)."""
-    reference, candidate = reference.float().cpu(), candidate.float().cpu()
-    difference = float((reference - candidate).abs().max())
-    top = reference.topk(min(2, reference.shape[1]), dim=1).values
-    decided = (top[:, 0] - top[:, -1]) > tolerance if reference.shape[1] > 1 else torch.ones(len(reference), dtype=torch.bool)
-    same = reference.argmax(dim=1) == candidate.argmax(dim=1)
-    return bool((same | ~decided).all()), difference
+    """:func:`model.precision_rule.compare_probabilities` of two N x classes probability tensors."""
+    return compare_probabilities(reference.float().cpu().numpy(), candidate.float().cpu().numpy(), tolerance)
 
 
 @dataclass(frozen=True)
-class PrecisionChoice:
-    precision: str  # "fp32" or "bf16"
-    reason: str
-    native_bf16: bool = False
-    probe: ProbeResult | None = None
+class PrecisionChoice(precision_rule.PrecisionChoice):
+    """:class:`model.precision_rule.PrecisionChoice` with its torch dtype."""
 
     @property
     def dtype(self) -> torch.dtype:
@@ -130,27 +74,7 @@ class PrecisionChoice:
 
 def choose_precision(requested: str, capability: Capability | None = None, probe: Callable[[], ProbeResult] | None = None,
                      device: torch.device | str = "cpu", tolerance: float = PROBE_TOLERANCE) -> PrecisionChoice:
-    """The precision to serve with on ``device``. ``fp32``/``bf16`` are taken as asked (bf16 without native
-    support is allowed, and said to be slow); ``auto`` applies the module's rule, running ``probe`` only when
-    the capability (default: this machine's, :func:`bf16_capability`) is there; no probe: fp32."""
-    requested = check_precision(requested)
+    """:func:`model.precision_rule.choose_precision` with the capability defaulting to ``device``'s here."""
     capability = capability if capability is not None else bf16_capability(device)
-    native = capability.native_bf16
-    if requested == "fp32":
-        return PrecisionChoice("fp32", "PRECISION=fp32", native)
-    if requested == "bf16":
-        note = "" if native else f" ({capability.evidence}: expect it slower than fp32)"
-        return PrecisionChoice("bf16", "PRECISION=bf16" + note, native)
-    if not native:
-        return PrecisionChoice("fp32", f"auto: {capability.evidence}", native)
-    if probe is None:
-        return PrecisionChoice("fp32", f"auto: {capability.evidence}, but no probe could run", native)
-    result = probe()
-    if not result.top1_agree or result.max_difference > tolerance:
-        return PrecisionChoice("fp32", f"auto: {capability.evidence}, but bf16 disagreed with fp32 ({result.describe()})",
-                               native, result)
-    if result.bf16_ms >= BF16_MUST_BE_FASTER * result.fp32_ms:
-        return PrecisionChoice("fp32", f"auto: {capability.evidence}, but bf16 was not faster here ({result.describe()})",
-                               native, result)
-    return PrecisionChoice("bf16", f"auto: {capability.evidence}, bf16 agreed with fp32 and was faster ({result.describe()})",
-                           native, result)
+    choice = precision_rule.choose_precision(requested, capability, probe, tolerance)
+    return PrecisionChoice(choice.precision, choice.reason, choice.native_bf16, choice.probe)

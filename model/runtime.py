@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from .choices import RUNTIMES
-from .openvino_runtime import OpenVINOForward, OpenVINOUnavailable, load_or_convert, openvino_version
+from .openvino_runtime import OpenVINOForward, OpenVINOUnavailable, check_agreement, load_or_convert, openvino_version
 from .precision import (
     Capability,
     ProbeResult,
@@ -171,7 +171,10 @@ class _Forwards:
             model, source = load_or_convert(classifier.network, classifier.checkpoint_id, precision,
                                             classifier.preprocess_config.crop, self.cache_dir)
             self.sources.append(f"{precision} {source}")
-            return OpenVINOForward(model, precision, self.threads)
+            forward = OpenVINOForward(model, precision, self.threads)
+            if precision == "fp32":  # the reference precision serves only once it agrees with torch
+                check_agreement(forward, classifier.network, classifier.preprocess_config.crop)
+            return forward
         if precision == "fp32":
             return classifier.graph if classifier.graph is not None else classifier.network
         return TorchForward(classifier.network, torch.bfloat16)

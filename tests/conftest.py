@@ -36,6 +36,20 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def exported_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
+    """A copy of the tiny checkpoint with its OpenVINO export beside it, written by ``python -m model export``
+    (a copy: a bot given ``tiny_checkpoint`` must keep converting it with torch)."""
+    import shutil
+
+    from model.cli import main as model_cli
+
+    checkpoint = tmp_path_factory.mktemp("exported") / "model.pt"
+    shutil.copy(tiny_checkpoint, checkpoint)
+    assert model_cli(["--threads", "2", "export", "--checkpoint", str(checkpoint)]) == 0
+    return checkpoint
+
+
+@pytest.fixture(scope="session")
 def classifier(tiny_checkpoint):
     return load_classifier(tiny_checkpoint)
 

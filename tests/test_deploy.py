@@ -82,7 +82,24 @@ def env_values(instructions: list[tuple[str, str]]) -> dict[str, str]:
     return values
 
 
+def stages(instructions: list[tuple[str, str]]) -> list[list[tuple[int, str, str]]]:
+    """The build stages: from each FROM to the next, as (index, INSTRUCTION, arguments)."""
+    out: list[list[tuple[int, str, str]]] = []
+    for index, (keyword, args) in enumerate(instructions):
+        if keyword == "FROM":
+            out.append([])
+        if out:
+            out[-1].append((index, keyword, args))
+    return out
+
+
+def is_torch(word: str) -> bool:
+    return bool(re.match(r"torch([=<>~!\[]|$)", word)) or word.startswith(".[train") or word.startswith(".[dev")
+
+
 def dockerfile_problems(text: str) -> list[str]:
+    """The runtime stage (the last) serves without torch; a stage that installs torch (the exporter) takes the CPU
+    wheel before the project, so pip never fetches the CUDA build."""
     instructions = substitute_args(dockerfile_instructions(text))
     keywords = [k for k, _ in instructions]
     problems = []
@@ -92,19 +109,27 @@ def dockerfile_problems(text: str) -> list[str]:
     elif not instructions[first][1].startswith("python:3.11-slim"):
         problems.append(f"base image is {instructions[first][1]!r}, not python:3.11-slim")
 
+    all_stages = stages(instructions) or [[]]
+    runtime_start = all_stages[-1][0][0] if all_stages[-1] else 0
     runs = [(i, args) for i, (k, args) in enumerate(instructions) if k == "RUN"]
-    pip_installs = [(i, words) for i, args in runs for words in pip_install_commands(args)]
-    torch_installs = [(i, " ".join(w)) for i, w in pip_installs if any(re.match(r"torch([=<>~!\[]|$)", x) for x in w)]
-    project_installs = [(i, " ".join(w)) for i, w in pip_installs if "." in w or any(x.startswith(".[") for x in w)]
-    if not torch_installs:
-        problems.append("no RUN installs torch")
-    for _, args in torch_installs:
-        if f"--index-url {CPU_INDEX}" not in args:
-            problems.append(f"torch is installed without the CPU-only index: {args[:80]}")
-    if not project_installs:
-        problems.append("no RUN installs the project (pip install .)")
-    elif torch_installs and min(i for i, _ in project_installs) < min(i for i, _ in torch_installs):
-        problems.append("the project is installed before the CPU torch: pip would fetch the CUDA build")
+    for stage in all_stages:
+        pip_installs = [(i, words) for i, k, args in stage if k == "RUN" for words in pip_install_commands(args)]
+        torch_installs = [(i, " ".join(w)) for i, w in pip_installs if any(re.match(r"torch([=<>~!\[]|$)", x) for x in w)]
+        project_installs = [(i, " ".join(w)) for i, w in pip_installs if "." in w or any(x.startswith(".[") for x in w)]
+        for _, args in torch_installs:
+            if f"--index-url {CPU_INDEX}" not in args:
+                problems.append(f"torch is installed without the CPU-only index: {args[:80]}")
+        torch_extra = [i for i, w in pip_installs if any(is_torch(x) and x.startswith(".[") for x in w)]
+        if stage and stage[0][0] == runtime_start:
+            if torch_installs or torch_extra:
+                problems.append("the runtime stage installs torch: the served image must hold none")
+            if not project_installs:
+                problems.append("no RUN installs the project (pip install .)")
+        elif torch_extra and (not torch_installs or min(torch_extra) < min(i for i, _ in torch_installs)):
+            problems.append("the project is installed before the CPU torch: pip would fetch the CUDA build")
+    instructions = instructions[runtime_start:]
+    keywords = [k for k, _ in instructions]
+    runs = [(i, args) for i, (k, args) in enumerate(instructions) if k == "RUN"]
 
     copied = {src.rstrip("/") for k, args in instructions if k == "COPY" for src in shlex.split(args)[:-1]}
     for needed in ("pyproject.toml", "bot", "model"):
@@ -271,7 +296,7 @@ BROKEN_DOCKERFILES = {
     "CUDA torch": (r'--index-url "\$\{TORCH_INDEX_URL\}" ', "", "without the CPU-only index"),
     "wrong command": (r'^CMD .*$', 'CMD ["python", "-m", "model"]', "does not run python -m bot"),
     "no volume": (r"^VOLUME .*$", "", "VOLUME /app/checkpoints"),
-    "other base": (r"^FROM .*$", "FROM ubuntu:24.04", "not python:3.11-slim"),
+    "other base": (r"^FROM python:3.11-slim AS exporter$", "FROM ubuntu:24.04", "not python:3.11-slim"),
     "bot not copied": (r"^COPY bot \./bot$", "", "bot is not copied"),
 }
 
@@ -287,8 +312,17 @@ def test_dockerfile_check_finds(name):
 def test_dockerfile_check_finds_project_installed_before_torch():
     text = DOCKERFILE.read_text()
     torch_line = next(line for line in text.splitlines() if line.startswith("RUN pip install --index-url"))
-    moved = text.replace(torch_line + "\n", "").replace("USER bot", torch_line + "\nUSER bot")
+    moved = text.replace(torch_line + "\n", "").replace('RUN pip install ".[train]"', 'RUN pip install ".[train]"\n' + torch_line)
+    assert moved.count(torch_line) == 1 and moved != text
     assert any("before the CPU torch" in p for p in dockerfile_problems(moved)), dockerfile_problems(moved)
+
+
+def test_dockerfile_check_finds_torch_in_the_runtime_stage():
+    text = DOCKERFILE.read_text()
+    torch_line = next(line for line in text.splitlines() if line.startswith("RUN pip install --index-url"))
+    for added in (torch_line, 'RUN pip install ".[train]"'):
+        broken = text.replace("\nUSER bot", f"\n{added}\nUSER bot")
+        assert any("runtime stage installs torch" in p for p in dockerfile_problems(broken)), dockerfile_problems(broken)
 
 
 @pytest.mark.parametrize("line", [".venv", "checkpoints/*.pt", "images/sample", "data", ".env"])
@@ -311,7 +345,7 @@ BROKEN_UNITS = {
     "system python": ("ExecStart=/opt/product-id-bot/.venv/bin/python -m bot", "ExecStart=/usr/bin/python3 -m bot",
                       "venv's python"),
     "data read-only": ("ReadWritePaths=/opt/product-id-bot/data", "ReadWritePaths=/var/lib/other", "read-only"),
-    "no memory cap": ("MemoryMax=2G", "", "MemoryMax"),
+    "no memory cap": ("MemoryMax=900M", "", "MemoryMax"),
 }
 
 

@@ -36,7 +36,8 @@ def test_the_example_parses_once_a_token_is_given():
 
 DEPLOY_EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "env.example"
 # Values deploy/env.example sets on purpose for a server, unlike the defaults.
-DEPLOYMENT_CHOICES = {"CHECKPOINT_PATH", "DATA_DIR", "TORCH_THREADS"}
+# The small server's choices (1 GB, one core: deploy/env.example says why), and the metrics endpoint it turns on.
+DEPLOYMENT_CHOICES = {"CHECKPOINT_PATH", "DATA_DIR", "TORCH_THREADS", "MAX_BATCH", "WHY_BATCH_SIZE", "METRICS_PORT"}
 
 
 @pytest.mark.parametrize("example, deliberate", [(ENV_EXAMPLE, set()), (DEPLOY_EXAMPLE, DEPLOYMENT_CHOICES)])
@@ -53,3 +54,21 @@ def test_examples_agree_with_the_defaults_in_settings(example, deliberate):
         if getattr(parsed, name) != getattr(defaults, name):
             drifted.append(f"{key}={raw} (default {getattr(defaults, name)!r})")
     assert not drifted, f"{example.name} disagrees with Settings: {drifted}"
+
+
+def test_env_example_and_readme_table_are_generated_from_the_declarations():
+    """Both are written by `python -m bot.config --write-docs`; a declaration changed without it fails here."""
+    from bot.settings_docs import env_example, readme_with_table
+
+    root = Path(__file__).resolve().parents[1]
+    assert ENV_EXAMPLE.read_text() == env_example(), "run python -m bot.config --write-docs"
+    readme = (root / "README.md").read_text()
+    assert readme == readme_with_table(readme), "run python -m bot.config --write-docs"
+
+
+def test_every_setting_is_declared_once_with_a_doc():
+    from model.settings import declaration, declared_fields
+
+    names = [declaration(item).env for item in declared_fields(Settings)]
+    assert len(names) == len(set(names)), "a variable is declared twice"
+    assert all(len(declaration(item).doc) > 10 for item in declared_fields(Settings))

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the frozen backbone's feature extraction: bf16 is faster on CPUs with AMX or AVX-512 BF16 "
                         "and GPUs, but its features (and so the metrics) differ slightly from fp32's; the feature cache "
                         "is kept per precision (default: %(default)s)")
+    parser.add_argument("--no-export", dest="export", action="store_false",
+                        help="do not write the OpenVINO export beside the checkpoint (the bot then converts the "
+                        "checkpoint with torch at its first start; python -m model export writes it later)")
     return parser
 
 
@@ -128,7 +131,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary(result))
+    if args.export:
+        export_beside(result.checkpoint)
     return 0
+
+
+def export_beside(checkpoint: Path) -> None:
+    """The deployable model beside the checkpoint (model/export.py): what a bot without torch serves. A failed
+    export is a warning, not a failed training: the bot converts the checkpoint with torch instead."""
+    from model.export import ExportError, export_checkpoint
+
+    try:
+        manifest = export_checkpoint(checkpoint, progress=lambda line: print(f"export: {line}", file=sys.stderr))
+    except ExportError as exc:
+        print(f"warning: no OpenVINO export written ({exc}); python -m model export --checkpoint {checkpoint} retries",
+              file=sys.stderr)
+        return
+    print(f"export:      {manifest.parent}  (the OpenVINO IR the bot serves without torch)")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
     ``live_accuracy.json`` (default ``DIR/report/``).
     It also gives live accuracy per checkpoint with 95% intervals (and whether the difference is conclusive
     yet), how many photos the trust rule admits, and the chats whose labels mostly disagree with everyone.
-``python -m training.feedback export --inbox DIR --out DIR [--min-chats N] [--max-chat-share S]``
+``python -m training.feedback export --inbox DIR --out DIR [--min-chats N] [--min-users N] [--max-chat-share S]``
     links the photos the trust rule admits into ``<class>/`` folders that ``python -m training --extra`` reads
     (``--extra DIR`` on the inbox itself applies the default rule).
 ``python -m training.feedback review --inbox DIR [--photo ID --label CLASS]``
@@ -33,13 +33,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from model.inbox import NONE_OF_THESE, FeedbackRecord, Inbox  # noqa: E402
+from model.inbox_exports import EXPORT_MARKER  # noqa: E402
 from model.live_accuracy import LiveAccuracy, accuracy_difference, per_checkpoint  # noqa: E402
 
 from .trust import REVIEWABLE, TrustRule, read_reviews, suspicious_chats, trusted_labels, write_review  # noqa: E402
 
 log = logging.getLogger(__name__)
-
-EXPORT_MARKER = ".feedback-export"  # marks a folder this module made, so re-exporting may replace it
 
 
 class FeedbackError(ValueError):
@@ -73,11 +72,15 @@ def labelled_photos(inbox_dir: str | Path, class_names: Sequence[str] | None = N
 
 def export_labelled(inbox_dir: str | Path, out_dir: str | Path, rule: TrustRule = TrustRule()) -> dict[str, int]:
     """Make ``out_dir/<class>/<photo>`` (hard links where possible, else copies) for ``--extra``; a folder made
-    by an earlier export is replaced, any other non-empty folder is refused. Returns photos per class."""
+    by an earlier export is replaced, any other non-empty folder is refused. Returns photos per class.
+    The folder is registered in the inbox (model.inbox EXPORTS_FILE): a photo deleted there later (/forget,
+    RETENTION_DAYS) is deleted here too."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / EXPORT_MARKER).exists():
         raise FeedbackError(f"{out} exists and was not made by an export; choose an empty or new folder")
     photos = labelled_photos(inbox_dir, rule=rule)
+    # Registered before any link exists: the bot's /forget and retention purge then delete the links too.
+    _open_inbox(inbox_dir).register_export(out)
     staging = out.with_name(f".{out.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -169,8 +172,8 @@ def checkpoint_lines(records: Sequence[FeedbackRecord]) -> list[str]:
 def trust_lines(inbox: Inbox, records: Sequence[FeedbackRecord], rule: TrustRule) -> list[str]:
     trusted = trusted_labels(records, read_reviews(inbox.root), rule)
     reasons = Counter(why.reason for why in trusted.left_out.values())
-    lines = [f"training may use {len(trusted.labels)} photo(s) (min {rule.min_chats} chats for a correction, at most "
-             f"{rule.max_chat_share:.0%} from one chat); left out: "
+    lines = [f"training may use {len(trusted.labels)} photo(s) (min {rule.min_users} users in {rule.min_chats} chats for "
+             f"a correction, at most {rule.max_chat_share:.0%} from one user); left out: "
              + (", ".join(f"{n} {why}" for why, n in reasons.most_common()) or "none")]
     suspicious = suspicious_chats(records)
     if suspicious:
@@ -231,9 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--min-chats", type=int, default=TrustRule.min_chats,
                              help="distinct chats that must agree on a correction (default %(default)s)")
         command.add_argument("--max-chat-share", type=float, default=TrustRule.max_chat_share,
-                             help="most of the admitted photos one chat may account for (default %(default)s)")
+                             help="most of the admitted photos one user may account for (default %(default)s)")
         command.add_argument("--cap-floor", type=int, default=TrustRule.cap_floor,
-                             help="photos any chat may always have, whatever the share (default %(default)s)")
+                             help="photos any user may always have, whatever the share (default %(default)s)")
+        command.add_argument("--min-users", type=int, default=TrustRule.min_users,
+                             help="distinct users who must agree on a correction (default %(default)s)")
     args = parser.parse_args(argv)
     if (args.command == "review") and (args.photo is None) != (args.label is None):
         parser.error("review: give both --photo and --label, or neither (to list)")
@@ -241,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "review":
             return review_command(args)
-        rule = TrustRule(args.min_chats, args.max_chat_share, args.cap_floor)
+        rule = TrustRule(args.min_chats, args.max_chat_share, args.cap_floor, args.min_users)
         if args.command == "report":
             text, out = live_report(args.inbox, args.out, rule)
             print(text)

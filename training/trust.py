@@ -1,18 +1,20 @@
 """Which feedback labels training may believe: a user's label is a claim, not the truth.
 
-The rule (:class:`TrustRule`), applied to the latest judgement of each chat on each photo:
+The rule (:class:`TrustRule`), applied to the latest judgement of each user on each photo (records carry the
+user as a salted hash; older records without one count their chat as the user):
 
 - **An admin's review wins.** ``python -m training.feedback review`` stores an admin's label for a photo
   (``INBOX/reviews.json``); it is used whatever the users said, and is not capped.
 - **Agreement with the model counts from one chat.** A "Right" (the user's label is the predicted class) adds
   no new claim against the model; one chat is enough.
-- **A correction needs company.** A label that contradicts the model counts only when at least
-  ``min_chats`` distinct chats gave it, and no other label got as many votes.
-- **No chat may dominate.** Each admitted photo counts against every chat that gave its label; a chat's photos
+- **A correction needs company.** A label that contradicts the model counts only when at least ``min_users``
+  distinct users in at least ``min_chats`` distinct chats gave it, and no other label got as many users.
+- **No one may dominate.** Each admitted photo counts against every user who gave its label; a user's photos
   beyond ``max_chat_share`` of all admitted photos (but at least ``cap_floor``) are left out, oldest kept.
 
-So one chat that taps "Wrong → shirt" on a hundred sarees changes nothing (each correction stands alone), and
-one that taps "Right" on every answer adds at most its share. :func:`suspicious_chats` lists chats whose labels
+So one chat that taps "Wrong → shirt" on a hundred sarees changes nothing (each correction stands alone), one
+that taps "Right" on every answer adds at most its share, and one person with a private chat and a few groups
+they made is still one user: more chats do not make them more voters, nor raise their cap. :func:`suspicious_chats` lists chats whose labels
 mostly disagree both with the model and with every other user, for an admin to look at.
 """
 from __future__ import annotations
@@ -25,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.inbox import NONE_OF_THESE, FeedbackRecord, atomic_write
+from model.inbox_exports import REVIEWS_FILE
 from model.live_accuracy import latest_judgements
 
-REVIEWS_FILE = "reviews.json"
 # Why a photo is left out (TrustedLabels.left_out); the first two are what an admin's review can settle.
 DISAGREE, LONE_CORRECTION, NONE_CHOSEN, CAPPED = "users disagree", "a lone correction", "none of these", "over the cap"
 REVIEWABLE = (DISAGREE, LONE_CORRECTION)
@@ -41,9 +43,10 @@ class LeftOut:
 
 @dataclass(frozen=True)
 class TrustRule:
-    min_chats: int = 2  # distinct chats that must agree on a correction
-    max_chat_share: float = 0.1  # of the admitted photos, at most this share may rest on one chat...
-    cap_floor: int = 5  # ...but a chat may always have this many (a young bot has few users)
+    min_chats: int = 2  # distinct chats that must agree on a correction...
+    max_chat_share: float = 0.1  # of the admitted photos, at most this share may rest on one user...
+    cap_floor: int = 5  # ...but a user may always have this many (a young bot has few users)
+    min_users: int = 2  # ...and distinct users (one person's groups are still one person)
 
 
 @dataclass
@@ -51,6 +54,20 @@ class TrustedLabels:
     labels: dict[str, str] = field(default_factory=dict)  # photo id -> the label training may use
     left_out: dict[str, LeftOut] = field(default_factory=dict)  # photo id -> why not
     per_chat: Counter = field(default_factory=Counter)  # admitted photos resting on each chat
+    per_user: Counter = field(default_factory=Counter)  # admitted photos resting on each user (see voter_of)
+
+
+def voter_of(record: FeedbackRecord) -> str:
+    """Who stands behind a judgement: its user, or its chat for a record made before users were kept."""
+    return f"user:{record.user}" if record.user else f"chat:{record.chat}"
+
+
+def latest_per_user(records: Sequence[FeedbackRecord]) -> list[FeedbackRecord]:
+    """One judgement per (photo, user): the latest, whichever of their chats it came from."""
+    latest: dict[tuple[str, str], FeedbackRecord] = {}
+    for record in sorted(records, key=lambda r: r.time):
+        latest[(record.photo_id, voter_of(record))] = record
+    return list(latest.values())
 
 
 def read_reviews(inbox_root: str | Path) -> dict[str, str]:
@@ -72,56 +89,61 @@ def write_review(inbox_root: str | Path, photo_id: str, label: str) -> None:
 def trusted_labels(records: Sequence[FeedbackRecord], reviews: dict[str, str],
                    rule: TrustRule = TrustRule()) -> TrustedLabels:
     result = TrustedLabels()
-    judgements = latest_judgements(records)
-    votes: dict[str, Counter] = defaultdict(Counter)
-    voters: dict[tuple[str, str], set[str]] = defaultdict(set)
+    votes: dict[str, Counter] = defaultdict(Counter)  # photo -> label -> distinct users
+    users: dict[tuple[str, str], set[str]] = defaultdict(set)
+    chats: dict[tuple[str, str], set[str]] = defaultdict(set)
     predicted: dict[str, str] = {}
     first_seen: dict[str, str] = {}
-    for record in judgements:
+    for record in latest_per_user(records):
         votes[record.photo_id][record.label] += 1
-        voters[(record.photo_id, record.label)].add(record.chat)
+        users[(record.photo_id, record.label)].add(voter_of(record))
+        chats[(record.photo_id, record.label)].add(record.chat)
         predicted.setdefault(record.photo_id, record.predicted)
         first_seen[record.photo_id] = min(first_seen.get(record.photo_id, record.time), record.time)
-    candidates: list[tuple[str, str, set[str]]] = []
+    candidates: list[tuple[str, str, set[str], set[str]]] = []
     for photo_id in sorted(votes, key=lambda p: (first_seen[p], p)):
         if photo_id in reviews:
             result.labels[photo_id] = reviews[photo_id]
             continue
         (label, count), *rest = votes[photo_id].most_common()
+        backers, rooms = users[(photo_id, label)], chats[(photo_id, label)]
         if rest and rest[0][1] == count:
             result.left_out[photo_id] = LeftOut(DISAGREE, str(dict(votes[photo_id])))
         elif label == NONE_OF_THESE:
             result.left_out[photo_id] = LeftOut(NONE_CHOSEN)
-        elif label != predicted[photo_id] and count < rule.min_chats:
-            result.left_out[photo_id] = LeftOut(LONE_CORRECTION, f"from {count} chat(s); needs {rule.min_chats} or a review")
+        elif label != predicted[photo_id] and (len(backers) < rule.min_users or len(rooms) < rule.min_chats):
+            result.left_out[photo_id] = LeftOut(
+                LONE_CORRECTION, f"from {len(backers)} user(s) in {len(rooms)} chat(s); needs {rule.min_users} users "
+                                 f"in {rule.min_chats} chats, or a review")
         else:
-            candidates.append((photo_id, label, voters[(photo_id, label)]))
+            candidates.append((photo_id, label, backers, rooms))
     # The cap is a share of what is finally admitted, which shrinks as the cap does: lower it until it holds.
     cap = max(rule.cap_floor, math.floor(rule.max_chat_share * len(candidates)))
     while True:
-        admitted, per_chat, capped = _admit(candidates, cap)
+        admitted, per_user, per_chat, capped = _admit(candidates, cap)
         fitting = max(rule.cap_floor, math.floor(rule.max_chat_share * (len(admitted) + len(result.labels))))
         if fitting >= cap:
             break
         cap = fitting
     result.labels.update(admitted)
-    result.per_chat = per_chat
+    result.per_user, result.per_chat = per_user, per_chat
     for photo_id in capped:
-        result.left_out[photo_id] = LeftOut(CAPPED, f"its chats already have {cap} photo(s) each in training")
+        result.left_out[photo_id] = LeftOut(CAPPED, f"its users already have {cap} photo(s) each in training")
     return result
 
 
-def _admit(candidates: list[tuple[str, str, set[str]]], cap: int) -> tuple[dict[str, str], Counter, list[str]]:
-    """Oldest first, each photo unless every chat behind it already has ``cap`` admitted photos."""
-    admitted, per_chat, capped = {}, Counter(), []
-    for photo_id, label, chats in candidates:
-        if all(per_chat[chat] >= cap for chat in chats):
+def _admit(candidates: list[tuple[str, str, set[str], set[str]]],
+           cap: int) -> tuple[dict[str, str], Counter, Counter, list[str]]:
+    """Oldest first, each photo unless every user behind it already has ``cap`` admitted photos."""
+    admitted, per_user, per_chat, capped = {}, Counter(), Counter(), []
+    for photo_id, label, backers, rooms in candidates:
+        if all(per_user[user] >= cap for user in backers):
             capped.append(photo_id)
             continue
         admitted[photo_id] = label
-        for chat in chats:
-            per_chat[chat] += 1
-    return admitted, per_chat, capped
+        per_user.update(backers)
+        per_chat.update(rooms)
+    return admitted, per_user, per_chat, capped
 
 
 @dataclass(frozen=True)

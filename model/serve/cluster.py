@@ -9,7 +9,10 @@ there after a grace period is killed, so no Ray process is left behind.
 Security (docs/scaling.md): Ray runs whatever code its clients send, so token authentication is always on
 (RAY_AUTH_MODE=token). The token comes from RAY_AUTH_TOKEN or the file RAY_AUTH_TOKEN_PATH (default
 ~/.ray/auth_token, created with mode 0600 on the head when missing), reaches Ray's processes through
-their environment, and is never put on a command line or in a log. The dashboard is off. On 127.0.0.1
+their environment, and is never put on a command line or in a log. The gateway's HTTP requests carry
+another token, the inference token (INFERENCE_TOKEN, or the file INFERENCE_TOKEN_FILE, default
+``inference_token`` beside Ray's file, created with mode 0600 on the head when missing): it opens the two
+routes and nothing else, so the bot's machine never holds Ray's. The dashboard is off. On 127.0.0.1
 (the default) every Ray port listens on loopback only; on another address Ray 2.60's gRPC servers listen
 on all interfaces whatever the node address (docs/scaling.md: a firewall must close all but the listed ports).
 """
@@ -129,6 +132,22 @@ def resolve_token(join: bool) -> Path | None:
     return path
 
 
+def resolve_inference_token(join: bool) -> str:
+    """The inference token (created beside Ray's on a head when missing); its file goes in the environment
+    Ray's processes start with, so that the replicas on this node read it there."""
+    if os.environ.get(wire.INFERENCE_TOKEN_ENV, "").strip():
+        return wire.inference_token()
+    path = wire.inference_token_path()
+    if not join and wire.ensure_token_file(path):
+        log.info("a new inference token was written to %s (mode 0600)", path)
+    elif join and not path.exists():
+        raise wire.TokenError(f"no inference token at {path}: copy the head's file there (mode 0600), "
+                              f"or set {wire.INFERENCE_TOKEN_PATH_ENV}")
+    token = wire.inference_token()
+    os.environ[wire.INFERENCE_TOKEN_PATH_ENV] = str(path)
+    return token
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.classify_replicas < 1 or args.explain_replicas < 1:
@@ -139,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         token_file = resolve_token(bool(args.join))
-        token = wire.cluster_token()
+        wire.cluster_token()
+        token = resolve_inference_token(bool(args.join))  # the HTTP routes' token: not Ray's
     except wire.TokenError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -168,6 +188,9 @@ def run(args: argparse.Namespace) -> int:
             if info is not None:
                 log.info("join address: %s; serving checkpoint %s (%s) after %.1f s", node.gcs_address,
                          info["checkpoint_id"][:12], ", ".join(info["class_names"]), time.monotonic() - started)
+                where = os.environ.get(wire.INFERENCE_TOKEN_PATH_ENV) or f"${wire.INFERENCE_TOKEN_ENV}"
+                log.info("the bot's INFERENCE_TOKEN_FILE: a copy of %s (not Ray's token); its INFERENCE_ADDRESS: "
+                         "this address on this machine, else https:// through a TLS proxy", where)
                 print(f"inference address: {endpoint}", flush=True)
             while not stop.is_set() and node.process.poll() is None:
                 stop.wait(0.5)

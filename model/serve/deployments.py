@@ -2,9 +2,10 @@
 heat maps never delay classification. HTTP in and out (the protocol is :mod:`model.serve.wire`); the work
 itself is :mod:`model.serve.replica`.
 
-Each replica loads the checkpoint once, in ``__init__``, and reads the cluster's token from its own
-environment (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, inherited from the node it runs on), so the token is
-never part of a deployment's arguments, which Ray stores in its cluster metadata. torch is imported in the
+Each replica loads the checkpoint once, in ``__init__``, and reads the inference token (not Ray's: see
+:mod:`model.serve.wire`) from its own environment (INFERENCE_TOKEN or INFERENCE_TOKEN_FILE, inherited from
+the node it runs on), so the token is never part of a deployment's arguments, which Ray stores in its
+cluster metadata. A body over ``wire.MAX_BODY_BYTES`` gets 413 without being read whole. torch is imported in the
 replicas only (in ``__init__``), not by ``python -m model serve``, which only binds these classes.
 """
 from __future__ import annotations
@@ -41,10 +42,14 @@ class ReplicaOptions:
 
 
 def _timeout(request: Request) -> float:
-    try:
-        return max(0.0, float(request.headers.get(wire.TIMEOUT_HEADER, "60")))
-    except ValueError:
-        return 60.0
+    return wire.parse_timeout(request.headers.get(wire.TIMEOUT_HEADER))
+
+
+async def _capped_body(request: Request) -> bytes:
+    return await wire.read_capped(request.stream(), request.headers.get("content-length"))
+
+
+_TOO_LARGE = {"error": f"the body is over {wire.MAX_BODY_BYTES} bytes"}
 
 
 class _Replica:
@@ -54,7 +59,7 @@ class _Replica:
         from .replica import prepare_replica_model
 
         started = time.monotonic()
-        self.token = wire.cluster_token()
+        self.token = wire.inference_token()
         classifier = load_classifier(options.checkpoint)
         self.runtime = prepare_replica_model(classifier, options.device, options.precision, options.threads)
         self.classifier = classifier
@@ -76,6 +81,15 @@ class _Replica:
                 "replicas": _replica_states()}
 
 
+def replica_metrics(deployment: str, classifier):
+    """The replica's Ray metrics (model.serve.replica_metrics), with the model it serves recorded."""
+    from .replica_metrics import ReplicaMetrics
+
+    metrics = ReplicaMetrics(deployment)
+    metrics.model(classifier)
+    return metrics
+
+
 def _replica_states() -> dict:
     """Running replicas per deployment, from Serve's controller."""
     states = {}
@@ -92,6 +106,8 @@ class ClassifierDeployment(_Replica):
         from .replica import ClassifyWork
 
         self.work = ClassifyWork(self._load(options), options.threads)
+        self.metrics = replica_metrics("Classifier", self.classifier)
+        self.work.forward_observer = self.metrics.observe_forward
         self.batch_sizes: list[int] = []
         # @serve.batch's limits are set per instance (they are the replica's settings).
         self._batched.set_max_batch_size(options.max_batch)
@@ -99,14 +115,20 @@ class ClassifierDeployment(_Replica):
 
     async def _post(self, request: Request) -> Response:
         deadline = time.monotonic() + _timeout(request)
-        data = await request.body()
+        try:
+            data = await _capped_body(request)
+        except wire.BodyTooLarge:
+            return JSONResponse(_TOO_LARGE, status_code=413)
         try:
             tensor = await asyncio.to_thread(self.work.decode, data)
         except ImageError as error:
+            self.metrics.request("refused")
             return JSONResponse({"image_error": str(error)}, status_code=422)
         if time.monotonic() > deadline:
+            self.metrics.request("deadline")
             return JSONResponse({"error": "deadline passed"}, status_code=504)
         prediction, batch = await self._batched(tensor)
+        self.metrics.request("answered")
         return JSONResponse({"prediction": prediction, "batch": batch, "checkpoint_id": self.classifier.checkpoint_id})
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
@@ -123,6 +145,8 @@ class ExplainerDeployment(_Replica):
 
         self.work = MapWork(self._load(options), options.explain_batch_size, options.explain_cache_size,
                             options.threads)
+        self.metrics = replica_metrics("Explainer", self.classifier)
+        self.work.level_observer = self.metrics.map_level
 
     def __del__(self):
         self.work.stop()
@@ -132,14 +156,24 @@ class ExplainerDeployment(_Replica):
             levels = wire.parse_levels(request.headers.get(wire.LEVELS_HEADER, ""))
         except ValueError as error:
             return JSONResponse({"error": str(error)}, status_code=400)
-        data = await request.body()
+        try:
+            data = await _capped_body(request)
+        except wire.BodyTooLarge:
+            return JSONResponse(_TOO_LARGE, status_code=413)
         return StreamingResponse(self._frames(data, levels, _timeout(request)), media_type="application/octet-stream")
 
     async def _frames(self, data: bytes, levels, timeout_s: float):
+        outcome = "answered"
         try:
+            self.metrics.queue_depth("maps", self.work.waiting() + 1)
             async for result in self.work.explain(data, levels, timeout_s):
                 yield wire.encode_frame(*result.frame_parts())
         except ImageError as error:
+            outcome = "refused"
             yield wire.encode_frame({"kind": "image_error", "message": str(error)})
         except DeadlinePassed as error:
+            outcome = "deadline"
             yield wire.encode_frame({"kind": "deadline", "message": str(error)})
+        finally:
+            self.metrics.request(outcome)
+            self.metrics.queue_depth("maps", self.work.waiting())

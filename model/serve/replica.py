@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +50,8 @@ class ClassifyWork:
         self.classifier = classifier
         self.threads = threads
         self.device = next(classifier.network.parameters()).device
+        # (runtime, precision, seconds, photos) after each batch: model.serve.replica_metrics sets it.
+        self.forward_observer: Callable[[str, str, float, int], None] | None = None
 
     def decode(self, data: bytes) -> torch.Tensor:
         """Raises :class:`model.ImageError` for anything that is not a usable picture."""
@@ -57,7 +59,11 @@ class ClassifyWork:
 
     def run_batch(self, tensors: Sequence[torch.Tensor]) -> list[dict]:
         torch.set_num_threads(self.threads)  # per OS thread: this is the thread the batch runs on
+        started = time.perf_counter()
         probabilities = self.classifier.probabilities(torch.stack(list(tensors)).to(self.device)).cpu()
+        if self.forward_observer is not None:
+            self.forward_observer(self.classifier.runtime, self.classifier.precision, time.perf_counter() - started,
+                                  len(tensors))
         return [prediction_from_probabilities(row, self.classifier.class_names).to_dict() for row in probabilities]
 
 
@@ -131,6 +137,8 @@ class MapWork:
         self._fine: deque[MapLevel] = deque()
         self._stopping = False
         self.pauses = 0
+        # (seconds, coarse, cached) after each level: model.serve.replica_metrics sets it.
+        self.level_observer: Callable[[float, bool, bool], None] | None = None
         self._thread = threading.Thread(target=self._run, name="maps", daemon=True)
         self._thread.start()
 
@@ -177,7 +185,10 @@ class MapWork:
         try:
             if request.gone():
                 raise DeadlinePassed("the caller stopped waiting")
+            started = time.perf_counter()
             result = self._compute(level)
+            if self.level_observer is not None:
+                self.level_observer(time.perf_counter() - started, not result.final, result.cached)
         except Exception as error:  # ImageError, DeadlinePassed and the unexpected go back to the caller
             request.emit(error)
             return

@@ -5,10 +5,19 @@
 - ``POST /explain`` (header ``X-Levels: 56x28,16x8``): photo bytes -> a stream of frames, one per map,
   coarse to fine (each the map's arrays and its label, probability, patch, stride), or one error frame.
 
-Every request carries ``Authorization: Bearer <token>`` (the cluster's Ray token; anything else gets 401)
+Every request carries ``Authorization: Bearer <token>`` (the *inference* token, anything else gets 401)
 and ``X-Timeout-S`` (seconds the caller still waits: work past it is dropped). 503 means the cluster is
 full (Serve's ``max_queued_requests``). Nothing here needs torch or Ray, and nothing is unpickled: frames are
 ``.npz`` archives read with ``allow_pickle=False`` and a JSON header.
+
+Two tokens: Ray's own (RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH) lets its holder run any code on the cluster,
+so it stays with the cluster's machines; the gateway holds only the inference token (INFERENCE_TOKEN, or
+the file INFERENCE_TOKEN_FILE, by default ``inference_token`` beside Ray's file), which opens these routes
+and nothing else. ``python -m model serve`` creates it (mode 0600) on a head.
+
+Caps, on both sides of the wire: a body over :data:`MAX_BODY_BYTES` gets 413 (from its Content-Length,
+before it is read); ``X-Timeout-S`` is cut to :data:`MAX_TIMEOUT_S`; levels need a stride of at least 2 and
+at most :data:`MAX_POSITIONS` patch positions each; a frame over :data:`MAX_FRAME_BYTES` is a broken stream.
 """
 from __future__ import annotations
 
@@ -18,15 +27,22 @@ import json
 import os
 import secrets
 import struct
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 CLASSIFY_ROUTE, EXPLAIN_ROUTE = "/classify", "/explain"
 TIMEOUT_HEADER, LEVELS_HEADER = "X-Timeout-S", "X-Levels"
-TOKEN_ENV, TOKEN_PATH_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"  # Ray's own names: one token for both
+TOKEN_ENV, TOKEN_PATH_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"  # Ray's own names: Ray's token
 DEFAULT_TOKEN_PATH = Path.home() / ".ray" / "auth_token"  # where Ray looks when neither is set
+INFERENCE_TOKEN_ENV, INFERENCE_TOKEN_PATH_ENV = "INFERENCE_TOKEN", "INFERENCE_TOKEN_FILE"  # the bot's names too
+INFERENCE_TOKEN_NAME = "inference_token"  # the file's default name, beside Ray's token file
+MAX_BODY_BYTES = 20 * 1024 * 1024  # the Bot API's download limit: no photo the bot holds is larger
+MAX_TIMEOUT_S = 900.0  # a caller waiting longer (X-Timeout-S) is cut to this
+DEFAULT_TIMEOUT_S = 60.0
+MAX_LEVELS, MAX_POSITIONS, MIN_STRIDE, MODEL_SIZE = 4, 4096, 2, 224  # a level: at most 64 x 64 patch positions
+MAX_FRAME_BYTES = 64 * 1024 * 1024  # a map's arrays are a few MB at most (classes x positions float32)
 _LENGTH = struct.Struct(">Q")
 _META = "__meta__"
 
@@ -65,6 +81,19 @@ def cluster_token(environ: Mapping[str, str] = os.environ) -> str:
     return read_token_file(token_path(environ))
 
 
+def inference_token_path(environ: Mapping[str, str] = os.environ) -> Path:
+    """INFERENCE_TOKEN_FILE, else ``inference_token`` beside Ray's token file (default ~/.ray/inference_token)."""
+    given = environ.get(INFERENCE_TOKEN_PATH_ENV)
+    return Path(given) if given else token_path(environ).with_name(INFERENCE_TOKEN_NAME)
+
+
+def inference_token(environ: Mapping[str, str] = os.environ) -> str:
+    """The token the gateway's requests carry: INFERENCE_TOKEN, else the file :func:`inference_token_path`."""
+    if environ.get(INFERENCE_TOKEN_ENV, "").strip():
+        return environ[INFERENCE_TOKEN_ENV].strip()
+    return read_token_file(inference_token_path(environ))
+
+
 def ensure_token_file(path: Path) -> bool:
     """Create ``path`` with a new random token (mode 0600) unless it exists; True when it was created."""
     if path.exists():
@@ -86,15 +115,55 @@ def format_levels(levels) -> str:
     return ",".join(f"{int(patch)}x{int(stride)}" for patch, stride in levels)
 
 
+def level_positions(patch: int, stride: int, size: int = MODEL_SIZE) -> int:
+    """Patch positions of one level (model.occlusion.grid_positions, squared)."""
+    return ((size - patch) // stride + 1) ** 2
+
+
 def parse_levels(text: str) -> list[tuple[int, int]]:
-    """``56x28,16x8`` -> [(56, 28), (16, 8)]; raises ValueError for anything else."""
+    """``56x28,16x8`` -> [(56, 28), (16, 8)]; raises ValueError for anything else, and for levels past the caps
+    (:data:`MAX_LEVELS`, a stride under :data:`MIN_STRIDE`, over :data:`MAX_POSITIONS` positions)."""
     levels = []
-    for part in text.split(","):
+    for part in text.split(",")[:MAX_LEVELS + 1]:
         patch, _, stride = part.strip().partition("x")
+        if not (patch.isascii() and patch.isdigit() and stride.isascii() and stride.isdigit()):
+            raise ValueError(f"bad levels {text[:40]!r}")
         levels.append((int(patch), int(stride)))
-    if not levels or len(levels) > 4 or any(p < 1 or s < 1 or p > 224 for p, s in levels):
-        raise ValueError(f"bad levels {text!r}")
+    if not levels or len(levels) > MAX_LEVELS or any(
+            not (1 <= p <= MODEL_SIZE and MIN_STRIDE <= s <= MODEL_SIZE) or level_positions(p, s) > MAX_POSITIONS
+            for p, s in levels):
+        raise ValueError(f"bad levels {text[:40]!r}: at most {MAX_LEVELS}, each a patch of 1 to {MODEL_SIZE} px, "
+                         f"a stride of at least {MIN_STRIDE} and at most {MAX_POSITIONS} positions")
     return levels
+
+
+def parse_timeout(header: str | None) -> float:
+    """``X-Timeout-S``: seconds, between 0 and :data:`MAX_TIMEOUT_S` (missing or malformed: the default)."""
+    try:
+        seconds = float(header) if header is not None else DEFAULT_TIMEOUT_S
+    except ValueError:
+        return DEFAULT_TIMEOUT_S
+    if seconds != seconds:  # NaN
+        return DEFAULT_TIMEOUT_S
+    return min(max(0.0, seconds), MAX_TIMEOUT_S)
+
+
+class BodyTooLarge(ValueError):
+    """A request body over :data:`MAX_BODY_BYTES` (answered 413)."""
+
+
+async def read_capped(chunks: AsyncIterable[bytes], content_length: str | None, limit: int = MAX_BODY_BYTES) -> bytes:
+    """A request body from its ``chunks``; :class:`BodyTooLarge` from its Content-Length before anything is read,
+    or as soon as a body without one passes ``limit``."""
+    declared = (content_length or "").strip()
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"a body of {declared} bytes (at most {limit})")
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(f"a body over {limit} bytes")
+    return bytes(body)
 
 
 def encode_frame(meta: dict, arrays: Mapping[str, np.ndarray] | None = None) -> bytes:
@@ -107,17 +176,25 @@ def encode_frame(meta: dict, arrays: Mapping[str, np.ndarray] | None = None) -> 
     return _LENGTH.pack(len(body)) + body
 
 
-class FrameReader:
-    """Frames back out of a byte stream fed in arbitrary chunks."""
+class FrameTooLarge(ValueError):
+    """A frame's length prefix is over :data:`MAX_FRAME_BYTES`: a broken or hostile stream."""
 
-    def __init__(self) -> None:
+
+class FrameReader:
+    """Frames back out of a byte stream fed in arbitrary chunks; a length over ``max_frame_bytes`` raises
+    :class:`FrameTooLarge` before anything more is buffered."""
+
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self._buffer = bytearray()
+        self._max = max_frame_bytes
 
     def feed(self, chunk: bytes) -> list[tuple[dict, dict[str, np.ndarray]]]:
         self._buffer += chunk
         frames = []
         while len(self._buffer) >= _LENGTH.size:
             (length,) = _LENGTH.unpack_from(self._buffer)
+            if length > self._max:
+                raise FrameTooLarge(f"a frame of {length} bytes (at most {self._max})")
             if len(self._buffer) < _LENGTH.size + length:
                 break
             body = bytes(self._buffer[_LENGTH.size:_LENGTH.size + length])

@@ -57,7 +57,7 @@ async def test_canary_chats_get_the_candidate_and_the_others_the_main_model(
             assert_prediction(answer, expected_prediction(model, photo))
             key = next(b["callback_data"] for row in answer.params["reply_markup"]["inline_keyboard"]
                        for b in row if b["callback_data"].startswith("why:"))[4:]
-            stored = app.bot_data["services"].store.answer(key)
+            stored = app.bot_data["services"].store.answer(chat, key)
             assert stored.checkpoint_id == model.checkpoint_id  # the answer carries the model that gave it
         mark = fake_api.mark()
         await fake_api.push(fake_api.command_update("/stats", user_id=ADMIN))

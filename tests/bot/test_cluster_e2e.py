@@ -5,12 +5,15 @@ restart, and no process left behind. One cluster for the module (starting one ta
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -19,6 +22,7 @@ from webhook_support import free_port, local_webhook, webhook_settings
 
 from devtools.samples import jpeg
 from devtools.serve_process import ServeProcess, process_title, write_token
+from model.serve.nodes import PORT_OFFSETS
 
 pytest.importorskip("ray", reason="the cluster tests need the cluster extra (make test installs it)")
 pytestmark = pytest.mark.timeout(400)
@@ -46,8 +50,8 @@ def cluster(tmp_path_factory, tiny_checkpoint, token_file):
 
 
 @pytest.fixture
-def gateway_env(cluster, token_file):
-    return {"INFERENCE_ADDRESS": cluster.address, "INFERENCE_TOKEN_FILE": str(token_file), **FINE_MAP}
+def gateway_env(cluster):
+    return {"INFERENCE_ADDRESS": cluster.address, "INFERENCE_TOKEN_FILE": str(cluster.inference_token_file), **FINE_MAP}
 
 
 async def ask(fake_api, update: dict, timeout: float = 60):
@@ -63,9 +67,11 @@ async def why_maps(fake_api, chat_id: int, mark: int, timeout: float = 120):
     return coarse, fine
 
 
-async def test_photo_and_streamed_why_through_the_cluster_by_webhook(fake_api, running_bot, gateway_env, classifier):
+async def test_photo_and_streamed_why_through_the_cluster_by_webhook(fake_api, running_bot, gateway_env, classifier,
+                                                                     cluster):
     port = free_port()
-    async with running_bot(webhook=True, **gateway_env, **webhook_settings(port), ADMIN_USER_IDS="1001") as app:
+    async with running_bot(webhook=True, **gateway_env, **webhook_settings(port), ADMIN_USER_IDS="1001",
+                           METRICS_PORT="0") as app:
         assert app.bot_data["services"].classifier.checkpoint_id == classifier.checkpoint_id  # from the cluster
         fake_api.proxy_webhook_to(local_webhook(port))
         photo = jpeg(seed=5)
@@ -79,6 +85,31 @@ async def test_photo_and_streamed_why_through_the_cluster_by_webhook(fake_api, r
         assert open_picture(coarse.photo_bytes).tobytes() != open_picture(fine.photo_bytes).tobytes()
         _, stats = await ask(fake_api, fake_api.command_update("/stats", chat_id=1001, user_id=1001))
         assert "Classifier 1" in stats.text and "Explainer" in stats.text, stats.text
+        # The gateway serves /readyz (its webhook is set, the cluster answers) and /metrics.
+        metrics_url = f"http://127.0.0.1:{app.metrics_server.port}"
+        assert (await asyncio.to_thread(http_get, metrics_url + "/readyz"))[0] == 200
+        _, gateway_text = await asyncio.to_thread(http_get, metrics_url + "/metrics")
+        assert 'productbot_requests_total{kind="photo",outcome=' in gateway_text
+    # The replicas export the same families through Ray's metrics agent, on the node's metrics export port.
+    wanted = ("ray_productbot_forward_pass_seconds_count", "ray_productbot_map_level_seconds_count",
+              "ray_productbot_model_info")
+    node_metrics = f"http://127.0.0.1:{cluster.port + PORT_OFFSETS['--metrics-export-port']}/metrics"
+    deadline = time.monotonic() + 60  # the agent exports what the replicas recorded every few seconds
+    while True:
+        _, text = await asyncio.to_thread(http_get, node_metrics)
+        if all(name in text for name in wanted) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1)
+    assert all(name in text for name in wanted), [name for name in wanted if name not in text]
+    assert 'deployment="Classifier"' in text and 'deployment="Explainer"' in text
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 async def test_a_why_not_map_through_the_gateway_in_hindi_is_drawn_from_the_kept_grid(fake_api, running_bot, gateway_env):
@@ -152,11 +183,43 @@ def _get(url: str, token: str | None) -> int:
         return error.code
 
 
+def _post(url: str, token: str, body: bytes, **headers: str) -> int:
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {token}", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_the_replicas_refuse_bodies_and_levels_past_the_caps(cluster):
+    """A body over wire.MAX_BODY_BYTES is 413 (from its Content-Length); stride 1 and too many positions are 400."""
+    from model.serve import wire
+
+    token = cluster.inference_token_file.read_text()
+    host, port = urllib.parse.urlsplit(cluster.address).hostname, urllib.parse.urlsplit(cluster.address).port
+    for route in ("/classify", "/explain"):  # the headers only: the answer comes before any of the body is sent
+        connection = http.client.HTTPConnection(host, port, timeout=60)
+        connection.putrequest("POST", route)
+        for name, value in {"Authorization": f"Bearer {token}", "X-Levels": "112x56",
+                            "Content-Length": str(wire.MAX_BODY_BYTES + 1)}.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        assert connection.getresponse().status == 413
+        connection.close()
+    for levels in ("16x1", "16x3", "112x56," * 5):
+        assert _post(cluster.address + "/explain", token, jpeg(seed=1), **{"X-Levels": levels}) == 400
+    assert _post(cluster.address + "/explain", token, jpeg(seed=1), **{"X-Levels": "112x112", "X-Timeout-S": "1e300"}) == 200
+
+
 def test_clients_and_nodes_without_the_token_are_refused(cluster, token_file, tiny_checkpoint, tmp_path):
     for route in ("/classify", "/explain"):
         assert _get(cluster.address + route, None) == 401
         assert _get(cluster.address + route, "wrong-token") == 401
-        assert _get(cluster.address + route, token_file.read_text()) == 200
+        assert _get(cluster.address + route, token_file.read_text()) == 401  # Ray's token is not the gateway's
+        assert _get(cluster.address + route, cluster.inference_token_file.read_text()) == 200
     wrong = write_token(tmp_path / "wrong_token", "not-the-cluster-token")
 
     def ray_client(token_path):  # a Ray driver: it could run any code on the cluster, if let in
@@ -171,7 +234,7 @@ def test_clients_and_nodes_without_the_token_are_refused(cluster, token_file, ti
     assert "CONNECTED" not in refused.stdout and refused.returncode != 0, refused.stdout
     assert "InvalidAuthToken" in refused.stderr or "Authentication" in refused.stderr, refused.stderr[-2000:]
     node = ServeProcess(tiny_checkpoint, wrong, tmp_path / "refused.log", ["--cpus", "1"],
-                        join=f"127.0.0.1:{cluster.port}").start()
+                        join=f"127.0.0.1:{cluster.port}").start(env={"INFERENCE_TOKEN_FILE": str(cluster.inference_token_file)})
     try:
         node.process.wait(120)
     finally:
@@ -180,14 +243,15 @@ def test_clients_and_nodes_without_the_token_are_refused(cluster, token_file, ti
     assert not left, left
 
 
-def test_the_gateway_process_runs_without_torch(cluster, token_file, tmp_path):
+def test_the_gateway_process_runs_without_torch(cluster, tmp_path):
     """A gateway's own process: connects, classifies, draws a map; torch never imported."""
     script = f"""
 import asyncio, sys
 from bot.cluster_client import ClusterInference
 from devtools.samples import jpeg
 async def main():
-    inference = ClusterInference({cluster.address!r}, open({str(token_file)!r}).read().strip(), queue_size=8,
+    token = open({str(cluster.inference_token_file)!r}).read().strip()
+    inference = ClusterInference({cluster.address!r}, token, queue_size=8,
                                  per_chat_queue=4, why_queue_size=2, deadline_s=60, why_deadline_s=120)
     inference.start()
     await inference.ready()

@@ -161,11 +161,12 @@ async def test_stale_or_forged_buttons_are_answered_not_crashed(fake_api, runnin
         answered, _ = await press(fake_api, answer.result, f"fb:{key}:99")  # no class 99
         assert "older model" in answered.params["text"]
         store = app.bot_data["services"].store
-        stored = store.answer(key)
-        store.remember(answer.chat_id, store.by_key(key), StoredAnswer(stored.label, stored.confidence, "0" * 64))  # made by another model
+        stored = store.answer(answer.chat_id, key)
+        photo = store.by_key(answer.chat_id, key)
+        store.remember(answer.chat_id, photo, StoredAnswer(stored.label, stored.confidence, "0" * 64))  # another model's
         answered, _ = await press(fake_api, answer.result, f"fb:{key}:1")
         assert "older model" in answered.params["text"]
-        for junk in ("fb:zz", "fb:", f"fb:{key}:maybe", "fb:unknownkey000:ok"):
+        for junk in ("fb:zz", "fb:", f"fb:{key}:maybe", "fb:unknownkey000:ok", f"fb:{key}:²", f"fb:{'0' * 24}:ok"):
             answered, _ = await press(fake_api, answer.result, junk)
             assert answered.ok
         errors = [c for c in fake_api.calls if c.method == "sendMessage" and "went wrong" in c.text]

@@ -10,7 +10,7 @@ from bot.feedback import FeedbackData, answer_keyboard, choice_rows, thanks_rows
 from bot.feedback_store import FeedbackStore
 from model.inbox import Inbox
 
-KEY = "0123456789ab"  # the bot's photo keys are 12 hex characters
+KEY = "0123456789abcdef01234567"  # the bot's photo keys are 24 hex characters (bot.buttons)
 CHECKPOINT = "f" * 64
 
 
@@ -66,7 +66,7 @@ async def test_store_downloads_a_photo_once_even_for_simultaneous_presses(tmp_pa
 
     async def judge(label: str, chat_id: int):
         return await store.record(photo_id="AgADphoto", fetch_photo=fetch, predicted="saree", confidence=0.93,
-                                  label=label, checkpoint_id=CHECKPOINT, chat_id=chat_id)
+                                  label=label, checkpoint_id=CHECKPOINT, chat_id=chat_id, user_id=chat_id)
 
     records = await asyncio.gather(judge("saree", 1), judge("kurti", 2), judge("saree", 1))
     assert len(fetches) == 1
@@ -75,6 +75,7 @@ async def test_store_downloads_a_photo_once_even_for_simultaneous_presses(tmp_pa
     assert inbox.photo_count() == 1 and len(inbox.records()) == 3
     assert {r.photo_file for r in records} == {"photos/AgADphoto.jpg"}
     assert records[0].chat == records[2].chat != records[1].chat
+    assert records[0].user == records[2].user != records[1].user and records[0].user != records[0].chat
     assert (tmp_path / "inbox" / "salt").exists()  # made on first use, since no salt was given
 
 
@@ -87,7 +88,7 @@ async def test_store_uses_the_configured_salt_and_a_failed_download_stores_nothi
 
     with pytest.raises(OSError):
         await store.record(photo_id="U1", fetch_photo=broken, predicted="a", confidence=0.5, label="b",
-                           checkpoint_id=CHECKPOINT, chat_id=5)
+                           checkpoint_id=CHECKPOINT, chat_id=5, user_id=5)
     live, photos, checkpoints = await store.live_accuracy()
     assert live.judged == 0 and photos == 0 and checkpoints == []
 
@@ -96,14 +97,59 @@ def test_album_rows_change_only_the_pressed_photos_buttons():
     from bot.albums import AlbumPhoto
     from bot.feedback import album_keyboard, album_number
 
-    photos = [AlbumPhoto(10, key="a" * 12), AlbumPhoto(11, key="b" * 12), AlbumPhoto(12)]  # #3 not classified
+    photos = [AlbumPhoto(10, key="a" * 24), AlbumPhoto(11, key="b" * 24), AlbumPhoto(12)]  # #3 not classified
     markup = album_keyboard(photos, feedback_on=True)
     assert [[b.text for b in row] for row in markup.inline_keyboard] == [["Why? #1", "#1 ✓", "#1 ✗"],
                                                                          ["Why? #2", "#2 ✓", "#2 ✗"]]
-    assert album_number(markup, "b" * 12) == 2 and album_number(answer_keyboard(KEY, True), KEY) is None
-    asked = with_feedback_rows(markup, choice_rows("b" * 12, ["kurti", "saree"]), "b" * 12)
+    assert album_number(markup, "b" * 24) == 2 and album_number(answer_keyboard(KEY, True), KEY) is None
+    asked = with_feedback_rows(markup, choice_rows("b" * 24, ["kurti", "saree"]), "b" * 24)
     texts = [[b.text for b in row] for row in asked.inline_keyboard]
     assert texts == [["Why? #1", "#1 ✓", "#1 ✗"], ["Why? #2"], ["Kurti", "Saree"], ["None of these"]]
-    done = with_feedback_rows(asked, thanks_rows("b" * 12, "saree", number=2), "b" * 12)
+    done = with_feedback_rows(asked, thanks_rows("b" * 24, "saree", number=2), "b" * 24)
     assert [[b.text for b in row] for row in done.inline_keyboard] == [["Why? #1", "#1 ✓", "#1 ✗"], ["Why? #2"],
                                                                        ["#2 Thanks — noted as saree"]]
+
+
+def test_press_limits_per_photo_and_per_day_reset_with_the_day():
+    from bot.feedback_store import PER_DAY, PER_PHOTO, FeedbackLimits, OverLimit, PressCounts
+
+    now = [86400.0 * 100]
+    counts = PressCounts(FeedbackLimits(per_photo=2, per_day=3), clock=lambda: now[0])
+    counts.take("u", "P1")
+    counts.take("u", "P1")
+    with pytest.raises(OverLimit) as over:
+        counts.take("u", "P1")
+    assert over.value.limit == PER_PHOTO
+    counts.take("v", "P1")  # another user has their own counts
+    counts.take("u", "P2")
+    with pytest.raises(OverLimit) as over:
+        counts.take("u", "P3")
+    assert over.value.limit == PER_DAY
+    counts.give_back("u", "P2")  # a press that could not be stored does not count
+    counts.take("u", "P3")
+    now[0] += 86400.0
+    counts.take("u", "P1")
+
+
+async def test_a_press_over_the_limit_stores_nothing_and_a_failed_one_is_not_counted(tmp_path):
+    from bot.feedback_store import FeedbackLimits, OverLimit
+
+    store = await FeedbackStore.open(tmp_path / "inbox", salt="s", limits=FeedbackLimits(per_photo=1, per_day=5))
+
+    async def broken() -> bytes:
+        raise OSError("network down")
+
+    async def fetch() -> bytes:
+        return b"\xff\xd8\xff-photo"
+
+    def judge(fetch_photo, user_id=7):
+        return store.record(photo_id="AgADp", fetch_photo=fetch_photo, predicted="saree", confidence=0.9, label="saree",
+                            checkpoint_id=CHECKPOINT, chat_id=-100, user_id=user_id)
+
+    with pytest.raises(OSError):
+        await judge(broken)
+    await judge(fetch)  # the failed press gave its count back
+    with pytest.raises(OverLimit):
+        await judge(fetch)
+    await judge(fetch, user_id=8)
+    assert len(Inbox(tmp_path / "inbox").records()) == 2

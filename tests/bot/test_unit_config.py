@@ -135,10 +135,39 @@ def test_inference_on_a_cluster_is_checked_and_its_token_file_must_be_private(tm
     token = tmp_path / "token"
     token.write_text("secret\n")
     token.chmod(0o600)
-    settings = Settings.from_env({**base, "INFERENCE_ADDRESS": "http://10.0.0.1:8000",
+    settings = Settings.from_env({**base, "INFERENCE_ADDRESS": "https://10.0.0.1:8000",
                                   "INFERENCE_TOKEN_FILE": str(token)}, env_file=None)
     assert settings.cluster_token() == "secret" and "secret" not in repr(settings)
     token.chmod(0o640)
     with pytest.raises(ConfigError, match="chmod 600"):
         settings.cluster_token()
     assert Settings.from_env({**base, "INFERENCE_TOKEN": "from-env"}, env_file=None).cluster_token() == "from-env"
+
+
+def test_a_cluster_address_needs_https_off_this_machine_and_a_token(tmp_path):
+    base = {"TELEGRAM_BOT_TOKEN": "123:abc", "INFERENCE_TOKEN": "t"}
+    for local in ("http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000", "https://10.0.0.1:8443"):
+        assert Settings.from_env({**base, "INFERENCE_ADDRESS": local}, env_file=None).inference_address == local
+    for remote in ("http://10.0.0.1:8000", "http://cluster.example:8000", "http://127.0.0.1.example.com:80"):
+        with pytest.raises(ConfigError, match="https://"):
+            Settings.from_env({**base, "INFERENCE_ADDRESS": remote}, env_file=None)
+    no_token = Settings.from_env({"TELEGRAM_BOT_TOKEN": "123:abc", "INFERENCE_ADDRESS": "http://127.0.0.1:8000"},
+                                 env_file=None)
+    with pytest.raises(ConfigError, match="python -m model serve") as missing:
+        no_token.cluster_token()
+    assert "inference_token" in str(missing.value) and "\n" not in str(missing.value)
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    empty.chmod(0o600)
+    with pytest.raises(ConfigError, match="is empty"):
+        Settings.from_env({"TELEGRAM_BOT_TOKEN": "123:abc", "INFERENCE_ADDRESS": "http://127.0.0.1:8000",
+                           "INFERENCE_TOKEN_FILE": str(empty)}, env_file=None).cluster_token()
+
+
+def test_a_cluster_gets_only_the_heat_map_levels_it_takes():
+    base = {"TELEGRAM_BOT_TOKEN": "123:abc", "INFERENCE_TOKEN": "t", "INFERENCE_ADDRESS": "http://127.0.0.1:8000"}
+    assert Settings.from_env({**base, "WHY_STRIDE": "4"}, env_file=None).why_stride == 4
+    for bad in ({"WHY_STRIDE": "1"}, {"WHY_COARSE_STRIDE": "1"}, {"WHY_PATCH": "8", "WHY_STRIDE": "3"}):
+        with pytest.raises(ConfigError, match="WHY_STRIDE"):
+            Settings.from_env({**base, **bad}, env_file=None)
+    assert Settings.from_env({"TELEGRAM_BOT_TOKEN": "123:abc", "WHY_STRIDE": "1"}, env_file=None).why_stride == 1

@@ -45,3 +45,70 @@ def test_httpx_request_lines_silenced(log_stream):
     output = log_stream.getvalue()
     assert "getMe" not in output
     assert "retrying <TOKEN>" in output
+
+
+def test_tracebacks_that_escape_logging_are_redacted(log_stream):
+    """sys.excepthook, threading.excepthook, sys.unraisablehook and the event loop's handler: every secret
+    (the token, a webhook secret) is redacted from whatever they print."""
+    import asyncio
+    import sys
+    import threading
+
+    from bot.logging_setup import install_redacting_hooks, redacting_loop_handler
+
+    webhook_secret = "generated-webhook-secret-0123456789"
+    saved = sys.excepthook, threading.excepthook, sys.unraisablehook
+    out = io.StringIO()
+    try:
+        install_redacting_hooks([TOKEN, webhook_secret], stream=out)
+        try:
+            raise RuntimeError(f"The token `{TOKEN}` was rejected; secret {webhook_secret}")
+        except RuntimeError:
+            sys.excepthook(*sys.exc_info())
+
+        def fail() -> None:
+            raise ValueError(f"in a thread: {TOKEN}")
+
+        thread = threading.Thread(target=fail, name="worker")
+        thread.start()
+        thread.join()
+        loop = asyncio.new_event_loop()
+        try:
+            redacting_loop_handler(loop, {"message": f"task failed {TOKEN}", "exception": OSError(f"lost {TOKEN}")})
+        finally:
+            loop.close()
+    finally:
+        sys.excepthook, threading.excepthook, sys.unraisablehook = saved
+        logging.captureWarnings(False)
+    printed, logged = out.getvalue(), log_stream.getvalue()
+    assert TOKEN not in printed + logged and webhook_secret not in printed + logged
+    assert "RuntimeError: The token `<TOKEN>` was rejected; secret <TOKEN>" in printed
+    assert "Exception in thread worker" in printed and "ValueError: in a thread: <TOKEN>" in printed
+    assert "task failed <TOKEN>" in logged and "OSError: lost <TOKEN>" in logged
+
+
+def test_a_refused_token_is_logged_on_one_line_without_it(log_stream):
+    from telegram.error import InvalidToken
+
+    try:
+        raise InvalidToken(f"The token `{TOKEN}` was rejected by the server.")
+    except InvalidToken:
+        logging.getLogger("telegram.ext.Application").exception("Invalid token. Aborting retry loop.")
+    lines = log_stream.getvalue().splitlines()
+    assert len(lines) == 1 and TOKEN not in lines[0] and "InvalidToken: The token `<TOKEN>`" in lines[0], lines
+
+
+def test_an_error_line_names_the_update_by_ids_and_kinds_never_its_content():
+    from telegram import Bot, Update
+
+    from bot.request_handling import update_summary
+
+    bot = Bot("1:x")
+    update = Update.de_json({"update_id": 77, "message": {
+        "message_id": 5, "date": 0, "text": "my secret address", "caption": None,
+        "chat": {"id": -100, "type": "group", "title": "Family Group"},
+        "from": {"id": 42, "is_bot": False, "first_name": "Alice", "username": "alice_w"}}}, bot)
+    summary = update_summary(update)
+    assert all(part in summary for part in ('"update_id": 77', '"chat": -100', '"user": 42', '"message": 5', "text"))
+    assert not any(secret in summary for secret in ("secret address", "Family", "Alice", "alice_w"))
+    assert update_summary("not an update") == "str"

@@ -91,3 +91,19 @@ async def test_retry_after_gives_up_after_max_retries_and_passes_other_errors():
         await limiter.process_request(always_429, (), {}, "sendMessage", {}, None)
     with pytest.raises(NetworkError):
         await limiter.process_request(broken, (), {}, "sendMessage", {}, None)
+
+
+async def test_retry_after_waits_at_most_its_total_budget_per_request():
+    waits = []
+
+    async def fake_sleep(seconds):
+        waits.append(seconds)
+
+    async def always_429():
+        raise RetryAfter(25)
+
+    # Each wait is under max_wait_s and the retries are not used up: the total budget is what stops it.
+    limiter = RetryAfterLimiter(max_retries=5, max_wait_s=60.0, max_total_wait_s=60.0, sleep=fake_sleep)
+    with pytest.raises(RetryAfter):
+        await limiter.process_request(always_429, (), {}, "sendMessage", {}, None)
+    assert len(waits) == 2 and sum(waits) <= 60.0, waits

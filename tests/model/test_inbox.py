@@ -34,7 +34,7 @@ def test_record_round_trip(tmp_path):
     inbox = Inbox(tmp_path)
     written = record(label=NONE_OF_THESE)
     path = inbox.add_record(written)
-    assert path.parent == inbox.records_dir and path.suffix == ".json"
+    assert path.parent == inbox.records_dir / "c1" and path.suffix == ".json"  # one folder per chat
     assert inbox.records() == [written]
     assert not written.right and record().right
 
@@ -82,7 +82,7 @@ def test_a_failed_write_leaves_nothing_and_the_next_one_works(tmp_path, monkeypa
     with pytest.raises(OSError):
         inbox.add_record(record())
     monkeypatch.setattr(os, "replace", real_replace)
-    assert inbox.records() == [] and list(inbox.records_dir.iterdir()) == []
+    assert inbox.records() == [] and list(inbox.chat_dir("c1").iterdir()) == []
     inbox.add_record(record(label="kurti"))
     assert [r.label for r in inbox.records()] == ["kurti"]
 
@@ -93,12 +93,11 @@ def test_killed_in_the_middle_of_a_write(tmp_path):
     inbox_dir = tmp_path / "inbox"
     Inbox(inbox_dir).add_record(record(label="shirt"))
     script = textwrap.dedent(f"""
-        import importlib.util, os, signal, sys
-        # Loaded by path: importing the model package would load torch, seconds for nothing here.
-        spec = importlib.util.spec_from_file_location("inbox", {str(REPO / "model" / "inbox.py")!r})
-        inbox = sys.modules["inbox"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(inbox)
-        FeedbackRecord, Inbox = inbox.FeedbackRecord, inbox.Inbox
+        import os, signal, sys, types
+        # An empty stand-in for the model package: importing the real one would load torch, seconds for nothing.
+        package = sys.modules["model"] = types.ModuleType("model")
+        package.__path__ = [{str(REPO / "model")!r}]
+        from model.inbox import FeedbackRecord, Inbox
         os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # dies between fsync and rename
         Inbox({str(inbox_dir)!r}).add_record(FeedbackRecord("U2", "photos/U2.jpg", "kurti", 0.5, "saree", "ck", "c2"))
     """)
@@ -106,7 +105,7 @@ def test_killed_in_the_middle_of_a_write(tmp_path):
                            capture_output=True, timeout=120)
     assert child.returncode == -9, child.stderr.decode()
     inbox = Inbox(inbox_dir)
-    leftovers = [p for p in inbox.records_dir.iterdir() if is_temp(p)]
+    leftovers = [p for p in inbox.chat_dir("c2").iterdir() if is_temp(p)]
     assert len(leftovers) == 1 and '"label": "saree"' in leftovers[0].read_text()  # the whole record, never renamed
     assert [r.label for r in inbox.records()] == ["shirt"]
     inbox.add_record(record(photo_id="U3", label="kurti", time="2026-11-24T21:00:00.000000Z"))

@@ -132,7 +132,8 @@ def test_openvino_is_converted_once_into_data_files_and_read_back(tiny_checkpoin
     classifier = load_classifier(tiny_checkpoint)
     first = prepare_model(classifier, False, precision="bf16", runtime="openvino", cache_dir=converted)
     assert first.runtime == "openvino" and "converted into" in first.runtime_reason
-    assert sorted(p.suffix for p in converted.iterdir()) == [".bin", ".xml"]  # IR only: no code, no pickles
+    # IR and its hashes only: no code, no pickles
+    assert sorted(p.suffix for p in converted.iterdir()) == [".bin", ".json", ".xml"]
     again = load_classifier(tiny_checkpoint)
     second = prepare_model(again, False, precision="bf16", runtime="openvino", cache_dir=converted)
     assert "cache" in second.runtime_reason and "converted" not in second.runtime_reason

@@ -57,3 +57,66 @@ def test_authorization_needs_the_exact_bearer_token():
     for header in (None, "", "abc", "Bearer ab", "Bearer abcd", "Basic abc"):
         assert not wire.authorized(header, "abc")
     assert not wire.authorized("Bearer ", "")  # no token configured: nobody is let in
+
+
+def test_levels_past_the_caps_are_refused():
+    assert wire.parse_levels("56x28,16x8") == [(56, 28), (16, 8)]
+    assert wire.parse_levels("16x4")  # 53 x 53 positions: within MAX_POSITIONS
+    for bad in ("16x1", "1x1", "56x0", "16x3",  # stride 1, or 70 x 70 positions
+                "²x8", "16x٨", "-16x8", "16x8,16x8,16x8,16x8,16x8", "16x8," * 10_000):
+        with pytest.raises(ValueError):
+            wire.parse_levels(bad)
+    assert wire.level_positions(16, 8) == 27 * 27 and wire.level_positions(224, 2) == 1
+
+
+def test_the_timeout_header_is_bounded():
+    assert wire.parse_timeout("12.5") == 12.5
+    assert wire.parse_timeout("1e12") == wire.parse_timeout("inf") == wire.MAX_TIMEOUT_S
+    assert wire.parse_timeout("-3") == 0.0
+    for bad in (None, "", "soon", "nan"):
+        assert wire.parse_timeout(bad) == wire.DEFAULT_TIMEOUT_S
+
+
+def test_a_frame_length_over_the_cap_is_refused_before_it_is_buffered():
+    import struct
+
+    frame = wire.encode_frame({"kind": "map"}, {"occlusion_map": np.zeros((3, 3), np.float32)})
+    assert len(wire.FrameReader(max_frame_bytes=len(frame)).feed(frame)) == 1
+    with pytest.raises(wire.FrameTooLarge):
+        wire.FrameReader().feed(struct.pack(">Q", 2**63) + b"x" * 100)
+    with pytest.raises(wire.FrameTooLarge):
+        wire.FrameReader(max_frame_bytes=100).feed(frame[:8])  # the length alone is enough to refuse it
+
+
+def test_the_inference_token_is_not_rays_and_lives_beside_it(tmp_path):
+    ray_token = tmp_path / "auth_token"
+    wire.ensure_token_file(ray_token)
+    environ = {"RAY_AUTH_TOKEN_PATH": str(ray_token)}
+    assert wire.inference_token_path(environ) == tmp_path / "inference_token"
+    assert wire.inference_token_path({}) == wire.DEFAULT_TOKEN_PATH.with_name("inference_token")
+    with pytest.raises(wire.TokenError, match="inference_token"):
+        wire.inference_token(environ)  # not created yet: Ray's token is never used instead
+    assert wire.ensure_token_file(wire.inference_token_path(environ))
+    assert wire.inference_token(environ) != ray_token.read_text()
+    other = tmp_path / "elsewhere"
+    wire.ensure_token_file(other)
+    assert wire.inference_token({**environ, "INFERENCE_TOKEN_FILE": str(other)}) == other.read_text()
+    assert wire.inference_token({**environ, "INFERENCE_TOKEN": " given "}) == "given"
+
+
+async def test_a_body_over_the_cap_is_refused_before_it_is_read_whole():
+    read = []
+
+    async def chunks(count: int, size: int = 1000):
+        for _ in range(count):
+            read.append(size)
+            yield b"x" * size
+
+    assert await wire.read_capped(chunks(3), "3000", limit=3000) == b"x" * 3000
+    read.clear()
+    with pytest.raises(wire.BodyTooLarge):
+        await wire.read_capped(chunks(10), str(10_000), limit=3000)
+    assert read == []  # refused from its Content-Length: nothing read
+    with pytest.raises(wire.BodyTooLarge):
+        await wire.read_capped(chunks(1000), None, limit=3000)  # chunked: stopped just past the cap
+    assert sum(read) == 4000

@@ -100,3 +100,39 @@ def test_the_report_shows_checkpoints_with_intervals(tmp_path):
     text, out = live_report(inbox.root, tmp_path / "report")
     assert "live accuracy by checkpoint (95% Wilson interval):" in text
     assert "cccccccccccc: 100.0% (6 of 6), 61.0%-100.0%" in text
+
+
+def user_record(photo: str, label: str, predicted: str, chat: str, user: str, minute: int = 0) -> FeedbackRecord:
+    return FeedbackRecord(photo, f"photos/{photo}.jpg", predicted, 0.9, label, "a" * 64, chat,
+                          f"2026-12-01T11:{minute // 60:02d}:{minute % 60:02d}Z", user=user)
+
+
+def test_one_user_with_a_private_chat_and_groups_they_made_is_still_one_voter():
+    """Issue 25 §3: the same person in four chats passes min_chats, never min_users."""
+    rooms = ["private", "group1", "group2", "group3"]
+    records = [user_record("P1", "shirt", "saree", room, "u" * 16, minute=i) for i, room in enumerate(rooms)]
+    trusted = trusted_labels(records, {})
+    assert trusted.labels == {} and trusted.left_out["P1"].reason == "a lone correction"
+    assert trusted.left_out["P1"].detail.startswith("from 1 user(s)")  # their latest word, once
+    two_people = records[:1] + [user_record("P1", "shirt", "saree", "group1", "v" * 16)]
+    assert trusted_labels(two_people, {}).labels == {"P1": "shirt"}
+    same_room = [user_record("P1", "shirt", "saree", "group1", "u" * 16),
+                 user_record("P1", "shirt", "saree", "group1", "v" * 16)]
+    assert trusted_labels(same_room, {}).labels == {}  # two users, but one chat: chats still count too
+    assert trusted_labels(same_room, {}, TrustRule(min_chats=1)).labels == {"P1": "shirt"}
+
+
+def test_one_users_votes_across_chats_count_once_and_share_one_cap():
+    """Their "Right"s from many groups are one voter per photo, and their cap does not grow with each group."""
+    rule = TrustRule(cap_floor=3, max_chat_share=0.0)
+    records = [user_record(f"R{i}", "kurti", "kurti", f"group{i % 5}", "u" * 16, minute=i) for i in range(20)]
+    trusted = trusted_labels(records, {}, rule)
+    assert len(trusted.labels) == 3 and trusted.per_user["user:" + "u" * 16] == 3
+    assert sum(1 for why in trusted.left_out.values() if why.reason == "over the cap") == 17
+    tie = [user_record("T", "kurti", "saree", "a", "u" * 16), user_record("T", "shirt", "saree", "b", "u" * 16, 1)]
+    assert trusted_labels(tie, {}).left_out["T"].reason == "a lone correction"  # their latest word only, once
+
+
+def test_old_records_without_a_user_count_their_chat_as_the_voter():
+    records = [record("O1", "shirt", "saree", "chatA"), record("O1", "shirt", "saree", "chatB")]
+    assert trusted_labels(records, {}).labels == {"O1": "shirt"}

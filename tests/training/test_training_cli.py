@@ -40,6 +40,11 @@ def test_cli_trains_reports_and_gives_the_same_metrics_for_the_same_seed(tiny_sp
     assert "checks" in out and "stripes" in out and "features computed" in out
     checkpoint = load_checkpoint(tmp_path / "a" / "model.pt")
     assert checkpoint.class_names == ["checks", "stripes"] and checkpoint.training["seed"] == 5
+    # The OpenVINO export beside it (model/export.py), for this very checkpoint.
+    manifest = json.loads((tmp_path / "a" / "model.openvino" / "manifest.json").read_text())
+    assert f"export:      {tmp_path / 'a' / 'model.openvino'}" in out
+    assert manifest["checkpoint"]["sha256"] == checkpoint.sha256 and manifest["class_names"] == ["checks", "stripes"]
+    args.append("--no-export")  # the runs below compare metrics; one export is enough
 
     # A second cold run elsewhere (features computed again), then a warm one (features from the cache).
     code, out_b, err = run_cli(capsys, *args, "--out", str(tmp_path / "b" / "model.pt"))
