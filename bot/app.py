@@ -167,6 +167,8 @@ class BotApplication(Application):
             update = Update.de_json(json.loads(entry.update_json), self.bot)
             if not isinstance(update, Update):
                 raise TypeError(f"not an update but {type(update).__name__}")
+            if update.update_id != entry.update_id:  # not the row's own update (its id is the table's key)
+                raise ValueError(f"it names update_id {str(update.update_id)[:20]!r}")
             return update
         except Exception as error:  # any malformed row (not JSON, not an object, not an update): drop it, go on
             log.error("journal: update %d (%s) cannot be read back (%s: %s); dropped", entry.update_id, entry.kind,
@@ -224,9 +226,18 @@ class BotApplication(Application):
             self.polling_error = task.exception()
             log.critical("polling for updates stopped (%s: %s); stopping so the supervisor restarts the bot",
                          type(self.polling_error).__name__, self.polling_error)
-            self.stop_running()
+            asyncio.ensure_future(self._stop_after_polling_died())
 
         polling.add_done_callback(on_done)
+
+    async def _stop_after_polling_died(self) -> None:
+        """The updater stopped here, its polling task's error swallowed (logged above; main() reports it):
+        otherwise PTB's run_polling raises it again from updater.stop() and never stops the services."""
+        try:
+            await self.updater.stop()
+        except Exception:  # the polling loop's own error, raised again by awaiting its task
+            pass
+        self.stop_running()
 
     async def _purge_every(self, seconds: float, retry_s: tuple[float, float] = PURGE_RETRY_S) -> None:
         """The journal's answered entries after JOURNAL_MAX_AGE_HOURS, and everything after RETENTION_DAYS
@@ -451,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_webhook(application, settings)
         application.run_polling(poll_interval=0.0, timeout=settings.poll_timeout, bootstrap_retries=-1,
                                 allowed_updates=Update.ALL_TYPES, stop_signals=(signal.SIGINT, signal.SIGTERM))
+        if isinstance(application.polling_error, InvalidToken):  # the token was revoked meanwhile: said below
+            raise application.polling_error
         if application.polling_error is not None:  # polling died: a non-zero status, so the supervisor restarts us
             return POLLING_DIED_EXIT_STATUS
     except (CheckpointError, ConfigError) as error:

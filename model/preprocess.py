@@ -11,7 +11,7 @@ The memory budget of one decode (what a 100 kB file may cost the bot), enforced 
   before any pixel is decoded: the pixel count times what one pixel costs at the peak of its way to RGB
   (:func:`peak_bytes_per_pixel`: Pillow's storage of the decoded mode, the file's own sample size when it is
   wider, and the copies the conversion to RGB makes beside it). So the pixel cap depends on the mode: about
-  16 MP for 8-bit RGB, 8 MP for 16-bit grey, 6 MP for 48-bit RGB. ``tests/model/test_decode_memory.py``
+  15.7 MP for 8-bit RGB, 10.5 MP for 48-bit RGB, 7 MP for 16-bit grey. ``tests/model/test_decode_memory.py``
   measures the real peak (VmHWM of a fresh process) of each kind at its cap and checks it stays inside.
 - A JPEG is decoded in draft mode (libjpeg scales by 1/2, 1/4 or 1/8 while decoding) when the caller gives
   ``draft_size``, as the bot does: a 7000 x 7000 JPEG decodes to 875 x 875. What counts then is the drafted

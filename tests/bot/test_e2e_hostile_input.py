@@ -138,6 +138,58 @@ async def test_a_process_whose_polling_died_exits_non_zero(fake_api, tiny_checkp
     # stops (not a process that stays up and never polls) with the refused token's status, 2, which the systemd
     # unit does not restart in a loop (RestartPreventExitStatus=2).
     assert process.returncode == 2, output[-3000:]
+    assert "Application.stop() complete" in output and "Task was destroyed" not in output, output[-3000:]  # a clean stop
     assert "polling for updates stopped" in output and "Telegram refused TELEGRAM_BOT_TOKEN" in output, output[-3000:]
     secret = fake_api.token.split(":", 1)[1]
     assert secret not in output
+
+
+async def test_why_checks_the_size_from_get_file_before_downloading(fake_api, running_bot):
+    from devtools.samples import png
+
+    big = png(seed=1, width=900, height=700)  # a few hundred kB: over this bot's MAX_FILE_BYTES
+    async with running_bot(MAX_FILE_BYTES=str(len(big) // 2), MAX_BYTES_IN_FLIGHT=str(len(big))):
+        sent = await fake_api.push(fake_api.document_update(big, file_name="big.png", mime_type="image/png"))
+        await fake_api.wait_for_answer(sent["message"])  # refused from the update's own size
+        mark = fake_api.mark()
+        why = await fake_api.push(fake_api.command_update("/why", reply_to=sent["message"]))  # knows no size
+        answer = await fake_api.wait_for_answer(why["message"], timeout=30)
+    assert "too big" in answer.text and "MB" in answer.text, answer.text
+    assert fake_api.find_calls("getFile", after=mark) and not fake_api.find_calls("FILE", after=mark)
+
+
+async def test_malformed_journal_rows_are_dropped_and_the_rest_resumed(fake_api, running_bot, bot_settings, tmp_path,
+                                                                       caplog):
+    caplog.set_level(logging.INFO)
+    data_dir = tmp_path / "data"
+    journal = Journal.in_dir(data_dir)
+    good = fake_api.photo_update(jpeg(seed=8))
+    journal.accept(Update.de_json(good, None))
+    journal.close()
+    with sqlite3.connect(data_dir / DB_NAME) as db:
+        for update_id, row in ((900001, "[1, 2]"), (900002, '"text"'), (900003, "not json"), (900004, '{"update_id": []}')):
+            db.execute("INSERT INTO journal (update_id, chat_id, kind, received_at, update_json) VALUES (?, 1, 'photo', ?, ?)",
+                       (update_id, time.time(), row))
+    async with running_bot(settings=bot_settings(data_dir=data_dir)):
+        await fake_api.wait_for_answer(good["message"], timeout=30)
+    dropped = [r.getMessage() for r in caplog.records if "cannot be read back" in r.getMessage()]
+    assert len(dropped) == 4, dropped
+    assert Journal.in_dir(data_dir).open_count() == 0
+
+
+async def test_bytes_in_flight_are_capped_before_any_download(fake_api, running_bot):
+    first, second = jpeg(seed=1, width=800, height=600), jpeg(seed=2, width=800, height=600)
+    limit = len(first) + len(second) - 1  # both at once would pass MAX_BYTES_IN_FLIGHT
+    async with running_bot(MAX_FILE_BYTES=str(limit), MAX_BYTES_IN_FLIGHT=str(limit)):
+        fake_api.hold_downloads()
+        held = await fake_api.push(fake_api.document_update(first, file_name="a.jpg", chat_id=7001, user_id=7001))
+        await fake_api.wait_for_call("FILE", timeout=20)  # the first is downloading (its bytes reserved)
+        mark = fake_api.mark()
+        refused = await fake_api.push(fake_api.document_update(second, file_name="b.jpg", chat_id=7002, user_id=7002))
+        busy = await fake_api.wait_for_answer(refused["message"], timeout=20)
+        assert "busy" in busy.text.lower() and not fake_api.find_calls("FILE", after=mark)
+        fake_api.release_downloads()
+        answered = await fake_api.wait_for_answer(held["message"], timeout=30)
+        again = await fake_api.push(fake_api.document_update(second, file_name="b.jpg", chat_id=7002, user_id=7002))
+        retried = await fake_api.wait_for_answer(again["message"], timeout=30)  # released after the first's decode
+    assert percentages(answered.text) and percentages(retried.text), (answered.text, retried.text)
