@@ -1,6 +1,6 @@
 """The values PRECISION/--precision, DEVICE/--device and RUNTIME/--runtime accept, importable without torch
 (the serve command and the gateway parse them without loading a model)."""
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 DEVICES = ("auto", "cpu", "cuda")
 RUNTIMES = ("auto", "torch", "openvino")

@@ -46,6 +46,9 @@ class Classifier:
     precision: str = "fp32"  # what ``runner`` computes in (the network itself is always fp32)
     runtime: str = "torch"  # what ``runner`` is: "torch" or "openvino"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # Where int8 classifies, heat maps are computed by another forward pass in another precision (model/int8.py).
+    map_runner: Callable[[torch.Tensor], torch.Tensor] | None = None  # None: ``runner``
+    map_precision: str | None = None  # None: ``precision``
 
     def to(self, device: torch.device | str) -> Classifier:
         """Move the network to ``device`` (standard ``.to``); a graph or runner made for the old one is dropped."""
@@ -53,6 +56,7 @@ class Classifier:
         if device != self.device:
             self.network = self.network.to(device)
             self.graph, self.runner, self.precision, self.runtime, self.device = None, None, "fp32", "torch", device
+            self.map_runner, self.map_precision = None, None
         return self
 
     def use_frozen_graph(self) -> bool:
