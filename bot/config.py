@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from model.choices import DEVICES, PRECISIONS, RUNTIMES
+from model.choices import DEVICES, PRECISIONS, RUNTIMES, WHY_MODES
 from model.threads import available_cores
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class Settings:
     why_coarse_patch: int = 56
     why_coarse_stride: int = 28
     why_batch_size: int = 16
+    why_mode: str = "exact"  # the fine map: exact, or adaptive (an approximate drill-down; model/adaptive_occlusion.py)
     why_queue_size: int = 8
     explain_cache_size: int = 64
     max_file_bytes: int = TELEGRAM_DOWNLOAD_LIMIT
@@ -107,6 +108,7 @@ class Settings:
         _check(self.precision in PRECISIONS, f"PRECISION must be one of {', '.join(PRECISIONS)}")
         _check(self.device in DEVICES, f"DEVICE must be one of {', '.join(DEVICES)}")
         _check(self.runtime in RUNTIMES, f"RUNTIME must be one of {', '.join(RUNTIMES)}")
+        _check(self.why_mode in WHY_MODES, f"WHY_MODE must be one of {', '.join(WHY_MODES)}")
         _check(self.log_level in _LOG_LEVELS, f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
         _check(self.webhook_secret == "" or re.fullmatch(r"[A-Za-z0-9_-]{1,256}", self.webhook_secret) is not None,
                "WEBHOOK_SECRET may only contain A-Z, a-z, 0-9, _ and - (1 to 256 characters)")
@@ -228,6 +230,7 @@ ENV_NAMES: dict[str, str] = {
     "why_coarse_patch": "WHY_COARSE_PATCH",
     "why_coarse_stride": "WHY_COARSE_STRIDE",
     "why_batch_size": "WHY_BATCH_SIZE",
+    "why_mode": "WHY_MODE",
     "why_queue_size": "WHY_QUEUE_SIZE",
     "explain_cache_size": "EXPLAIN_CACHE_SIZE",
     "max_file_bytes": "MAX_FILE_BYTES",
@@ -273,6 +276,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "precision": str.lower,
     "device": str.lower,
     "runtime": str.lower,
+    "why_mode": str.lower,
     "frozen_graph": _parse_auto_bool,
 }
 _EXPECTED = {

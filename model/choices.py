@@ -4,3 +4,4 @@
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 DEVICES = ("auto", "cpu", "cuda")
 RUNTIMES = ("auto", "torch", "openvino")
+WHY_MODES = ("exact", "adaptive")  # the fine heat map: every position, or the drill-down (model/adaptive_occlusion.py)

@@ -7,10 +7,12 @@ map took 18.3 s that way against 14.8 s in fp32 alone). Now the decision comes f
 already known for the same image and class (a /why's coarse map, before its fine one), or where none is
 known from a probe of four quadrants (patch 112, stride 112: four whole-network passes and the clean one):
 
-- fp32 where that coarser range is below ``BF16_MAP_NOISE`` x :data:`COARSE_MARGIN`, else the map's own
-  precision. A finer patch hides less, so its range is mostly smaller than a coarser one's: the margin is the
-  largest coarse-to-fine range ratio among the proxy model's maps whose fine range was near the noise
-  (bench/bench_map_precision.py; docs/benchmarks.md), so a fine map that would be noise is not left in bf16.
+- fp32 where that coarser level's largest |value| is below ``BF16_MAP_NOISE`` x :data:`COARSE_MARGIN`,
+  else the map's own precision. The largest |value|, not the range: the renderer scales its colours to it
+  (model/render.py), so bf16's error shows as a pattern only where every value is near the noise; a map
+  whose drops are all large and alike (a small range) shows one colour, and bf16 cannot change that.
+  A finer patch hides less, so its drops are mostly smaller than a coarser level's: the margin (3) is a
+  safety factor for that, chosen, not yet fitted to measured coarse-to-fine ratios (docs/benchmarks.md).
 
 Each decision is logged with its reason. The ranges are kept per (image digest, class) in a small LRU shared by
 one engine's explainers (:class:`CoarseRanges`).
@@ -45,9 +47,9 @@ def decide(precision: str, coarse_range: float, coarse_patch: int, noise: float,
     if precision == "fp32":
         return MapDecision("fp32", "fp32 asked")
     if coarse_range < noise * margin:
-        return MapDecision("fp32", f"the {coarse_patch}-pixel level's range {coarse_range:.4f} is below {margin:g} x "
-                                   f"{precision} noise {noise:.3f}: computed in fp32")
-    return MapDecision(precision, f"the {coarse_patch}-pixel level's range {coarse_range:.4f} is well above "
+        return MapDecision("fp32", f"the {coarse_patch}-pixel level's largest drop {coarse_range:.4f} is within {precision} "
+                                   f"noise (below {margin:g} x {noise:.3f}): computed in fp32")
+    return MapDecision(precision, f"the {coarse_patch}-pixel level's largest drop {coarse_range:.4f} is well above "
                                   f"{precision} noise: computed in {precision}")
 
 

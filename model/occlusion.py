@@ -239,6 +239,7 @@ class OcclusionExplainer:
         self.stride = stride
         self.batch_size = batch_size
         self.method = method
+        self.mode = "exact"  # WHY_MODE; "adaptive" only through with_mode(), for the fine map
 
     @classmethod
     def for_classifier(cls, classifier, patch: int = 16, stride: int = 8, batch_size: int = 16) -> OcclusionExplainer:
@@ -258,7 +259,7 @@ class OcclusionExplainer:
         if patch < 1 or stride < 1:
             raise ValueError("patch and stride must be positive")
         other = copy.copy(self)
-        other.patch, other.stride = patch, stride
+        other.patch, other.stride, other.mode = patch, stride, "exact"
         return other
 
     @property
@@ -285,7 +286,7 @@ class OcclusionExplainer:
         if self.precision != "fp32":
             explainer, target = self._decide(image, target, digest)
         result = explainer._explain(image, target, between_batches)
-        self.coarse_ranges.record(digest, result.target, self.patch, float(np.ptp(result.occlusion_map)))
+        self.coarse_ranges.record(digest, result.target, self.patch, float(np.abs(result.occlusion_map).max()))
         return result
 
     def _decide(self, image: torch.Tensor, target: int | None, digest: str) -> tuple[OcclusionExplainer, int]:
@@ -301,7 +302,7 @@ class OcclusionExplainer:
             if not 0 <= target < clean.numel():
                 raise ValueError(f"target {target} out of range for {clean.numel()} classes")
             quadrants = batched_probability_grid(self.forward, image, PROBE_PATCH, PROBE_PATCH, 4)[target]
-            coarse = (PROBE_PATCH, float(np.ptp(float(clean[target]) - quadrants)))
+            coarse = (PROBE_PATCH, float(np.abs(float(clean[target]) - quadrants).max()))
             self.coarse_ranges.record(digest, target, *coarse)
         decision = decide(self.precision, coarse[1], coarse[0], BF16_MAP_NOISE)
         log.info("the %dx%d map: %s", self.patch, self.stride, decision.reason)
@@ -325,6 +326,8 @@ class OcclusionExplainer:
             grid = naive_probability_grid(self.forward, image, self.patch, self.stride, between_batches)
         elif prepared is not None:
             grid = _incremental_grid(prepared, self.batch_size * INCREMENTAL_BATCH_FACTOR, between_batches)
+        elif self.mode == "adaptive":  # WHY_MODE=adaptive, fine maps only (model/adaptive_occlusion.py)
+            grid = self._adaptive_grid(image, clean.numpy(), target, between_batches)
         elif hasattr(self.forward, "probability_grid"):  # OpenVINO's async queue (model/openvino_occlusion.py)
             grid = self.forward.probability_grid(image.cpu().numpy(), self.patch, self.stride, self.batch_size,
                                                  between_batches)
@@ -334,6 +337,31 @@ class OcclusionExplainer:
         occlusion = (probability - grid[target]).astype(np.float32)
         return OcclusionResult(occlusion_map=occlusion, target=target, probability=probability, probability_grid=grid,
                                clean_probabilities=clean.numpy().astype(np.float32))
+
+    def _adaptive_grid(self, image: torch.Tensor, clean: np.ndarray, target: int, between_batches: BetweenBatches) -> np.ndarray:
+        from .adaptive_occlusion import adaptive_probability_grid
+
+        done = [0]
+
+        def probabilities_at(corners: list[tuple[int, int]]) -> np.ndarray:
+            out = []
+            for start in range(0, len(corners), self.batch_size):
+                between_batches(done[0], len(corners))
+                chunk = corners[start : start + self.batch_size]
+                out.append(_probabilities(self.forward, occluded_batch(image, chunk, self.patch)).numpy())
+                done[0] += len(chunk)
+            return np.concatenate(out)
+
+        starts = grid_positions(image.shape[-1], self.patch, self.stride)
+        return adaptive_probability_grid(probabilities_at, starts, clean, target)[0]
+
+    def with_mode(self, mode: str) -> OcclusionExplainer:
+        """The same explainer computing its grid ``exact`` (every position) or ``adaptive`` (an approximation)."""
+        if mode not in ("exact", "adaptive"):
+            raise ValueError(f"mode must be exact or adaptive, got {mode!r}")
+        other = copy.copy(self)
+        other.mode = mode
+        return other
 
     def engine_share(self, prepared) -> float:
         """The incremental engine's multiply-adds per position as a fraction of a whole forward pass's."""
@@ -347,7 +375,9 @@ class OcclusionExplainer:
         if self._fp32 is None:
             self._fp32 = OcclusionExplainer(self.network, self.patch, self.stride, self.batch_size, self.method)
             self._fp32.coarse_ranges = self.coarse_ranges
-        return self._fp32.with_settings(self.patch, self.stride)
+        fp32 = self._fp32.with_settings(self.patch, self.stride)
+        fp32.mode = self.mode
+        return fp32
 
     def __call__(self, image: torch.Tensor, target: int | None = None, *,
                  between_batches: BetweenBatches | None = None) -> np.ndarray:
@@ -358,8 +388,9 @@ class ExplainersBySetting:
     """One :class:`OcclusionExplainer` per (patch, stride) for a prepared classifier, made on first use; coarse
     and fine maps share one folded copy of the network (about 100 MB for ResNet50)."""
 
-    def __init__(self, classifier, batch_size: int):
-        self._classifier, self._batch_size = classifier, batch_size
+    def __init__(self, classifier, batch_size: int, adaptive: tuple[int, int] | None = None):
+        """``adaptive``: the one (patch, stride) computed approximately (WHY_MODE=adaptive: the fine map); None: all exact."""
+        self._classifier, self._batch_size, self._adaptive = classifier, batch_size, adaptive
         self._made: dict[tuple[int, int], OcclusionExplainer] = {}
 
     def __call__(self, patch: int, stride: int) -> OcclusionExplainer:
@@ -369,4 +400,6 @@ class ExplainersBySetting:
                 self._made[key] = next(iter(self._made.values())).with_settings(patch, stride)
             else:
                 self._made[key] = OcclusionExplainer.for_classifier(self._classifier, patch, stride, self._batch_size)
+            if key == self._adaptive:
+                self._made[key] = self._made[key].with_mode("adaptive")
         return self._made[key]

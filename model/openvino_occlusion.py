@@ -58,7 +58,6 @@ class OpenVINOOcclusion:
             "INFERENCE_PRECISION_HINT": OV_PRECISION[precision],
             "INFERENCE_NUM_THREADS": max(1, threads),
             "NUM_STREAMS": max(1, streams),
-            "AFFINITY": "NONE",  # a shared machine: no pinning to cores other processes use
         })
         self._queue = ov.AsyncInferQueue(self.compiled, max(1, requests))
         self._local = threading.local()
