@@ -41,6 +41,7 @@ def test_int8_agrees_with_fp32_and_is_cached(trained, tmp_path):
     assert agreement >= 0.8, agreement
     assert served.map_precision != "int8" or INT8_MAPS
     again = load_classifier(checkpoint)
+    again.metadata["training"] = {"data": str(tmp_path / "moved away")}  # the photos are gone: the cache serves
     second = prepare_model(again, False, precision="int8", runtime="openvino", cache_dir=tmp_path)  # no photos now
     assert again.precision == "int8" and "calibrated earlier" in second.precision_reason
     torch.testing.assert_close(again.probabilities(batch), got)
