@@ -106,7 +106,8 @@ def main() -> None:
                 hits += int(np.abs(exact).argmax() == np.abs(approx).argmax())
             s, r = np.array(scores).T
             print(f"\nadaptive 16/8 (bf16 OpenVINO) against exact on {len(scores)} photos: SSIM median {np.median(s):.3f} "
-                  f"min {s.min():.3f}; correlation median {np.median(r):.3f} min {r.min():.3f}; argmax cell same {hits}/"
+                  f"min {s.min():.3f}; correlation median {np.nanmedian(r):.3f} min {np.nanmin(r):.3f} ({int(np.isnan(r).sum())} "
+                  f"flat maps without one); argmax cell same {hits}/"
                   f"{len(scores)}; positions computed {np.median(shares) * 100:.0f}% (median); time {np.median(times):.2f}x exact")
     print(f"load after: {os.getloadavg()[0]:.2f}")
 
