@@ -83,6 +83,9 @@ class Settings(ComputeSettings):
     album_wait_s: float = setting(1.0, env="ALBUM_WAIT_S", low=0, section=ANSWERS,
                                   doc="an album is answered this long after its last photo arrived (Telegram sends "
                                       "no end-of-album marker)")
+    why_mode: str = setting("exact", env="WHY_MODE", choices=("exact", "adaptive"), section=WHY,
+                            doc="the fine map: exact (every position), or adaptive (an approximate coarse-to-fine "
+                                "drill-down, model/adaptive_occlusion.py)")
     why_patch: int = setting(16, env="WHY_PATCH", low=1, high=224, section=WHY,
                              doc="the finer heat map's patch size in pixels of the 224x224 input (8 is the original demo's)")
     why_stride: int = setting(8, env="WHY_STRIDE", low=1, section=WHY,
@@ -210,7 +213,8 @@ class Settings(ComputeSettings):
             torch_threads=self.torch_threads, classify_workers=self.classify_worker_count,
             explain_batch_size=self.why_batch_size, explain_cache_size=self.explain_cache_size,
             warm_up_batch=self.warm_up_photos, frozen_graph=self.frozen_graph, precision=self.precision,
-            device=self.device, runtime=self.runtime)
+            device=self.device, runtime=self.runtime,
+            adaptive=(self.why_patch, self.why_stride) if self.why_mode == "adaptive" else None)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:

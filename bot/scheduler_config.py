@@ -29,6 +29,7 @@ class SchedulerConfig:
     precision: str = "auto"  # model.runtime.prepare_model's choices: auto (measured at start) or forced
     device: str = "auto"
     runtime: str = "auto"
+    adaptive: tuple[int, int] | None = None  # WHY_MODE=adaptive: the fine map's (patch, stride), drilled down
 
     def compute(self) -> ComputeConfig:
         return ComputeConfig(self.max_batch, self.max_batch_wait_s, self.decode_workers, self.torch_threads,
@@ -38,4 +39,4 @@ class SchedulerConfig:
         return Limits(self.queue_size, self.per_chat_queue, self.why_queue_size)
 
     def choices(self) -> TorchChoices:
-        return TorchChoices(self.frozen_graph, self.precision, self.device, self.runtime)
+        return TorchChoices(self.frozen_graph, self.precision, self.device, self.runtime, self.adaptive)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 DEVICES = ("auto", "cpu", "cuda")
 RUNTIMES = ("auto", "torch", "openvino")
 
@@ -17,3 +17,7 @@ class TorchChoices:
     precision: str = "auto"
     device: str = "auto"
     runtime: str = "auto"
+    adaptive: tuple[int, int] | None = None  # WHY_MODE=adaptive: the (patch, stride) drilled down (the fine map)
+
+
+WHY_MODES = ("exact", "adaptive")  # the fine heat map: every position, or the drill-down (model/adaptive_occlusion.py)

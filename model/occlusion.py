@@ -11,8 +11,8 @@ whole grid: the map for any other class (a "why not …?") is then arithmetic, n
 Precision: a map is computed in one precision throughout (the clean and the occluded probabilities from
 the same forward pass), fp32 or bf16. A bf16 map's values lie within :data:`BF16_MAP_TOLERANCE` of the
 fp32 map's, so a bf16 map whose whole range is within :data:`BF16_MAP_NOISE` would show noise as if it
-meant something: such a map is computed again in fp32, and that is the one returned (the rule is
-documented in the README, "Heat maps in bf16").
+meant something: such a map is computed in fp32, decided once before its grid from a coarser level of the
+same image (:mod:`model.map_precision`; the README, "Heat maps in bf16").
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import torch
 
 from .incremental import IncrementalOcclusion
 from .incremental_plan import UnsupportedNetwork
+from .map_precision import PROBE_PATCH, CoarseRanges, decide, image_digest
 from .occlusion_grid import BF16_MAP_NOISE, BF16_MAP_TOLERANCE  # noqa: F401 (re-exported)
 from .occlusion_result import OcclusionResult
 from .precision import DTYPES
@@ -203,7 +204,7 @@ class OcclusionExplainer:
     classifier's OpenVINO ``runner``; by default the torch network in that dtype. With ``fast_forward``
     True, that ``forward`` is faster per image than torch, and ``incremental`` uses batched passes of it
     instead wherever the engine would save too little (:data:`FAST_FORWARD_ABOVE`): the fastest exact
-    path per patch/stride. A bf16 map within :data:`BF16_MAP_NOISE` is computed again in fp32 (module docstring).
+    path per patch/stride. A bf16 map within :data:`BF16_MAP_NOISE` is computed in fp32 instead (module docstring).
     """
 
     def __init__(self, network: torch.nn.Module, patch: int = 16, stride: int = 8, batch_size: int = 16,
@@ -228,25 +229,33 @@ class OcclusionExplainer:
                 self._engine = IncrementalOcclusion(self.network, DTYPES[precision])
             except UnsupportedNetwork as exc:
                 log.warning("incremental occlusion unavailable (%s); using batched whole-network passes", exc)
-        self._fp32: OcclusionExplainer | None = None  # made when a bf16 map has to be redone
+        self._fp32: OcclusionExplainer | None = None  # made when a bf16 map is decided to be fp32
+        self.coarse_ranges = CoarseRanges()  # shared with with_settings() copies and the fp32 explainer
         self.patch = patch
         self.stride = stride
         self.batch_size = batch_size
         self.method = method
+        self.mode = "exact"  # WHY_MODE; "adaptive" only through with_mode(), for the fine map
 
     @classmethod
     def for_classifier(cls, classifier, patch: int = 16, stride: int = 8, batch_size: int = 16) -> OcclusionExplainer:
         """The explainer for a prepared classifier (:func:`model.runtime.prepare_model`): in its precision, on its
         device, with its OpenVINO forward pass where that serves it."""
-        return cls(classifier.network, patch, stride, batch_size, precision=classifier.precision,
-                   forward=classifier.runner, fast_forward=classifier.runtime == "openvino")
+        precision = classifier.map_precision or classifier.precision  # int8 classifies, maps in bf16/fp32
+        forward = classifier.map_runner or classifier.runner
+        if classifier.runtime == "openvino" and getattr(forward, "model", None) is not None:
+            from .openvino_occlusion import OpenVINOOcclusion, queue_settings
+
+            forward = OpenVINOOcclusion(forward.model, precision, **queue_settings(forward.threads))
+        return cls(classifier.network, patch, stride, batch_size, precision=precision,
+                   forward=forward, fast_forward=classifier.runtime == "openvino")
 
     def with_settings(self, patch: int, stride: int) -> OcclusionExplainer:
         """The same explainer with another patch/stride, sharing the folded network (about 100 MB for ResNet50)."""
         if patch < 1 or stride < 1:
             raise ValueError("patch and stride must be positive")
         other = copy.copy(self)
-        other.patch, other.stride = patch, stride
+        other.patch, other.stride, other.mode = patch, stride, "exact"
         return other
 
     @property
@@ -261,10 +270,41 @@ class OcclusionExplainer:
                 between_batches: BetweenBatches | None = None) -> OcclusionResult:
         """The map for ``target`` (default: the predicted class). ``between_batches(done, total)`` runs
         before each batch of positions, in the calling thread: it may block (yield the cores) or raise
-        (abandon the map); the clean pass before the first call is one batch-1 forward."""
+        (abandon the map); the clean pass before the first call is one batch-1 forward.
+
+        A map asked in bf16 is computed in bf16 or fp32 as decided once, before its grid, from a coarser level
+        of the same image (:mod:`model.map_precision`): no map is computed twice."""
         between_batches = between_batches or _no_pause
         image = _check_image(image, self._device)
         grid_positions(image.shape[-1], self.patch, self.stride)  # validates the settings for this size
+        digest = image_digest(image.cpu().numpy())
+        explainer = self
+        if self.precision != "fp32":
+            explainer, target = self._decide(image, target, digest)
+        result = explainer._explain(image, target, between_batches)
+        self.coarse_ranges.record(digest, result.target, self.patch, float(np.abs(result.occlusion_map).max()))
+        return result
+
+    def _decide(self, image: torch.Tensor, target: int | None, digest: str) -> tuple[OcclusionExplainer, int]:
+        """(the explainer in the precision decided for this map, the target): see :mod:`model.map_precision`."""
+        clean = None
+        if target is None:
+            clean = _probabilities(self.forward, image.unsqueeze(0))[0]
+            target = int(clean.argmax())
+        coarse = self.coarse_ranges.coarser_than(digest, target, self.patch)
+        if coarse is None:  # no coarser map of this image yet: the quadrant probe is its coarse level
+            if clean is None:
+                clean = _probabilities(self.forward, image.unsqueeze(0))[0]
+            if not 0 <= target < clean.numel():
+                raise ValueError(f"target {target} out of range for {clean.numel()} classes")
+            quadrants = batched_probability_grid(self.forward, image, PROBE_PATCH, PROBE_PATCH, 4)[target]
+            coarse = (PROBE_PATCH, float(np.abs(float(clean[target]) - quadrants).max()))
+            self.coarse_ranges.record(digest, target, *coarse)
+        decision = decide(self.precision, coarse[1], coarse[0], BF16_MAP_NOISE)
+        log.info("the %dx%d map: %s", self.patch, self.stride, decision.reason)
+        return (self if decision.precision == self.precision else self.in_fp32()), target
+
+    def _explain(self, image: torch.Tensor, target: int | None, between_batches: BetweenBatches) -> OcclusionResult:
         prepared = None
         if self.method != "naive" and self._engine is not None:  # its clean pass, in its precision
             prepared = self._engine.prepare(image, self.patch, self.stride)
@@ -282,16 +322,42 @@ class OcclusionExplainer:
             grid = naive_probability_grid(self.forward, image, self.patch, self.stride, between_batches)
         elif prepared is not None:
             grid = _incremental_grid(prepared, self.batch_size * INCREMENTAL_BATCH_FACTOR, between_batches)
+        elif self.mode == "adaptive":  # WHY_MODE=adaptive, fine maps only (model/adaptive_occlusion.py)
+            grid = self._adaptive_grid(image, clean.numpy(), target, between_batches)
+        elif hasattr(self.forward, "probability_grid"):  # OpenVINO's async queue (model/openvino_occlusion.py)
+            grid = self.forward.probability_grid(image.cpu().numpy(), self.patch, self.stride, self.batch_size,
+                                                 between_batches)
         else:
             grid = batched_probability_grid(self.forward, image, self.patch, self.stride, self.batch_size, between_batches)
         probability = float(clean[target])
         occlusion = (probability - grid[target]).astype(np.float32)
-        if self.precision != "fp32" and float(np.ptp(occlusion)) < BF16_MAP_NOISE:
-            log.info("the %s %dx%d map's range %.4f is within bf16 noise (%.2f): computing it in fp32",
-                     self.precision, self.patch, self.stride, float(np.ptp(occlusion)), BF16_MAP_NOISE)
-            return self.in_fp32().explain(image, target, between_batches=between_batches)
         return OcclusionResult(occlusion_map=occlusion, target=target, probability=probability, probability_grid=grid,
                                clean_probabilities=clean.numpy().astype(np.float32))
+
+    def _adaptive_grid(self, image: torch.Tensor, clean: np.ndarray, target: int, between_batches: BetweenBatches) -> np.ndarray:
+        from .adaptive_occlusion import adaptive_probability_grid
+
+        done = [0]
+
+        def probabilities_at(corners: list[tuple[int, int]]) -> np.ndarray:
+            out = []
+            for start in range(0, len(corners), self.batch_size):
+                between_batches(done[0], len(corners))
+                chunk = corners[start : start + self.batch_size]
+                out.append(_probabilities(self.forward, occluded_batch(image, chunk, self.patch)).numpy())
+                done[0] += len(chunk)
+            return np.concatenate(out)
+
+        starts = grid_positions(image.shape[-1], self.patch, self.stride)
+        return adaptive_probability_grid(probabilities_at, starts, clean, target)[0]
+
+    def with_mode(self, mode: str) -> OcclusionExplainer:
+        """The same explainer computing its grid ``exact`` (every position) or ``adaptive`` (an approximation)."""
+        if mode not in ("exact", "adaptive"):
+            raise ValueError(f"mode must be exact or adaptive, got {mode!r}")
+        other = copy.copy(self)
+        other.mode = mode
+        return other
 
     def engine_share(self, prepared) -> float:
         """The incremental engine's multiply-adds per position as a fraction of a whole forward pass's."""
@@ -304,7 +370,10 @@ class OcclusionExplainer:
             return self
         if self._fp32 is None:
             self._fp32 = OcclusionExplainer(self.network, self.patch, self.stride, self.batch_size, self.method)
-        return self._fp32.with_settings(self.patch, self.stride)
+            self._fp32.coarse_ranges = self.coarse_ranges
+        fp32 = self._fp32.with_settings(self.patch, self.stride)
+        fp32.mode = self.mode
+        return fp32
 
     def __call__(self, image: torch.Tensor, target: int | None = None, *,
                  between_batches: BetweenBatches | None = None) -> np.ndarray:
@@ -315,8 +384,9 @@ class ExplainersBySetting:
     """One :class:`OcclusionExplainer` per (patch, stride) for a prepared classifier, made on first use; coarse
     and fine maps share one folded copy of the network (about 100 MB for ResNet50)."""
 
-    def __init__(self, classifier, batch_size: int):
-        self._classifier, self._batch_size = classifier, batch_size
+    def __init__(self, classifier, batch_size: int, adaptive: tuple[int, int] | None = None):
+        """``adaptive``: the one (patch, stride) computed approximately (WHY_MODE=adaptive: the fine map); None: all exact."""
+        self._classifier, self._batch_size, self._adaptive = classifier, batch_size, adaptive
         self._made: dict[tuple[int, int], OcclusionExplainer] = {}
 
     def __call__(self, patch: int, stride: int) -> OcclusionExplainer:
@@ -326,4 +396,6 @@ class ExplainersBySetting:
                 self._made[key] = next(iter(self._made.values())).with_settings(patch, stride)
             else:
                 self._made[key] = OcclusionExplainer.for_classifier(self._classifier, patch, stride, self._batch_size)
+            if key == self._adaptive:
+                self._made[key] = self._made[key].with_mode("adaptive")
         return self._made[key]

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "openvino-ir-v1"
 CACHE_KEEP = 4  # converted models kept in a cache folder (older checkpoints' are removed)
-OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: what its unquantized ops run in (model/int8.py)
 
 
 class OpenVINOUnavailable(RuntimeError):
@@ -149,7 +149,8 @@ class OpenVINOForward:
     def __init__(self, model, precision: str, threads: int):
         import openvino as ov
 
-        self.precision = precision
+        self.precision, self.threads = precision, threads
+        self.model = model  # kept for the heat maps' own compiled model (model/openvino_occlusion.py)
         self.compiled = ov.Core().compile_model(model, "CPU", {
             "INFERENCE_PRECISION_HINT": OV_PRECISION[precision],
             "INFERENCE_NUM_THREADS": max(1, threads),

@@ -47,6 +47,9 @@ class Classifier:
     precision: str = "fp32"  # what ``runner`` computes in (the network itself is always fp32)
     runtime: str = "torch"  # what ``runner`` is: "torch" or "openvino"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # Where int8 classifies, heat maps are computed by another forward pass in another precision (model/int8.py).
+    map_runner: Callable[[torch.Tensor], torch.Tensor] | None = None  # None: ``runner``
+    map_precision: str | None = None  # None: ``precision``
 
     def to(self, device: torch.device | str) -> Classifier:
         """Move the network to ``device`` (standard ``.to``); a graph or runner made for the old one is dropped."""
@@ -60,6 +63,7 @@ class Classifier:
     def serve_eager(self) -> None:
         """Every pass on the eager fp32 torch network again: no graph, no runner (a new device, a failed preparation)."""
         self.graph, self.runner, self.precision, self.runtime = None, None, "fp32", "torch"
+        self.map_runner, self.map_precision = None, None
 
     def use_frozen_graph(self) -> bool:
         """Trace and freeze the network for :meth:`probabilities` (about half a second); False, and

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from . import precision_probe
 from .choices import RUNTIMES
 from .openvino_runtime import OpenVINOForward, OpenVINOUnavailable, check_agreement, load_or_convert, openvino_version
 from .precision import (
@@ -37,7 +38,6 @@ from .precision import (
     ProbeResult,
     bf16_capability,
     check_precision,
-    choose_precision,
     compare_outputs,
     resolve_device,
 )
@@ -159,6 +159,7 @@ class _Forwards:
         self.classifier, self.runtime, self.cache_dir, self.threads = classifier, runtime, cache_dir, threads
         self.made: dict[str, object] = {}
         self.sources: list[str] = []
+        self.calibration_dir: Path | None = None  # int8's calibration photos (None: the training folder)
 
     def get(self, precision: str):
         if precision not in self.made:
@@ -167,6 +168,12 @@ class _Forwards:
 
     def _make(self, precision: str):
         classifier = self.classifier
+        if precision == "int8":  # OpenVINO only (model/precision_probe.py); raises model.int8.Int8Unavailable
+            from .int8 import int8_forward
+
+            model, source = int8_forward(classifier, self.cache_dir, self.calibration_dir)
+            self.sources.append(f"int8 {source}")
+            return OpenVINOForward(model, precision, self.threads)
         if self.runtime == "openvino":
             model, source = load_or_convert(classifier.network, classifier.checkpoint_id, precision,
                                             classifier.preprocess_config.crop, self.cache_dir)
@@ -201,8 +208,8 @@ def _choose_runtime(requested: str, precision: str, classifier: Classifier, batc
         log.warning("%s: serving with torch", error)
         return torch_forwards, f"RUNTIME={requested}, but {error}"
     sources = "; ".join(openvino.sources)
-    if requested == "openvino":
-        return openvino, f"RUNTIME=openvino, OpenVINO {openvino_version()} ({sources})"
+    if requested == "openvino" or precision == "int8":  # int8 runs on OpenVINO only
+        return openvino, f"RUNTIME={requested}, OpenVINO {openvino_version()} ({sources})"
     torch_ms, openvino_ms = _fastest([torch_forwards.get("fp32"), first], batch, workers, threads)
     timing = f"fp32 probe: torch {torch_ms:.1f} ms/photo, OpenVINO {openvino_ms:.1f} ms/photo"
     if openvino_ms < OPENVINO_MUST_BE_FASTER * torch_ms:
@@ -225,13 +232,16 @@ def _precision_probe(classifier: Classifier, forwards: _Forwards, batch: torch.T
 
 def prepare_model(classifier: Classifier, frozen_graph: bool | None, probe_batch: int = 4, workers: int = 1,
                   threads: int = 1, precision: str = "auto", device: str = "auto", runtime: str = "auto",
-                  cache_dir: str | Path | None = None, capability: Capability | None = None) -> ModelPreparation:
+                  cache_dir: str | Path | None = None, capability: Capability | None = None,
+                  int8_capability: Capability | None = None, calibration_dir: Path | None = None) -> ModelPreparation:
     """Get ``classifier`` ready to serve: on ``device``, its torch forward pass per ``frozen_graph`` (True: the
     graph, False: eager, None: measure), then ``runtime`` and ``precision`` (each ``auto`` or forced; see the
     module docstring). Measurements use ``workers`` threads of ``threads`` torch threads each, as the bot
     will run it, on a probe batch of ``probe_batch`` random images. ``cache_dir`` keeps OpenVINO's converted
     model (None: converted at every call); ``capability`` (default: this machine's) says whether the device
-    runs bf16 natively. Raises ValueError for an unknown setting and :class:`model.precision.DeviceUnavailable`."""
+    runs bf16 natively, ``int8_capability`` int8 (:mod:`model.precision_auto`); ``calibration_dir``
+    holds int8's calibration photos (default: the checkpoint's training folder, :mod:`model.int8`).
+    Raises ValueError for an unknown setting and :class:`model.precision.DeviceUnavailable`."""
     started = time.perf_counter()
     precision, runtime = check_precision(precision), check_runtime(runtime)
     target = resolve_device(device)
@@ -245,10 +255,12 @@ def prepare_model(classifier: Classifier, frozen_graph: bool | None, probe_batch
     forwards, runtime_reason = _choose_runtime(runtime, precision, classifier, batch, workers, threads,
                                                Path(cache_dir) if cache_dir is not None else None)
     capability = capability if capability is not None else bf16_capability(target)
-    choice = choose_precision(precision, capability, lambda: _precision_probe(classifier, forwards, batch, workers, threads),
-                              device=target)
+    forwards.calibration_dir = calibration_dir
+    choice = precision_probe.choose(precision, classifier, forwards, batch, workers, threads, capability, int8_capability)
     classifier.runner, classifier.precision = forwards.runner(choice.precision), choice.precision
     classifier.runtime = forwards.runtime
+    if choice.map_precision != choice.precision:  # int8 classifies, maps in bf16/fp32 (model/int8.py INT8_MAPS)
+        classifier.map_runner, classifier.map_precision = forwards.runner(choice.map_precision), choice.map_precision
     return ModelPreparation(torch_forward.forward, torch_forward.reason, torch_forward.eager_ms, torch_forward.graph_ms,
                             time.perf_counter() - started, choice.precision, choice.reason, forwards.runtime,
                             runtime_reason, str(target))

@@ -88,7 +88,7 @@ class TorchEngine:
 
     def explainer(self, patch: int, stride: int, batch_size: int) -> _TorchMapExplainer:
         if batch_size not in self._explainers:
-            self._explainers[batch_size] = ExplainersBySetting(self.classifier, batch_size)
+            self._explainers[batch_size] = ExplainersBySetting(self.classifier, batch_size, self.choices.adaptive)
         return _TorchMapExplainer(self._explainers[batch_size](patch, stride))
 
     def use_threads(self, threads: int) -> None:

@@ -1,0 +1,151 @@
+"""The OpenVINO async-queue occlusion grid equals the naive loop; a bf16 map's precision is decided once
+(model/map_precision.py), so no map is computed twice."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from devtools.samples import make_photo
+from model.map_precision import COARSE_MARGIN, CoarseRanges, decide
+from model.network import build_network
+from model.occlusion import BF16_MAP_NOISE, OcclusionExplainer, naive_probability_grid
+from model.openvino_runtime import openvino_version
+from model.preprocess import preprocess
+
+needs_openvino = pytest.mark.skipif(openvino_version() is None, reason="OpenVINO is not installed")
+
+
+@pytest.fixture(scope="module")
+def image() -> torch.Tensor:
+    return preprocess(make_photo(320, 240, seed=1))
+
+
+@pytest.fixture(scope="module")
+def network(image) -> nn.Module:
+    """As in test_occlusion.py: a random-init ResNet50 whose head is made sensitive to this image."""
+    torch.manual_seed(0)
+    net = build_network(3, "none").eval()
+    with torch.no_grad():
+        features = net.backbone(image.unsqueeze(0))[0]
+        first = net.head[0]
+        first.weight.normal_(0, 5 / features.numel() ** 0.5)
+        first.bias.copy_(-first.weight @ features)
+    return net
+
+
+class CountingForward:
+    """A forward pass that counts the positions it is given (the clean pass is one)."""
+
+    def __init__(self, network: nn.Module):
+        self.network, self.images = network, 0
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        self.images += batch.shape[0]
+        return self.network(batch)
+
+
+@needs_openvino
+@pytest.mark.parametrize("requests,batch", [(1, 5), (2, 16), (3, 7)])
+def test_openvino_async_grid_equals_the_naive_loop(network, image, requests, batch):
+    from model.openvino_occlusion import OpenVINOOcclusion
+    from model.openvino_runtime import load_or_convert
+
+    model, _ = load_or_convert(network, "", "fp32", 224, None)
+    engine = OpenVINOOcclusion(model, "fp32", threads=2, streams=1, requests=requests)
+    grid = engine.probability_grid(image.numpy(), 56, 42, batch)
+    reference = naive_probability_grid(engine, image, 56, 42)  # the same compiled model, batch 1
+    torch_reference = naive_probability_grid(network, image, 56, 42)
+    assert grid.shape == reference.shape == (3, 5, 5)
+    np.testing.assert_allclose(grid, reference, atol=1e-4)  # the contract (test_occlusion.TOLERANCE): batch shapes round differently
+    np.testing.assert_allclose(grid, torch_reference, atol=1e-4)
+    assert np.ptp(grid) > 0.05  # the map moves: the comparison has teeth
+
+
+@needs_openvino
+def test_the_explainer_uses_the_async_grid_and_equals_batched(network, image):
+    from model.openvino_occlusion import OpenVINOOcclusion
+    from model.openvino_runtime import load_or_convert
+
+    model, _ = load_or_convert(network, "", "fp32", 224, None)
+    fast = OcclusionExplainer(network, 56, 42, 8, method="batched", forward=OpenVINOOcclusion(model, "fp32"))
+    np.testing.assert_allclose(fast(image), OcclusionExplainer(network, 56, 42, 8, method="batched")(image), atol=1e-4)
+
+
+def test_the_rule_decides_from_the_coarse_range():
+    assert decide("fp32", 0.0, 56, BF16_MAP_NOISE).precision == "fp32"
+    assert decide("bf16", BF16_MAP_NOISE * COARSE_MARGIN * 0.9, 56, BF16_MAP_NOISE).precision == "fp32"
+    assert decide("bf16", BF16_MAP_NOISE * COARSE_MARGIN * 1.1, 56, BF16_MAP_NOISE).precision == "bf16"
+
+
+def test_coarse_ranges_keep_the_coarsest_level():
+    ranges = CoarseRanges(kept=2)
+    ranges.record("a", 0, 56, 0.4)
+    ranges.record("a", 0, 16, 0.1)  # finer: does not replace the coarse level
+    assert ranges.coarser_than("a", 0, 16) == (56, 0.4)
+    assert ranges.coarser_than("a", 0, 56) is None  # not coarser than itself
+    ranges.record("b", 0, 56, 0.2)
+    ranges.record("c", 0, 56, 0.2)
+    assert ranges.coarser_than("a", 0, 16) is None  # the oldest image was dropped
+
+
+def test_a_flat_map_asked_in_bf16_is_computed_once_in_fp32(network):
+    blank = torch.zeros(3, 224, 224)  # occluding the mean colour with itself changes nothing: a flat map
+    counting = CountingForward(network)
+    explainer = OcclusionExplainer(network, 56, 56, 16, method="batched", precision="bf16", forward=counting)
+    result = explainer.explain(blank)
+    assert counting.images == 1 + 4  # the clean pass and the quadrant probe: no bf16 grid
+    fp32 = OcclusionExplainer(network, 56, 56, 16, method="batched").explain(blank, result.target)
+    np.testing.assert_array_equal(result.occlusion_map, fp32.occlusion_map)
+
+
+def test_a_map_with_range_stays_in_bf16_and_its_fine_level_needs_no_probe(network, image):
+    counting = CountingForward(network)
+    coarse = OcclusionExplainer(network, 56, 84, 16, method="batched", precision="bf16", forward=counting)
+    result = coarse.explain(image)
+    assert np.abs(result.occlusion_map).max() > BF16_MAP_NOISE * COARSE_MARGIN
+    assert coarse._fp32 is None  # never computed in fp32
+    positions = 3 * 3
+    assert counting.images == 1 + 4 + 1 + positions  # clean, probe, then the map's own clean pass and grid
+    fine = coarse.with_settings(16, 104)
+    counting.images = 0
+    fine.explain(image, result.target)
+    assert counting.images == 1 + 3 * 3  # decided from the coarse map: no probe, no second map
+    assert fine._fp32 is None
+
+
+def test_adaptive_mode_is_off_by_default_and_only_for_the_named_setting(network):
+    from bot.config import Settings
+    from model.occlusion import ExplainersBySetting
+    from model.predict import Classifier
+
+    assert Settings(token="1:x").why_mode == "exact"
+    assert OcclusionExplainer(network, 16, 8).mode == "exact"
+    classifier = Classifier(network=network, class_names=["a", "b", "c"])
+    explainers = ExplainersBySetting(classifier, 8, adaptive=(16, 8))
+    assert explainers(56, 28).mode == "exact" and explainers(16, 8).mode == "adaptive"
+    assert ExplainersBySetting(classifier, 8)(16, 8).mode == "exact"
+
+
+def test_adaptive_grid_is_exact_where_computed_and_computes_less():
+    from model.adaptive_occlusion import adaptive_probability_grid
+    from model.occlusion import grid_positions
+
+    def probability(top: int, left: int) -> float:  # class 0's probability: a drop of 0.5 around (96, 128)
+        return 0.9 - 0.5 * float(np.exp(-((top - 96) ** 2 + (left - 128) ** 2) / (2 * 20.0**2)))
+
+    calls = []
+
+    def probabilities_at(corners):
+        calls.append(len(corners))
+        return np.array([[probability(t, c), 1 - probability(t, c)] for t, c in corners], dtype=np.float32)
+
+    starts = grid_positions(224, 16, 8)
+    clean = np.array([0.9, 0.1], dtype=np.float32)
+    grid, computed = adaptive_probability_grid(probabilities_at, starts, clean, 0)
+    exact = np.array([[probability(t, c) for c in starts] for t in starts])
+    np.testing.assert_allclose(grid[0][computed], exact[computed], atol=1e-6)
+    assert sum(calls) == int(computed.sum()) < 0.6 * len(starts) ** 2  # the flat rest was interpolated
+    assert computed.flat[int((0.9 - exact).argmax())]  # the largest drop is computed, not guessed
+    assert np.abs(grid[0] - exact).max() < 0.02
