@@ -8,7 +8,7 @@ thread). torch's intra-op threads wait for each other at every layer, so when th
 of two cores for a moment, a batch on two threads stalls on both; two batches on one thread each
 (``CLASSIFY_WORKERS=2``) lose only that moment on one core.
 
-This runs the bot's real :class:`bot.scheduler.InferenceScheduler` (the bot's settings, frozen graph,
+This runs the bot's real :class:`bot.inference.local.InferenceScheduler` (the bot's settings, frozen graph,
 micro-batching) on ``--photos`` preprocessed photos queued at once, for each ``--workers`` value,
 alone and beside a thread that runs Python for 1.5 ms at a time, ``--duty`` of one core in all (it holds
 the GIL like the event loop does). Rounds alternate the cases, so drift on a shared machine hits all of
@@ -35,7 +35,7 @@ from bench_gil import BusyPythonThread  # noqa: E402
 from bench_model import SEED_PHOTO, make_random_checkpoint, seed_photo_path  # noqa: E402
 
 from bot.config import Settings  # noqa: E402
-from bot.scheduler import InferenceScheduler  # noqa: E402
+from bot.inference.local import InferenceScheduler  # noqa: E402
 from model import load_classifier  # noqa: E402
 from model.memory import keep_freed_memory  # noqa: E402
 from model.threads import available_cores, configure_torch_threads  # noqa: E402

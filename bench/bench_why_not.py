@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bot.i18n import Languages
-    from bot.inference import render_explanation
+    from bot.inference.contract import render_explanation
     from devtools.samples import CLASS_NAMES
     from model import PreprocessConfig, build_network, load_classifier, open_image, preprocess
     from model.occlusion import OcclusionExplainer

@@ -1,4 +1,4 @@
 """``python -m bot``: run the bot (long polling, or a webhook when WEBHOOK_URL is set)."""
-from .app import main
+from bot.app import main
 
 raise SystemExit(main())

@@ -5,9 +5,9 @@ same code path serves ``run_polling``/``run_webhook`` and ``async with app: awai
 initialize returns once the scheduler has warmed up and the journal's unfinished requests are queued
 again, so polling starts at full speed. They stop in :meth:`BotApplication.stop`/``shutdown``: queued
 classifications are answered, heat maps end at their next pause point and stay in the journal for the
-next start, so SIGINT/SIGTERM end the process within seconds. Open albums (bot.albums) end the same way.
+next start, so SIGINT/SIGTERM end the process within seconds. Open albums (bot.handlers.albums) end the same way.
 
-Before anyone is served, state older than RETENTION_DAYS is purged (bot.retention), then hourly; the
+Before anyone is served, state older than RETENTION_DAYS is purged (bot.state.retention), then hourly; the
 clock it reads can be given (``build_application(..., clock=...)``) so tests can move time forward.
 """
 from __future__ import annotations
@@ -39,41 +39,41 @@ from telegram.ext import (
 )
 from telegram.warnings import PTBDeprecationWarning
 
+from bot import messages
+from bot.config import ConfigError, Settings
+from bot.handlers import commands as handlers
+from bot.handlers import feedback, why
+from bot.handlers.albums import Albums
+from bot.handlers.budget import BytesInFlight
+from bot.handlers.buttons import WhyData, WhyNotData
+from bot.handlers.request import DEFERRED_KEY, on_error
+from bot.handlers.telegram_io import RetryAfterLimiter
+from bot.handlers.webhook import webhook_arguments, with_webhook_secret
+from bot.i18n import ENGLISH, CatalogError, Languages
+from bot.inference.reload import reload_model
+from bot.ops.health import HealthMonitor
+from bot.ops.logging_setup import configure_logging, install_redacting_hooks, redacting_loop_handler
+from bot.ops.metrics import BotMetrics, observe_inference
+from bot.ops.metrics_server import MetricsServer
+from bot.ops.stats import BotStats
+from bot.services import SERVICES_KEY, BotServices
+from bot.state.journal import Journal, JournalingQueue, OpenEntry
+from bot.state.retention import purge_old_state
+from bot.state.store import PhotoStore
 from model import CheckpointError
 from model.memory import keep_freed_memory
 
-from . import feedback, handlers, messages, why
-from .albums import Albums
-from .budget import BytesInFlight
-from .buttons import WhyData, WhyNotData
-from .config import ConfigError, Settings
-from .health import HealthMonitor
-from .i18n import ENGLISH, CatalogError, Languages
-from .journal import Journal, JournalingQueue, OpenEntry
-from .logging_setup import configure_logging, install_redacting_hooks, redacting_loop_handler
-from .metrics import BotMetrics, observe_inference
-from .metrics_server import MetricsServer
-from .reload import reload_model
-from .request_handling import DEFERRED_KEY, on_error
-from .retention import purge_old_state
-from .services import SERVICES_KEY, BotServices
-from .stats import BotStats
-from .store import PhotoStore
-from .telegram_io import RetryAfterLimiter
-from .webhook import webhook_arguments, with_webhook_secret
-
 if TYPE_CHECKING:
+    from bot.inference.cluster import ClusterInference as ClusterBackend
+    from bot.inference.local import InferenceScheduler as LocalBackend
     from model import Classifier
-
-    from .cluster_client import ClusterInference as ClusterBackend
-    from .scheduler import InferenceScheduler as LocalBackend
 
 log = logging.getLogger(__name__)
 
 # Python's default 5 ms GIL turn: an eager forward pass takes the GIL back between layers and waited
 # up to a turn each time the event loop was busy (bench/bench_gil.py measures the effect).
 GIL_SWITCH_INTERVAL_S = 0.0005
-JOURNAL_PURGE_EVERY_S = 3600.0  # also the retention purge (bot.retention)
+JOURNAL_PURGE_EVERY_S = 3600.0  # also the retention purge (bot.state.retention)
 PURGE_RETRY_S = (60.0, 3600.0)  # after a failed purge: first retry, then doubling up to this
 POLLING_DIED_EXIT_STATUS = 1  # python -m bot's exit status when PTB's polling loop died: the supervisor restarts it
 
@@ -85,9 +85,9 @@ class BotApplication(Application):
                  clock: Callable[[], float] = time.time, metrics: BotMetrics | None = None, **kwargs):
         super().__init__(**kwargs)
         self.settings = settings
-        self.metrics = metrics or BotMetrics()  # /metrics and /stats (bot.metrics)
-        self.health = HealthMonitor(self, self.metrics)  # /livez, /readyz, the systemd watchdog (bot.health)
-        self.metrics_server: MetricsServer | None = None  # METRICS_PORT's endpoint (bot.metrics_server)
+        self.metrics = metrics or BotMetrics()  # /metrics and /stats (bot.ops.metrics)
+        self.health = HealthMonitor(self, self.metrics)  # /livez, /readyz, the systemd watchdog (bot.ops.health)
+        self.metrics_server: MetricsServer | None = None  # METRICS_PORT's endpoint (bot.ops.metrics_server)
         self.clock = clock  # wall-clock seconds for the journal, the photo store and the retention purge
         self._given_classifier = classifier
         self._services: BotServices | None = None
@@ -95,7 +95,7 @@ class BotApplication(Application):
         self._suspects: list[Update] = []  # resumed updates that were in progress at a crash: run one at a time
         self._running_suspects: asyncio.Task | None = None
         self.polling_error: BaseException | None = None  # set when PTB's polling loop died (see _watch_polling)
-        self.reload_on_sighup = False  # python -m bot sets it: SIGHUP reloads the checkpoint (bot.reload)
+        self.reload_on_sighup = False  # python -m bot sets it: SIGHUP reloads the checkpoint (bot.inference.reload)
 
     async def initialize(self) -> None:
         await super().initialize()
@@ -136,13 +136,13 @@ class BotApplication(Application):
             self.metrics_server = None
 
     def background_tasks(self) -> dict[str, asyncio.Task | None]:
-        """The loops /livez checks (bot.health): one that ended means the bot is no longer whole."""
+        """The loops /livez checks (bot.ops.health): one that ended means the bot is no longer whole."""
         return {"purge": self._purging}
 
     async def _resume_journal(self) -> None:
         """Queue again what the last run accepted and did not answer (before polling starts). Suspects (in
         progress when the last run died) run one at a time once the bot has started; those set aside by the
-        poison-pill rule (bot.journal) are told so. A row that cannot be read back is dropped, logged."""
+        poison-pill rule (bot.state.journal) are told so. A row that cannot be read back is dropped, logged."""
         journal, max_age_s = self._services.journal, self.settings.journal_max_age_hours * 3600
         self.update_queue.journal = journal
         resumption = await asyncio.to_thread(journal.resume_all, max_age_s)
@@ -263,7 +263,7 @@ class BotApplication(Application):
             await asyncio.sleep(seconds)
 
     async def _purge_old_state(self):
-        """RETENTION_DAYS (bot.retention), in a thread."""
+        """RETENTION_DAYS (bot.state.retention), in a thread."""
         svc = self._services
         inbox = svc.feedback.inbox if svc.feedback is not None else None
         return await asyncio.to_thread(purge_old_state, svc.store, svc.journal, inbox, self.settings.retention_days,
@@ -273,7 +273,7 @@ class BotApplication(Application):
         """PTB's dispatch, then the journal entry marked done: every handler for it has finished (a reply was
         sent, or the update needed none), unless the shutdown cut it short (it is resumed at the next start).
         Before the dispatch it is marked in progress: if the process dies meanwhile, the poison-pill rule
-        (bot.journal) charges it a crash."""
+        (bot.state.journal) charges it a crash."""
         journaled = isinstance(update, Update) and self._services is not None
         if journaled:
             await self._journal_write(self._services.journal.start, update.update_id)
@@ -349,12 +349,12 @@ async def start_services(settings: Settings, classifier: Classifier | None,
 
 def backend_for(settings: Settings) -> type[LocalBackend] | type[ClusterBackend]:
     """The one place that reads the mode: the cluster at INFERENCE_ADDRESS (a gateway: no torch, no Ray here),
-    else the model in this process. Both implement :class:`bot.inference.InferenceBackend`."""
+    else the model in this process. Both implement :class:`bot.inference.contract.InferenceBackend`."""
     if settings.inference_address:
-        from .cluster_client import ClusterInference
+        from bot.inference.cluster import ClusterInference
 
         return ClusterInference
-    from .scheduler import InferenceScheduler
+    from bot.inference.local import InferenceScheduler
 
     return InferenceScheduler
 
@@ -411,7 +411,7 @@ def add_handlers(application: Application) -> None:
     application.add_handler(CommandHandler("privacy", handlers.privacy_command, filters=new_message))
     application.add_handler(CommandHandler("stats", handlers.stats_command, filters=new_message))
     application.add_handler(CommandHandler("reload", handlers.reload_command, filters=new_message))
-    # Each button's codec (bot.buttons) decides what reaches its handler; malformed data goes to stale_button.
+    # Each button's codec (bot.handlers.buttons) decides what reaches its handler; malformed data goes to stale_button.
     application.add_handler(CallbackQueryHandler(why.why_button, pattern=WhyData.decode))
     application.add_handler(CallbackQueryHandler(why.why_not_button, pattern=WhyNotData.decode))
     feedback.add_handlers(application)
@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     install_redacting_hooks(secrets_in_use)  # whatever escapes logging (a final traceback) is redacted too
     if secret_generated:
         log.info("webhook: WEBHOOK_SECRET is unset: a new random one is registered with setWebhook at this start")
-    # PTB warns on every 429 that RetryAfter.retry_after will become a timedelta; bot.telegram_io handles both.
+    # PTB warns on every 429 that RetryAfter.retry_after will become a timedelta; bot.handlers.telegram_io handles both.
     warnings.filterwarnings("ignore", message=".*retry_after.*", category=PTBDeprecationWarning)
     keep_freed_memory()  # before the model's threads start; see model/memory.py
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)

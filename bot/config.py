@@ -78,7 +78,7 @@ class Settings(ComputeSettings):
     max_file_bytes: int = setting(TELEGRAM_DOWNLOAD_LIMIT, env="MAX_FILE_BYTES", low=1, section=ANSWERS,
                                   doc="larger files are refused before downloading (Telegram's 20 MB limit for bots)")
     max_bytes_in_flight: int = setting(64 * 1024 * 1024, env="MAX_BYTES_IN_FLIGHT", low=1, section=ANSWERS,
-                                       doc="downloaded and not yet decoded, all chats together (bot/budget.py): past "
+                                       doc="downloaded and not yet decoded, all chats together (bot/handlers/budget.py): past "
                                            "it a photo is answered busy before its download")
     album_wait_s: float = setting(1.0, env="ALBUM_WAIT_S", low=0, section=ANSWERS,
                                   doc="an album is answered this long after its last photo arrived (Telegram sends "
@@ -205,7 +205,7 @@ class Settings(ComputeSettings):
 
     def scheduler_config(self):
         """The inference scheduler's settings: its only source, so tests and benches run what the bot runs."""
-        from .scheduler_config import SchedulerConfig
+        from bot.inference.local_config import SchedulerConfig
 
         return SchedulerConfig(
             max_batch=self.max_batch, max_batch_wait_s=self.max_batch_wait_s, queue_size=self.queue_size,
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot.config", description=main.__doc__)
     parser.add_argument("--write-docs", action="store_true", help="rewrite .env.example and the README's table")
     args = parser.parse_args(argv)
-    from .settings_docs import write_docs
+    from bot.settings_docs import write_docs
 
     if args.write_docs:
         for path in write_docs(Path(__file__).resolve().parents[1]):

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bot.i18n import ENGLISH, N_, Language, display_name
 from model import Prediction
-
-from .i18n import ENGLISH, N_, Language, display_name
 
 FILE_LIMIT_MB = 20
 
@@ -86,7 +85,7 @@ def help_text(class_names: Sequence[str], bot_username: str, confidence_threshol
     known = ", ".join(lang.product_lower(name) for name in class_names) or lang.gettext("(no classes loaded)")
     feedback = lang.gettext(FEEDBACK_HELP) if feedback_stored else lang.gettext(
         "Nothing you send is stored except the id of your last photo in this chat, so /why can find it.")
-    if journal_hours is not None:  # JOURNAL_MAX_AGE_HOURS: how long bot.journal keeps a request
+    if journal_hours is not None:  # JOURNAL_MAX_AGE_HOURS: how long bot.state.journal keeps a request
         feedback += " " + lang.gettext(
             "Each message you send me is also kept for about {hours} hours, so that a restart of the bot never "
             "leaves it unanswered; then it is deleted.").format(hours=f"{journal_hours:g}")
@@ -132,7 +131,7 @@ BUSY = N_("I'm busy right now. Please try again in a minute.")
 TOO_LARGE = N_("That file is too big for me: Telegram lets bots download up to {limit} MB. Please send a smaller image.")
 DOWNLOAD_FAILED = N_("I couldn't download that file from Telegram. Please try sending it again.")
 SOMETHING_WRONG = N_("Sorry, something went wrong on my side. Please try again.")
-# An update that was being handled when the bot died, twice (bot.journal's poison-pill rule): trying it again would not help.
+# An update that was being handled when the bot died, twice (bot.state.journal's poison-pill rule): trying it again would not help.
 SET_ASIDE = N_("Sorry, I couldn't finish this one: the bot stopped twice while working on it, so I've set it aside. "
                "If it was a large image file, please send it as a photo instead.")
 NOT_ADMIN = N_("Sorry, that command is only for the bot's operators.")
@@ -209,7 +208,7 @@ OPTIONAL_STATS_LINES = (
 )
 
 
-# ---- feedback buttons (bot/feedback.py), shown only when the operator sets FEEDBACK_DIR -------------------
+# ---- feedback buttons (bot/handlers/feedback.py), shown only when the operator sets FEEDBACK_DIR -------------------
 FEEDBACK_HELP = N_(
     "Under each answer, \"✓ Right\" and \"✗ Wrong\" tell me how I did. When you press them, this is stored to "
     "improve the model: the photo itself (photos are kept), what I answered and how sure I was, what you chose, "

@@ -6,15 +6,15 @@ from dataclasses import dataclass
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from .albums import Albums
-from .budget import BytesInFlight
-from .config import Settings
-from .feedback_store import FeedbackStore
-from .i18n import ENGLISH, Language, Languages
-from .inference import CANARY, InferenceBackend, ModelView
-from .journal import Journal
-from .stats import BotStats
-from .store import PhotoStore
+from bot.config import Settings
+from bot.handlers.albums import Albums
+from bot.handlers.budget import BytesInFlight
+from bot.i18n import ENGLISH, Language, Languages
+from bot.inference.contract import CANARY, InferenceBackend, ModelView
+from bot.ops.stats import BotStats
+from bot.state.feedback_records import FeedbackStore
+from bot.state.journal import Journal
+from bot.state.store import PhotoStore
 
 SERVICES_KEY = "services"
 
@@ -27,8 +27,8 @@ class BotServices:
     journal: Journal
     stats: BotStats
     languages: Languages  # the shipped catalogs (bot.i18n)
-    albums: Albums  # the albums being collected for their one reply (bot.albums)
-    bytes_in_flight: BytesInFlight  # downloaded, not yet decoded (MAX_BYTES_IN_FLIGHT, bot.budget)
+    albums: Albums  # the albums being collected for their one reply (bot.handlers.albums)
+    bytes_in_flight: BytesInFlight  # downloaded, not yet decoded (MAX_BYTES_IN_FLIGHT, bot.handlers.budget)
     feedback: FeedbackStore | None = None  # None: feedback is off (FEEDBACK_DIR unset)
 
     @property

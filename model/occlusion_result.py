@@ -1,5 +1,5 @@
 """An occlusion map and the grid it came from, as plain numpy arrays: no torch, so a gateway bot that draws
-maps computed on a cluster (bot/cluster_client.py) reads them without loading a model."""
+maps computed on a cluster (bot/inference/cluster.py) reads them without loading a model."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace

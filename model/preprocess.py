@@ -20,7 +20,7 @@ The memory budget of one decode (what a 100 kB file may cost the bot), enforced 
 - No float64 copies: 16-bit samples become 8-bit by keeping their high byte (integer, no arithmetic copy);
   32-bit integer and float images are stretched in one float32 array, in place.
 - With the bot's DECODE_WORKERS (at most 4) decoding at once, decoding costs at most 4 x 64 MiB = 256 MiB
-  over the bot's resting memory; the downloaded bytes are capped apart (MAX_BYTES_IN_FLIGHT, bot/budget.py).
+  over the bot's resting memory; the downloaded bytes are capped apart (MAX_BYTES_IN_FLIGHT, bot/handlers/budget.py).
 
 Telegram's photos are JPEGs of at most 1280 px and never meet these caps; only documents do.
 """

@@ -271,3 +271,14 @@ def from_flags(args: argparse.Namespace, cls=ComputeSettings):
     given = {item.name: getattr(args, f"setting_{item.name}") for item in declared_fields(cls)
              if getattr(args, f"setting_{item.name}", None) is not None}
     return cls(**given)
+
+
+def add_flag(parser: argparse.ArgumentParser, cls, name: str, help_prefix: str = "") -> None:
+    """One declared setting of ``cls`` as a ``--flag`` (``MAX_BATCH`` -> ``--max-batch``, into ``args.max_batch``), its
+    default, parser, choices and help from the declaration: a command's flag and the bot's variable cannot drift."""
+    item = next(item for item in declared_fields(cls) if item.name == name)
+    what = declaration(item)
+    default = item.default_factory() if item.default is dataclasses.MISSING else item.default
+    parser.add_argument(flag_name(what.env), dest=name, default=default, type=what.parse, choices=what.choices,
+                        metavar=None if what.choices else what.env,
+                        help=f"{help_prefix}{what.doc} (default: {shown_default(item).strip('`')}; the bot's {what.env})")

@@ -1,7 +1,7 @@
 """The replicas' Ray metrics: the bot's family names and buckets, so one dashboard and one query read both."""
 from types import SimpleNamespace
 
-from bot import metrics as bot_metrics
+from bot.ops import metrics as bot_metrics
 from model.serve import replica_metrics
 
 

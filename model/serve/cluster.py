@@ -30,7 +30,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..choices import DEVICES, PRECISIONS
+from ..settings import ComputeSettings, add_flag
 from . import wire
 from .nodes import PORT_OFFSETS, ray_environment, start_ray_node, stop_ray_node
 
@@ -49,9 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="join the cluster whose head printed 'join address: ADDRESS' instead of starting one")
     parser.add_argument("--classify-replicas", type=int, default=1, metavar="N")
     parser.add_argument("--explain-replicas", type=int, default=1, metavar="N")
-    parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help="auto: replicas reserve a GPU when the cluster has one at start, else run on CPUs")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
+    for name in ("device", "precision"):  # declared once with the bot's settings (model/settings.py)
+        add_flag(parser, ComputeSettings, name, help_prefix="auto device: replicas reserve a GPU when the cluster has one; "
+                 if name == "device" else "")
     parser.add_argument("--host", default="127.0.0.1",
                         help="this machine's address for Ray and the inference endpoint (default: %(default)s)")
     parser.add_argument("--port", type=int, default=None,
@@ -63,10 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus", type=int, default=None, help="CPUs this machine gives Ray (default: all)")
     parser.add_argument("--gpus", type=int, default=None, help="GPUs this machine gives Ray (default: all)")
     parser.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs each replica reserves (may be fractional)")
-    parser.add_argument("--max-batch", type=int, default=16, help="photos per classification batch at most")
-    parser.add_argument("--max-batch-wait-ms", type=float, default=10.0)
-    parser.add_argument("--why-batch-size", type=int, default=16, help="patch positions per explainer batch")
-    parser.add_argument("--explain-cache-size", type=int, default=64)
+    for name in ("max_batch", "max_batch_wait_ms", "why_batch_size", "explain_cache_size"):
+        add_flag(parser, ComputeSettings, name)
     parser.add_argument("--max-queued", type=int, default=64,
                         help="requests waiting per deployment before the cluster answers busy (503)")
 

@@ -3,7 +3,7 @@
 and level runner), on the replica's torch engines. :mod:`model.serve.deployments` wraps it in Ray Serve.
 
 Models: "main" (``--checkpoint``) and, with ``--canary-checkpoint``, "canary"; the gateway names the model of
-each request (it routes chats by their hash, bot.canary), so a replica serves both. A reload
+each request (it routes chats by their hash, bot.inference.canary), so a replica serves both. A reload
 (:meth:`ReplicaWork.load`) prepares the new engines on the calling thread while the old ones serve, then swaps
 them in: work in flight finishes on the model it started with.
 

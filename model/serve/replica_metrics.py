@@ -18,7 +18,7 @@ from __future__ import annotations
 from ray.util.metrics import Counter, Gauge, Histogram
 
 PREFIX = "productbot_"
-# The bot's buckets (bot/metrics.py; tests/test_replica_metrics.py checks they agree), so one query reads both.
+# The bot's buckets (bot/ops/metrics.py; tests/test_replica_metrics.py checks they agree), so one query reads both.
 FORWARD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 WHY_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -51,7 +51,7 @@ class ReplicaMetrics:
                                  "deployment": self.deployment})
 
     def observe_forward(self, runtime: str, precision: str, seconds: float, photos: int) -> None:
-        """The same observer signature as the bot's scheduler (bot.metrics.BotMetrics.observe_forward)."""
+        """The same observer signature as the bot's scheduler (bot.ops.metrics.BotMetrics.observe_forward)."""
         tags = {"runtime": runtime or "unknown", "precision": precision or "unknown", "deployment": self.deployment}
         self._forward.observe(seconds, tags=tags)
         self._batch.observe(photos, tags=tags)

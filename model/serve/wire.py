@@ -36,7 +36,7 @@ from model.serving.admission import DeadlinePassed  # noqa: F401  (re-exported: 
 
 CLASSIFY_ROUTE, EXPLAIN_ROUTE = "/classify", "/explain"
 TIMEOUT_HEADER, LEVELS_HEADER = "X-Timeout-S", "X-Levels"
-MODEL_HEADER = "X-Model"  # "main" or "canary": the gateway routes chats (bot.canary), the replicas serve both
+MODEL_HEADER = "X-Model"  # "main" or "canary": the gateway routes chats (bot.inference.canary), the replicas serve both
 RELOAD_HEADER = "X-Reload"  # on a POST to CLASSIFY_ROUTE: read the checkpoints again (model.serve.registry)
 TOKEN_ENV, TOKEN_PATH_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"  # Ray's own names: Ray's token
 DEFAULT_TOKEN_PATH = Path.home() / ".ray" / "auth_token"  # where Ray looks when neither is set

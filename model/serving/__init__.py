@@ -8,6 +8,6 @@
   cache, explain);
 - :mod:`.scheduler`: the compute threads that drive a :class:`model.engine.ServingEngine` by those rules.
 
-The bot's local backend (:mod:`bot.scheduler`) and a cluster replica (:mod:`model.serve.replica`) both run
+The bot's local backend (:mod:`bot.inference.local`) and a cluster replica (:mod:`model.serve.replica`) both run
 :class:`.scheduler.Scheduler`, so their behaviours cannot diverge.
 """

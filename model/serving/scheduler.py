@@ -1,5 +1,5 @@
 """The serving core: compute threads that drive :class:`model.engine.ServingEngine` models, NumPy in and out. The
-bot's in-process backend (:mod:`bot.scheduler`) and each cluster replica (:mod:`model.serve.replica`) run it.
+bot's in-process backend (:mod:`bot.inference.local`) and each cluster replica (:mod:`model.serve.replica`) run it.
 
 Threads, and who waits on what (one lock, ``Scheduler._cond``, guards the queues; :mod:`.admission` counts itself):
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from e2e_support import assert_prediction, expected_prediction
 
-from bot.canary import chat_fraction, serves_canary
 from bot.config import ConfigError
+from bot.inference.canary import chat_fraction, serves_canary
 from devtools.samples import jpeg
 from model import load_classifier
 

@@ -247,7 +247,7 @@ def test_the_gateway_process_runs_without_torch(cluster, tmp_path):
     """A gateway's own process: connects, classifies, draws a map; torch never imported."""
     script = f"""
 import asyncio, sys
-from bot.cluster_client import ClusterInference
+from bot.inference.cluster import ClusterInference
 from devtools.samples import jpeg
 async def main():
     token = open({str(cluster.inference_token_file)!r}).read().strip()
@@ -275,7 +275,7 @@ async def test_the_bot_recovers_when_the_cluster_restarts_and_nothing_is_left(fa
     async with running_bot(**gateway_env):
         left = cluster.stop()
         assert not left, f"the stopped cluster left processes behind: {left}"
-        with caplog.at_level(logging.ERROR, logger="bot.cluster_client"):
+        with caplog.at_level(logging.ERROR, logger="bot.inference.cluster"):
             _, busy = await ask(fake_api, fake_api.photo_update(jpeg(seed=7), chat_id=3001))
         assert "busy" in busy.text.lower() or "try again" in busy.text.lower(), busy.text
         assert any("unreachable" in record.getMessage() for record in caplog.records), caplog.text

@@ -72,7 +72,7 @@ async def test_one_bad_file_in_an_album_fails_alone(fake_api, running_bot, class
             update["message"]["media_group_id"] = "mixed"
             updates.append(await fake_api.push(update))
         answer = await fake_api.wait_for_answer(updates[0]["message"], after=mark)
-    # One answer for the album (bot.albums): the bad file has its own line, the others their products.
+    # One answer for the album (bot.handlers.albums): the bad file has its own line, the others their products.
     (only,) = fake_api.find_calls("sendMessage", after=mark)
     assert only is answer or only.result["message_id"] == answer.result["message_id"]
     first, bad, third = album_lines(answer)

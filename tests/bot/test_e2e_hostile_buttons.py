@@ -108,7 +108,7 @@ async def test_why_by_reply_reads_keys_only_from_this_bots_messages(fake_api, ru
 
 
 async def test_presses_past_the_per_photo_limit_are_refused_with_a_clear_answer(fake_api, running_bot, tmp_path):
-    from bot.feedback_store import FeedbackLimits
+    from bot.state.feedback_records import FeedbackLimits
 
     inbox_dir = tmp_path / "fb"
     async with running_bot(FEEDBACK_DIR=str(inbox_dir)):

@@ -15,9 +15,9 @@ from test_e2e_journal import answers_to
 from test_e2e_process import bot_process, terminate
 
 from bot import messages
-from bot.journal import Journal
 from bot.services import SERVICES_KEY
-from bot.store import DB_NAME
+from bot.state.journal import Journal
+from bot.state.store import DB_NAME
 from devtools import bombs
 from devtools.bot_env import settings_env
 from devtools.samples import jpeg

@@ -9,7 +9,7 @@ import pytest
 from telegram import Update
 from test_e2e_process import bot_process, terminate
 
-from bot.journal import Journal
+from bot.state.journal import Journal
 from devtools.bot_env import settings_env
 from devtools.samples import jpeg
 

@@ -256,7 +256,7 @@ async def test_watchdog_pings_stop_when_the_bot_is_wedged(fake_api, bot_settings
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     monkeypatch.setenv("WATCHDOG_USEC", "200000")  # systemd's WatchdogSec=0.2: a ping every 0.1 s
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    monkeypatch.setattr("bot.health.LOOP_STALL_S", 0.8)  # production waits 10 s before calling the loop wedged
+    monkeypatch.setattr("bot.ops.health.LOOP_STALL_S", 0.8)  # production waits 10 s before calling the loop wedged
     try:
         async with polling_bot(build_application(bot_settings(METRICS_PORT="0"), classifier=classifier)) as app:
             async def pinging():
@@ -341,7 +341,7 @@ async def test_hostile_requests_get_4xx_and_the_bot_keeps_serving(fake_api, runn
 async def test_a_resumed_request_is_counted_and_the_journal_gauge_empties(fake_api, running_bot, bot_settings, tmp_path):
     from telegram import Update
 
-    from bot.journal import Journal
+    from bot.state.journal import Journal
 
     data_dir = tmp_path / "data"
     journal = Journal.in_dir(data_dir)

@@ -11,7 +11,7 @@ import pytest
 from e2e_support import assert_prediction, expected_prediction
 from test_e2e_process import bot_process, terminate
 
-from bot.reload import reload_model
+from bot.inference.reload import reload_model
 from devtools.bot_env import settings_env
 from devtools.samples import jpeg
 from model import load_classifier

@@ -35,8 +35,8 @@ async def test_a_webhook_without_a_secret_gets_a_random_one_listens_on_loopback_
         fake_api, running_bot, bot_settings):
     """WEBHOOK_SECRET and WEBHOOK_LISTEN unset: the bot registers a random secret of its own, refuses POSTs
     without it, listens on 127.0.0.1 only, and refuses a body over the cap before handling it."""
-    from bot.webhook import with_webhook_secret
-    from bot.webhook_server import WEBHOOK_MAX_BODY_BYTES
+    from bot.handlers.webhook import with_webhook_secret
+    from bot.handlers.webhook_server import WEBHOOK_MAX_BODY_BYTES
 
     port = free_port()
     env = {name: value for name, value in webhook_settings(port).items() if name not in ("WEBHOOK_SECRET", "WEBHOOK_LISTEN")}
@@ -67,7 +67,7 @@ async def test_a_webhook_without_a_secret_gets_a_random_one_listens_on_loopback_
 
 def test_webhook_arguments_refuse_settings_without_a_secret(bot_settings):
     from bot.config import ConfigError
-    from bot.webhook import webhook_arguments
+    from bot.handlers.webhook import webhook_arguments
 
     env = {name: value for name, value in webhook_settings(free_port()).items() if name != "WEBHOOK_SECRET"}
     with pytest.raises(ConfigError, match="WEBHOOK_SECRET"):

@@ -17,7 +17,7 @@ def buttons(markup: dict | None) -> list[tuple[str, str]]:
 
 async def test_why_not_button_sends_the_other_class_map_from_the_cache(fake_api, running_bot, classifier):
     from bot.i18n import ENGLISH
-    from bot.inference import render_explanation
+    from bot.inference.contract import render_explanation
     from model.occlusion import OcclusionExplainer
 
     data = jpeg(seed=3)

@@ -152,7 +152,7 @@ async def test_help_stats_and_forget_when_feedback_is_on(fake_api, running_bot, 
 
 
 async def test_stale_or_forged_buttons_are_answered_not_crashed(fake_api, running_bot, tmp_path):
-    from bot.store import StoredAnswer
+    from bot.state.store import StoredAnswer
 
     inbox_dir = tmp_path / "feedback"
     async with running_bot(FEEDBACK_DIR=str(inbox_dir)) as app:

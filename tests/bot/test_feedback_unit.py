@@ -5,12 +5,13 @@ import asyncio
 
 import pytest
 
-from bot import feedback, messages
-from bot.feedback import FeedbackData, answer_keyboard, choice_rows, thanks_rows, with_feedback_rows
-from bot.feedback_store import FeedbackStore
+from bot import messages
+from bot.handlers import feedback
+from bot.handlers.feedback import FeedbackData, answer_keyboard, choice_rows, thanks_rows, with_feedback_rows
+from bot.state.feedback_records import FeedbackStore
 from model.inbox import Inbox
 
-KEY = "0123456789abcdef01234567"  # the bot's photo keys are 24 hex characters (bot.buttons)
+KEY = "0123456789abcdef01234567"  # the bot's photo keys are 24 hex characters (bot.handlers.buttons)
 CHECKPOINT = "f" * 64
 
 
@@ -94,8 +95,8 @@ async def test_store_uses_the_configured_salt_and_a_failed_download_stores_nothi
 
 
 def test_album_rows_change_only_the_pressed_photos_buttons():
-    from bot.albums import AlbumPhoto
-    from bot.feedback import album_keyboard, album_number
+    from bot.handlers.albums import AlbumPhoto
+    from bot.handlers.feedback import album_keyboard, album_number
 
     photos = [AlbumPhoto(10, key="a" * 24), AlbumPhoto(11, key="b" * 24), AlbumPhoto(12)]  # #3 not classified
     markup = album_keyboard(photos, feedback_on=True)
@@ -111,7 +112,7 @@ def test_album_rows_change_only_the_pressed_photos_buttons():
 
 
 def test_press_limits_per_photo_and_per_day_reset_with_the_day():
-    from bot.feedback_store import PER_DAY, PER_PHOTO, FeedbackLimits, OverLimit, PressCounts
+    from bot.state.feedback_records import PER_DAY, PER_PHOTO, FeedbackLimits, OverLimit, PressCounts
 
     now = [86400.0 * 100]
     counts = PressCounts(FeedbackLimits(per_photo=2, per_day=3), clock=lambda: now[0])
@@ -132,7 +133,7 @@ def test_press_limits_per_photo_and_per_day_reset_with_the_day():
 
 
 async def test_a_press_over_the_limit_stores_nothing_and_a_failed_one_is_not_counted(tmp_path):
-    from bot.feedback_store import FeedbackLimits, OverLimit
+    from bot.state.feedback_records import FeedbackLimits, OverLimit
 
     store = await FeedbackStore.open(tmp_path / "inbox", salt="s", limits=FeedbackLimits(per_photo=1, per_day=5))
 

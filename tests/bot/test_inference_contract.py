@@ -1,4 +1,4 @@
-"""One contract (bot.inference.InferenceBackend), two backends: the same cases run against the in-process scheduler
+"""One contract (bot.inference.contract.InferenceBackend), two backends: the same cases run against the in-process scheduler
 and against the gateway to a real local Ray Serve cluster (``python -m model serve``, one per module, with two
 Explainer replicas and a canary). Classify, admission limits with a chat's fair share of the map queue, maps
 coarse to fine with the final one last, a cached repeat, a "Why not …?" map, canary routing, stats, /forget,
@@ -12,9 +12,9 @@ import shutil
 
 import pytest
 
-from bot.checkpoints import ModelFiles
 from bot.config import Settings
-from bot.inference import CANARY, MAIN, Busy, Stopping
+from bot.inference.checkpoints import ModelFiles
+from bot.inference.contract import CANARY, MAIN, Busy, Stopping
 from devtools.samples import jpeg
 
 pytestmark = pytest.mark.timeout(600)
@@ -55,13 +55,13 @@ async def make_backend(request, files):
     async def make(**limits):
         limits = {**LIMITS, **limits}
         if request.param == "local":
-            from bot.scheduler import InferenceScheduler
+            from bot.inference.local import InferenceScheduler
             from model import load_classifier
 
             settings = Settings(token="test", warm_up_batch=0, precision="fp32", runtime="torch", **limits)
             backend = InferenceScheduler(load_classifier(files.main), settings.scheduler_config(), files=files)
         else:
-            from bot.cluster_client import ClusterInference
+            from bot.inference.cluster import ClusterInference
             from model.serve import wire
 
             head, token = request.getfixturevalue("cluster")

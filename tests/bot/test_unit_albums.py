@@ -5,8 +5,8 @@ import asyncio
 
 import pytest
 
-from bot.albums import Albums
-from bot.scheduler import Stopping
+from bot.handlers.albums import Albums
+from bot.inference.local import Stopping
 
 
 async def test_an_album_completes_after_its_last_photo_and_the_wait():

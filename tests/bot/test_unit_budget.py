@@ -1,8 +1,8 @@
-"""bot.budget: the bytes in flight are reserved, refused past the limit (nothing reserved then), released."""
+"""bot.handlers.budget: the bytes in flight are reserved, refused past the limit (nothing reserved then), released."""
 import pytest
 
-from bot.budget import BytesInFlight
-from bot.inference import Busy
+from bot.handlers.budget import BytesInFlight
+from bot.inference.contract import Busy
 
 
 def test_reserved_refused_past_the_limit_and_released():

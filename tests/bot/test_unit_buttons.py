@@ -1,10 +1,10 @@
-"""The button codecs and keys (bot/buttons.py): round trips under 64 bytes; forged, malformed, non-ASCII and
+"""The button codecs and keys (bot/handlers/buttons.py): round trips under 64 bytes; forged, malformed, non-ASCII and
 other-chat data refused; the secret made once, 0600, or taken from BUTTON_SECRET."""
 from __future__ import annotations
 
 import pytest
 
-from bot.buttons import (
+from bot.handlers.buttons import (
     KEY_CHARS,
     SECRET_FILE,
     ButtonKeys,

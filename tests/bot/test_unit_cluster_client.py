@@ -8,8 +8,8 @@ import struct
 import pytest
 from aiohttp import web
 
-from bot.cluster_client import ClusterInference
 from bot.config import ConfigError
+from bot.inference.cluster import ClusterInference
 from devtools.samples import jpeg
 from model.preprocess import PreprocessConfig
 

@@ -1,9 +1,9 @@
-"""sd_notify's one datagram and the watchdog's interval (bot/health.py), without a bot."""
+"""sd_notify's one datagram and the watchdog's interval (bot/ops/health.py), without a bot."""
 import os
 import socket
 
-from bot.health import sd_notify, watchdog_interval_s
-from bot.metrics import outcome_of
+from bot.ops.health import sd_notify, watchdog_interval_s
+from bot.ops.metrics import outcome_of
 
 
 def test_sd_notify_sends_one_datagram_to_the_socket_it_is_given(tmp_path):

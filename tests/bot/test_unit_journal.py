@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 from telegram import Update
 
-from bot.journal import MAX_CRASHES, SCHEMA, Journal, JournalingQueue, JournalUnwritable
+from bot.state.journal import MAX_CRASHES, SCHEMA, Journal, JournalingQueue, JournalUnwritable
 
 
 class Clock:

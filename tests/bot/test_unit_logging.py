@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from bot.logging_setup import REDACTED, configure_logging
+from bot.ops.logging_setup import REDACTED, configure_logging
 
 TOKEN = "123456:TEST-TOKEN-abcdef"
 
@@ -54,7 +54,7 @@ def test_tracebacks_that_escape_logging_are_redacted(log_stream):
     import sys
     import threading
 
-    from bot.logging_setup import install_redacting_hooks, redacting_loop_handler
+    from bot.ops.logging_setup import install_redacting_hooks, redacting_loop_handler
 
     webhook_secret = "generated-webhook-secret-0123456789"
     saved = sys.excepthook, threading.excepthook, sys.unraisablehook
@@ -101,7 +101,7 @@ def test_a_refused_token_is_logged_on_one_line_without_it(log_stream):
 def test_an_error_line_names_the_update_by_ids_and_kinds_never_its_content():
     from telegram import Bot, Update
 
-    from bot.request_handling import update_summary
+    from bot.handlers.request import update_summary
 
     bot = Bot("1:x")
     update = Update.de_json({"update_id": 77, "message": {

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from bot.config import Settings
-from bot.scheduler import Busy, InferenceScheduler
+from bot.inference.local import Busy, InferenceScheduler
 from model import ImageError
 
 STEP = 60  # seconds: generous bound on any await, so a bug fails instead of hanging

@@ -3,8 +3,8 @@ from types import SimpleNamespace
 
 from bot import messages
 from bot.config import Settings
-from bot.handlers import stats_reply
-from bot.stats import BotStats, format_duration, is_admin
+from bot.handlers.commands import stats_reply
+from bot.ops.stats import BotStats, format_duration, is_admin
 from model.runtime import ModelPreparation
 
 

@@ -2,8 +2,8 @@
 only by the chat it was made for, and one chat's photo never moves to another chat."""
 import sqlite3
 
-from bot.buttons import SECRET_FILE, WhyData
-from bot.store import PhotoStore, StoredAnswer, StoredPhoto
+from bot.handlers.buttons import SECRET_FILE, WhyData
+from bot.state.store import PhotoStore, StoredAnswer, StoredPhoto
 
 
 def test_last_photo_and_button_key_survive_reopen(tmp_path):

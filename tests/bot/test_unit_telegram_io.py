@@ -5,7 +5,7 @@ import pytest
 from telegram import Chat, Message, User
 from telegram.error import NetworkError, RetryAfter
 
-from bot.telegram_io import RetryAfterLimiter, choose_photo_size, command_for_other_bot, is_addressed
+from bot.handlers.telegram_io import RetryAfterLimiter, choose_photo_size, command_for_other_bot, is_addressed
 
 
 def size(width, height):

@@ -131,7 +131,7 @@ SERVING_WITHOUT_TORCH = textwrap.dedent("""
     from model.engines import load_engine
     from model.render import render_overlay
     from model.preprocess import open_image
-    import bot.app, bot.config, bot.stats, bot.reload, bot.canary  # what a serving bot imports before its model
+    import bot.app, bot.config, bot.ops.stats, bot.inference.reload, bot.inference.canary  # what a serving bot imports before its model
 
     engine, why = load_engine(sys.argv[1], device="cpu")
     engine.prepare(workers=1, threads=2, probe_batch=2)

@@ -31,3 +31,18 @@ def test_serve_flags_default_from_the_same_declarations():
     with pytest.raises(SystemExit):
         parser.parse_args(["--precision", "fp16"])
     assert env_names(ComputeSettings)["why_batch_size"] == "WHY_BATCH_SIZE"
+
+
+def test_python_m_model_serve_flags_are_the_bot_settings_declarations():
+    """The serve command's compute flags take their defaults, parsers and choices from the declarations."""
+    from model.cli import build_parser
+
+    defaults = ComputeSettings()
+    args = build_parser().parse_args(["serve", "--checkpoint", "x.pt"])
+    assert (args.max_batch, args.max_batch_wait_ms, args.why_batch_size, args.explain_cache_size, args.precision,
+            args.device) == (defaults.max_batch, defaults.max_batch_wait_ms, defaults.why_batch_size,
+                             defaults.explain_cache_size, defaults.precision, defaults.device)
+    args = build_parser().parse_args(["serve", "--checkpoint", "x.pt", "--why-batch-size", "4", "--precision", "BF16"])
+    assert (args.why_batch_size, args.precision) == (4, "bf16")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--checkpoint", "x.pt", "--max-batch", "many"])

@@ -5,7 +5,7 @@
   redaction. :func:`webhook_arguments` refuses settings without one, so no code path serves a webhook that
   anyone who reaches the port could post to.
 - PTB's tornado handler compares the secret with ``!=`` and its server takes bodies up to tornado's 100 MB:
-  :func:`guard_webhook_server` puts the subclasses of :mod:`bot.webhook_server` in their place.
+  :func:`guard_webhook_server` puts the subclasses of :mod:`bot.handlers.webhook_server` in their place.
 
 Listening: WEBHOOK_LISTEN defaults to 127.0.0.1, behind the reverse proxy that terminates TLS.
 """
@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from telegram import Update
 
-from .config import ConfigError, Settings
+from bot.config import ConfigError, Settings
 
 GENERATED_SECRET_BYTES = 32  # 43 URL-safe characters (Telegram takes 1-256 of A-Z a-z 0-9 _ -)
 
@@ -47,6 +47,6 @@ def guard_webhook_server() -> None:
 
     if not updater_module.WEBHOOKS_AVAILABLE:
         raise ConfigError("WEBHOOK_URL needs python-telegram-bot[webhooks] (tornado)")
-    from .webhook_server import CappedWebhookServer, GuardedWebhookApp
+    from bot.handlers.webhook_server import CappedWebhookServer, GuardedWebhookApp
 
     updater_module.WebhookAppClass, updater_module.WebhookServer = GuardedWebhookApp, CappedWebhookServer

@@ -6,10 +6,10 @@ album is complete once every photo that joined is finished and ALBUM_WAIT_S has 
 joined (a later photo pushes the deadline back). The handler that joined first then sends the one reply;
 the others wait for it to be sent.
 
-No handler returns before the reply is out, so the journal (:mod:`bot.journal`) keeps every photo of an
+No handler returns before the reply is out, so the journal (:mod:`bot.state.journal`) keeps every photo of an
 album open until the album is answered: after a crash mid-album, all its photos are resumed together and
 form the album again (one reply). When the bot stops mid-album, :meth:`Albums.stop` ends every open album
-with :class:`bot.scheduler.Stopping`, so its photos are kept for the next start too, and if any photo of an
+with :class:`bot.inference.local.Stopping`, so its photos are kept for the next start too, and if any photo of an
 album was stopped, the whole album waits for the next start rather than being answered in part.
 
 Everything here runs on the event loop (no locks); timers are ``loop.call_later``.
@@ -21,15 +21,14 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
+from bot.inference.contract import Stopping
 from model import Prediction
-
-from .inference import Stopping
 
 
 @dataclass
 class AlbumPhoto:
     message_id: int
-    key: str | None = None  # the photo's button key in bot.store, once classified
+    key: str | None = None  # the photo's button key in bot.state.store, once classified
     prediction: Prediction | None = None
     problem: str | None = None  # the user-facing reason it has no prediction
     finished: bool = False

@@ -3,10 +3,10 @@
 - the last photo of each chat (its Telegram ``file_id``, never the bytes), for a bare /why;
 - the answer given for each photo (for feedback records);
 - the photos behind the buttons: ``callback_data`` must stay under 64 bytes, so a button carries a short
-  key (:mod:`bot.buttons`: an HMAC over the chat and the photo) and the ``file_id`` (often longer than 64
+  key (:mod:`bot.handlers.buttons`: an HMAC over the chat and the photo) and the ``file_id`` (often longer than 64
   bytes) lives here, under (chat, key): a press finds only its own chat's photos.
 
-Rows older than RETENTION_DAYS are deleted by :meth:`PhotoStore.purge` (bot.retention), and /forget
+Rows older than RETENTION_DAYS are deleted by :meth:`PhotoStore.purge` (bot.state.retention), and /forget
 deletes a chat's rows at once.
 
 Calls are short and synchronous; handlers run them with ``asyncio.to_thread`` so a slow disk never
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .buttons import ButtonKeys, load_secret
+from bot.handlers.buttons import ButtonKeys, load_secret
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS last_photo (
@@ -75,7 +75,7 @@ def drop_rows_not_keyed_by_chat(db: sqlite3.Connection) -> None:
             db.execute(f"DROP TABLE {table}")
 
 
-DB_NAME = "bot.sqlite3"  # in DATA_DIR: the photo store and the journal (bot.journal) share the file
+DB_NAME = "bot.sqlite3"  # in DATA_DIR: the photo store and the journal (bot.state.journal) share the file
 
 
 def add_missing_columns(db: sqlite3.Connection, columns: dict[str, dict[str, str]]) -> None:
@@ -102,7 +102,7 @@ def open_database(path: Path, schema: str, upgrade: Callable[[sqlite3.Connection
 
 
 class PhotoStore:
-    """The photo store; button keys come from ``keys`` (bot.buttons), so a row is found only by its own chat."""
+    """The photo store; button keys come from ``keys`` (bot.handlers.buttons), so a row is found only by its own chat."""
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time, keys: ButtonKeys | None = None):
         self.path = Path(path)

@@ -1,11 +1,12 @@
-"""The one wrapper every handler runs in: it counts the request (bot.metrics, through BotStats), replies when the handler fails, and writes
+"""The one wrapper every handler runs in: it counts the request (bot.ops.metrics, through BotStats), replies when
+the handler fails, and writes
 the request's one log line (``request chat=.. kind=.. latency_ms=.. result=..``).
 
 A handler returns an :class:`Outcome` (or ``None`` for an update that was not for the bot, e.g. a group
 message addressed to somebody else), or raises :class:`RequestEnded` from a helper that has already told
-the user why it stops (a file too large, a failed download). :class:`bot.inference.Stopping` means the bot
+the user why it stops (a file too large, a failed download). :class:`bot.inference.contract.Stopping` means the bot
 is shutting down before it could answer: the user is told nothing now, and the journal
-(:mod:`bot.journal`) keeps the update so the next start answers it.
+(:mod:`bot.state.journal`) keeps the update so the next start answers it.
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from telegram import Update
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import ContextTypes
 
-from . import messages
-from .inference import Stopping
-from .services import SERVICES_KEY, language_of, services
-from .stats import log_request
+from bot import messages
+from bot.inference.contract import Stopping
+from bot.ops.stats import log_request
+from bot.services import SERVICES_KEY, language_of, services
 
 errors_log = logging.getLogger("bot.errors")
 

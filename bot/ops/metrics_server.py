@@ -1,9 +1,9 @@
 """The bot's HTTP endpoint (METRICS_PORT, METRICS_LISTEN): ``/metrics``, ``/livez``, ``/readyz``, nothing else.
 
 It runs on its own threads (the standard library's ThreadingHTTPServer), so a scrape never waits for the
-event loop and a wedged loop cannot hide behind it: ``/livez`` reads :meth:`bot.health.HealthMonitor.status`,
+event loop and a wedged loop cannot hide behind it: ``/livez`` reads :meth:`bot.ops.health.HealthMonitor.status`,
 which notices when the loop stopped ticking. ``/metrics`` is prometheus_client's exposition of the bot's
-registry (bot.metrics). GET only (405 otherwise), any other path 404, small bodies; the standard library
+registry (bot.ops.metrics). GET only (405 otherwise), any other path 404, small bodies; the standard library
 refuses over-long lines and too many headers (431), and a client that sends nothing is dropped after
 ``CLIENT_TIMEOUT_S``.
 """
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from .health import HealthMonitor
+from bot.ops.health import HealthMonitor
 
 log = logging.getLogger(__name__)
 

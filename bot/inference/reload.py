@@ -1,6 +1,6 @@
 """A new model without a restart: SIGHUP (``systemctl reload``) or /reload from an admin; one reload at a time.
 
-The backend does it (:meth:`bot.inference.InferenceBackend.reload`), in process or on the cluster, by the same
+The backend does it (:meth:`bot.inference.contract.InferenceBackend.reload`), in process or on the cluster, by the same
 rules: the file is loaded the safe way (``weights_only``), checked with a probe forward pass, and prepared while
 the old model keeps serving; only then is it swapped in. Work already running finishes on the model it
 started with. A missing, truncated or foreign file, or one whose probe fails, is refused: the old model keeps
@@ -12,8 +12,8 @@ import asyncio
 
 from telegram.ext import Application
 
-from .inference import ReloadResult
-from .services import SERVICES_KEY
+from bot.inference.contract import ReloadResult
+from bot.services import SERVICES_KEY
 
 __all__ = ["RELOAD_LOCK_KEY", "ReloadResult", "reload_model"]
 

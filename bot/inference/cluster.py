@@ -1,6 +1,6 @@
 """The bot as a gateway (INFERENCE_ADDRESS): classifications and heat maps go to a Ray Serve cluster
-(``python -m model serve``) over HTTP, with the interface of :class:`bot.scheduler.InferenceScheduler`
-(:mod:`bot.inference`), so the handlers do not change. No torch and no Ray in this process.
+(``python -m model serve``) over HTTP, with the interface of :class:`bot.inference.local.InferenceScheduler`
+(:mod:`bot.inference.contract`), so the handlers do not change. No torch and no Ray in this process.
 
 Why HTTP through Serve's proxy and not a Ray handle in this process: a Ray driver is bound to the cluster it
 connected to (one ``ray.init`` per process, and a driver that loses its GCS for long gives up), while the bot
@@ -9,10 +9,10 @@ must outlive a cluster restart; and HTTP keeps Ray, like torch, out of the gatew
 On the event loop: admission (the one shared :class:`model.serving.admission.Admission`: QUEUE_SIZE,
 PER_CHAT_QUEUE, WHY_QUEUE_SIZE and a chat's fair share of it; :class:`Busy` at once), the HTTP calls (httpx) and
 reading the map frames. Off it (``asyncio.to_thread``): decoding the photo a map is drawn on, and drawing it
-(:class:`bot.drawing.MapDrawing`, the same as the local backend's, with its kept grids and drawn maps).
+(:class:`bot.inference.drawing.MapDrawing`, the same as the local backend's, with its kept grids and drawn maps).
 
 Canary and reload: the cluster serves "main" and, with ``--canary-checkpoint``, "canary"; this gateway routes
-each chat by its hash (:mod:`bot.canary`, CANARY_SHARE) and sends the model's name (``X-Model``), never the chat.
+each chat by its hash (:mod:`bot.inference.canary`, CANARY_SHARE) and sends the model's name (``X-Model``), never the chat.
 :meth:`ClusterInference.reload` asks the cluster to read its checkpoints again (``X-Reload``; every replica
 reloads, see :mod:`model.serve.registry`). Failures:
 
@@ -33,6 +33,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from bot.config import INFERENCE_TOKEN_HINT, ConfigError
+from bot.inference.canary import serves_canary
+from bot.inference.contract import CANARY, MAIN, Busy, Explanation, ReloadResult, Stopping
+from bot.inference.drawing import Drawing, MapDrawing
 from model.errors import ImageError
 from model.occlusion_result import OcclusionResult
 from model.prediction import Prediction
@@ -40,11 +44,6 @@ from model.preprocess import PreprocessConfig
 from model.serve import wire
 from model.serving.admission import Admission, Limits, Ticket
 from model.serving.levels import LevelResult
-
-from .canary import serves_canary
-from .config import INFERENCE_TOKEN_HINT, ConfigError
-from .drawing import Drawing, MapDrawing
-from .inference import CANARY, MAIN, Busy, Explanation, ReloadResult, Stopping
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ class ClusterPreparation:
 
 
 class ClusterInference:
-    """The gateway's :class:`bot.inference.InferenceBackend` (see the module docstring)."""
+    """The gateway's :class:`bot.inference.contract.InferenceBackend` (see the module docstring)."""
 
     def __init__(self, address: str, token: str, *, queue_size: int, per_chat_queue: int, why_queue_size: int,
                  deadline_s: float, why_deadline_s: float, canary_share: float = 0.0,
@@ -181,6 +180,12 @@ class ClusterInference:
     # ---- admission, routing, /stats, /forget ------------------------------------------------------------
     def queue_length(self) -> int:
         return self.admission.queued()
+
+    def queue_depths(self) -> dict[str, int]:
+        return {"requests": self.admission.queued(), "maps": self.admission.maps_queued()}
+
+    def maps_cached(self) -> int:
+        return len(self.drawing.grids) + len(self.drawing.rendered)
 
     def model_for(self, chat_id: int | None) -> str:
         canary = self.models.get(CANARY)
@@ -373,7 +378,7 @@ def _level_of(meta: dict, arrays: dict) -> LevelResult:
 
 
 class RemoteMapReservation:
-    """A /why's admitted place (see :class:`bot.inference.MapReservation`)."""
+    """A /why's admitted place (see :class:`bot.inference.contract.MapReservation`)."""
 
     def __init__(self, inference: ClusterInference, ticket: Ticket):
         self._inference, self._ticket = inference, ticket
@@ -401,7 +406,7 @@ class RemoteMapReservation:
 
 
 class RemoteReservation:
-    """One admitted classification (see :class:`bot.inference.ClassifyReservation`)."""
+    """One admitted classification (see :class:`bot.inference.contract.ClassifyReservation`)."""
 
     def __init__(self, inference: ClusterInference, ticket: Ticket, model: str):
         self._inference, self._ticket, self._model = inference, ticket, model

@@ -1,5 +1,5 @@
 """Drawing a /why's maps in the user's language, the same for both inference backends: the photo decoded once
-(off the event loop) when the first map arrives, each map drawn on it (:func:`bot.inference.explanation_of`),
+(off the event loop) when the first map arrives, each map drawn on it (:func:`bot.inference.contract.explanation_of`),
 and two bounded caches (the one LRU type, :class:`model.serving.lru.LRUCache`):
 
 - the final maps as drawn (PNG), by (checkpoint, photo, level, class, language): a repeat /why answers at once;
@@ -16,13 +16,12 @@ from collections.abc import Hashable
 from dataclasses import replace
 from typing import Protocol
 
+from bot.i18n import ENGLISH
+from bot.inference.contract import Explanation, explanation_of
 from model.occlusion_result import OcclusionResult
 from model.preprocess import PreprocessConfig, open_image
 from model.serving.levels import LevelResult
 from model.serving.lru import LRUCache
-
-from .i18n import ENGLISH
-from .inference import Explanation, explanation_of
 
 RENDERED_KEPT = 16  # final heat-map PNGs (about 0.2 MB each)
 GRIDS_KEPT = 32  # final maps' grids (a few hundred kB each at 13 x 13 x classes)

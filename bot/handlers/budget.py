@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .inference import Busy
+from bot.inference.contract import Busy
 
 
 class BytesInFlight:

@@ -1,4 +1,4 @@
-"""The operator's view: one structured log line per request, /stats' numbers (read from bot.metrics), the admin check."""
+"""The operator's view: one structured log line per request, /stats' numbers (read from bot.ops.metrics), the admin check."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .metrics import BAD_INPUT, ERRORS, BotMetrics
+from bot.ops.metrics import BAD_INPUT, ERRORS, BotMetrics
 
 request_log = logging.getLogger("bot.requests")
 
@@ -46,7 +46,7 @@ def format_latency(seconds: float | None) -> str:
 
 @dataclass
 class BotStats:
-    """/stats' numbers: the counters are read from the Prometheus registry (:mod:`bot.metrics`), the one source
+    """/stats' numbers: the counters are read from the Prometheus registry (:mod:`bot.ops.metrics`), the one source
     for /metrics and /stats; the recent answer latencies are kept here too, for exact percentiles."""
 
     clock: Callable[[], float] = time.monotonic
@@ -59,7 +59,7 @@ class BotStats:
 
     def record(self, kind: str, result: str, answered: bool, latency_s: float, counted: bool = False,
                unsure: bool = False) -> None:
-        """One request that ended with ``result`` (bot.request_handling's wrapper calls it for every request)."""
+        """One request that ended with ``result`` (bot.handlers.request's wrapper calls it for every request)."""
         if counted:
             self.metrics.counted_kinds.add(kind)
         self.metrics.request(kind, result, answered, latency_s, unsure)

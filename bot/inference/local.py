@@ -1,11 +1,11 @@
 """The in-process inference backend (no INFERENCE_ADDRESS): the serving core (:class:`model.serving.scheduler.Scheduler`,
 the same one each cluster replica runs) on this machine's threads, driving a torch engine
 (:class:`model.torch_engine.TorchEngine`) or any other :class:`model.engine.ServingEngine`; the maps drawn in
-the user's language by :class:`bot.drawing.MapDrawing` (the same as the gateway's).
+the user's language by :class:`bot.inference.drawing.MapDrawing` (the same as the gateway's).
 
-It implements :class:`bot.inference.InferenceBackend`: the handlers see only that. Models: "main"
+It implements :class:`bot.inference.contract.InferenceBackend`: the handlers see only that. Models: "main"
 (CHECKPOINT_PATH) and, with CANARY_CHECKPOINT, "canary" for CANARY_SHARE of chats (by the chat's hash,
-:mod:`bot.canary`); :meth:`InferenceScheduler.reload` reads both files again, checks and prepares them while the
+:mod:`bot.inference.canary`); :meth:`InferenceScheduler.reload` reads both files again, checks and prepares them while the
 old ones serve, then swaps them in (work in flight finishes on the model it started with).
 """
 from __future__ import annotations
@@ -16,6 +16,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from typing import TYPE_CHECKING
 
+from bot.config import ConfigError
+from bot.inference.canary import serves_canary
+from bot.inference.checkpoints import ModelFiles, load_and_probe
+from bot.inference.contract import CANARY, MAIN, Busy, Explanation, ReloadResult, Stopping
+from bot.inference.drawing import MapDrawing
+from bot.inference.local_config import SchedulerConfig
 from model.engine import ServingEngine
 from model.errors import CheckpointError
 from model.prediction import Prediction
@@ -23,13 +29,6 @@ from model.serving.admission import Ticket
 from model.serving.bridge import Reservation
 from model.serving.compute import SchedulerObserver, State
 from model.serving.scheduler import Scheduler
-
-from .canary import serves_canary
-from .checkpoints import ModelFiles, load_and_probe
-from .config import ConfigError
-from .drawing import MapDrawing
-from .inference import CANARY, MAIN, Busy, Explanation, ReloadResult, Stopping
-from .scheduler_config import SchedulerConfig
 
 if TYPE_CHECKING:
     from model import Classifier
@@ -51,7 +50,7 @@ def load_engine_for(path, choices, strict: bool = False) -> ServingEngine:
 
 
 class InferenceScheduler:
-    """The local :class:`bot.inference.InferenceBackend` (see the module docstring). ``model``: a Classifier (served
+    """The local :class:`bot.inference.contract.InferenceBackend` (see the module docstring). ``model``: a Classifier (served
     by the torch engine) or a ready :class:`ServingEngine`."""
 
     def __init__(self, model: Classifier | ServingEngine, config: SchedulerConfig, clock: Callable[[], float] = time.monotonic,
@@ -135,6 +134,13 @@ class InferenceScheduler:
 
     def waiting_for_batch(self) -> int:
         return self.core.waiting_for_batch()
+
+    def queue_depths(self) -> dict[str, int]:
+        return {"requests": self.core.queue_length(), "maps": self.core.maps_waiting(),
+                "batch": self.core.waiting_for_batch()}
+
+    def maps_cached(self) -> int:
+        return sum(len(served.cache) for served in list(self.core.served.values())) + len(self.drawing.grids)
 
     def stats_lines(self) -> dict[str, object]:
         sizes = list(self.core.batch_sizes)
@@ -232,7 +238,7 @@ class InferenceScheduler:
 
 
 class LocalMapReservation:
-    """A /why's admitted place (see :class:`bot.inference.MapReservation`)."""
+    """A /why's admitted place (see :class:`bot.inference.contract.MapReservation`)."""
 
     def __init__(self, backend: InferenceScheduler, ticket: Ticket):
         self._backend, self._ticket = backend, ticket

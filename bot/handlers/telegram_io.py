@@ -97,7 +97,7 @@ class RetryAfterLimiter(BaseRateLimiter[None]):
         self.max_wait_s = max_wait_s
         self.max_total_wait_s = max_total_wait_s
         self._sleep = sleep
-        self.observer = observer  # (method, retried) per 429: bot.metrics.BotMetrics.telegram_429
+        self.observer = observer  # (method, retried) per 429: bot.ops.metrics.BotMetrics.telegram_429
 
     async def initialize(self) -> None:
         return None

@@ -6,7 +6,7 @@ Maps are cached by (checkpoint, image hash, patch, stride), so asking again answ
 the sent message is kept in the journal, so a /why resumed after a restart edits that message instead of
 sending a second one.
 
-Under the final map, "Why not …?" buttons (:class:`bot.buttons.WhyNotData`) offer the other likely
+Under the final map, "Why not …?" buttons (:class:`bot.handlers.buttons.WhyNotData`) offer the other likely
 classes (top 3). A press sends the fine map for that class as a new photo, captioned with the class: the
 cached result keeps every class's grid (model.occlusion), so it costs no new inference while it is cached.
 Captions and the picture's texts are in the user's language.
@@ -23,16 +23,15 @@ from telegram.constants import ChatAction
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
+from bot import messages
+from bot.handlers.buttons import WhyData, WhyNotData
+from bot.handlers.downloads import fetch_bytes, photo_in
+from bot.handlers.request import Outcome, answer_query, request
+from bot.i18n import Language
+from bot.inference.contract import Busy, Explanation, Stopping
+from bot.services import language_of, services
+from bot.state.store import StoredPhoto
 from model import ImageError
-
-from . import messages
-from .buttons import WhyData, WhyNotData
-from .i18n import Language
-from .inference import Busy, Explanation, Stopping
-from .photos import fetch_bytes, photo_in
-from .request_handling import Outcome, answer_query, request
-from .services import language_of, services
-from .store import StoredPhoto
 
 CHAT_ACTION_EVERY_S = 4.5  # Telegram shows a chat action for about 5 s
 

@@ -6,11 +6,11 @@ import json
 from telegram import Message
 from telegram.error import BadRequest, TelegramError
 
-from . import messages
-from .i18n import ENGLISH, Language
-from .request_handling import Outcome, RequestEnded
-from .store import StoredPhoto
-from .telegram_io import FileTooLarge, choose_photo_size, download
+from bot import messages
+from bot.handlers.request import Outcome, RequestEnded
+from bot.handlers.telegram_io import FileTooLarge, choose_photo_size, download
+from bot.i18n import ENGLISH, Language
+from bot.state.store import StoredPhoto
 
 
 def photo_in(message: Message | None) -> StoredPhoto | None:

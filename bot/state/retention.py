@@ -14,10 +14,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.state.journal import Journal
+from bot.state.store import PhotoStore
 from model.inbox import Inbox
-
-from .journal import Journal
-from .store import PhotoStore
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Every inline button's ``callback_data``, one codec per prefix, and the keys that bind a button to its chat.
 
 A button carries a short key for the photo behind it (``file_id`` is often longer than Telegram's 64
-bytes, so :mod:`bot.store` keeps it under the key). The key is an HMAC over (chat id, the photo's
+bytes, so :mod:`bot.state.store` keeps it under the key). The key is an HMAC over (chat id, the photo's
 ``file_unique_id``) under a per-deployment secret (:func:`load_secret`): only this bot can make one, and a
 key names the chat it was made for. A press is served only when the key is the one for the chat the press
 came from and a photo the store holds for that chat (:meth:`ButtonKeys.matches`), so button data copied into
@@ -9,10 +9,10 @@ another chat (or computed from a file the attacker also holds) finds nothing.
 
 The formats, each checked whole with ASCII-only patterns (``str.isdigit`` accepts "²", which ``int`` refuses)::
 
-    why:<key>            the "Why?" heat map (bot.why)
-    wn:<key>:<i>         "Why not <class i>?" (bot.why)
+    why:<key>            the "Why?" heat map (bot.handlers.why)
+    wn:<key>:<i>         "Why not <class i>?" (bot.handlers.why)
     fb:<key>:ok|no|x|d   feedback: right, wrong (show the classes), none of these, the "Thanks" button
-    fb:<key>:<i>         feedback: the user's class, by index (bot.feedback)
+    fb:<key>:<i>         feedback: the user's class, by index (bot.handlers.feedback)
 
 Anything else decodes to ``None``: old buttons (before keys named the chat) and forged data alike.
 """

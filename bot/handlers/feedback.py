@@ -2,17 +2,17 @@
 feedback callbacks, /forget, and the feedback lines of /stats.
 
 The flow: "✓ Right" keeps the answer as the label; "✗ Wrong" swaps the feedback buttons for the known
-classes and "None of these"; a choice is stored (:mod:`bot.feedback_store`, on disk as :mod:`model.inbox`),
+classes and "None of these"; a choice is stored (:mod:`bot.state.feedback_records`, on disk as :mod:`model.inbox`),
 acknowledged with ``answerCallbackQuery``, and the buttons become "Thanks — noted as saree". The "Why?"
 buttons stay as they are. Under an album's answer each photo has its own row ("Why? #2", "#2 ✓", "#2 ✗"),
 and a press changes only the buttons of its own photo (by the key in their callback_data).
 
-callback_data: the codecs of :mod:`bot.buttons` (``why:``, ``fb:``); each key names the chat it was made for,
-and a press is served only from that chat. The store (:mod:`bot.store`) keeps the answer given for each photo,
+callback_data: the codecs of :mod:`bot.handlers.buttons` (``why:``, ``fb:``); each key names the chat it was made for,
+and a press is served only from that chat. The store (:mod:`bot.state.store`) keeps the answer given for each photo,
 so buttons keep working after a restart.
 
 Each stored judgement carries the salted ids of the chat and of the user who pressed, and counts against the
-user's limits (:mod:`bot.feedback_store`). /forget in a private chat deletes everything the bot keeps about
+user's limits (:mod:`bot.state.feedback_records`). /forget in a private chat deletes everything the bot keeps about
 the chat; in a group, what the member who sends it judged there, unless a group admin sends it: then the
 group's whole state.
 """
@@ -35,20 +35,19 @@ from telegram.ext import (
     filters,
 )
 
+from bot import messages
+from bot.config import ConfigError
+from bot.handlers.albums import AlbumPhoto
+from bot.handlers.buttons import DONE, NONE_CHOICE, RIGHT, WRONG, FeedbackData, WhyData
+from bot.handlers.downloads import photo_in
+from bot.handlers.request import Outcome, answer_query, request
+from bot.handlers.telegram_io import FileTooLarge, download
+from bot.i18n import ENGLISH, Language
+from bot.ops.stats import is_admin
+from bot.services import language_of, services
+from bot.state.feedback_records import PER_PHOTO, FeedbackStore, OverLimit
+from bot.state.store import StoredPhoto
 from model.inbox import NONE_OF_THESE
-
-from . import messages
-from .albums import AlbumPhoto
-from .buttons import DONE, NONE_CHOICE, RIGHT, WRONG, FeedbackData, WhyData
-from .config import ConfigError
-from .feedback_store import PER_PHOTO, FeedbackStore, OverLimit
-from .i18n import ENGLISH, Language
-from .photos import photo_in
-from .request_handling import Outcome, answer_query, request
-from .services import language_of, services
-from .stats import is_admin
-from .store import StoredPhoto
-from .telegram_io import FileTooLarge, download
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ Every family carries the ``productbot_`` prefix, base units (``_seconds``) and `
 happens (the request wrapper, /why, the journal's resume, feedback, the Telegram rate limiter, the
 scheduler's forward passes, which call :meth:`BotMetrics.observe_forward` from their compute threads:
 prometheus_client is thread-safe). The gauges describe state (queues, the journal, the caches, the models,
-live accuracy) and are sampled from the event loop by :mod:`bot.health`, never from the HTTP thread.
+live accuracy) and are sampled from the event loop by :mod:`bot.ops.health`, never from the HTTP thread.
 
 The cluster's replicas export the forward-pass family under the same name through Ray's metrics
 (model/serve/replica_metrics.py), so one dashboard reads both.
@@ -29,7 +29,7 @@ WHY_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 FORWARD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
-# A request's result (bot.request_handling.Outcome.result) -> its outcome label; answered requests are
+# A request's result (bot.handlers.request.Outcome.result) -> its outcome label; answered requests are
 # "answered" or "unsure" (the answer said it was not sure). What is not listed is a plain reply (/start).
 REFUSED = frozenset({"bad_image", "too_large", "no_photo", "expired", "not_admin", "refused", "photo_gone",
                      "outdated", "feedback_off"})
@@ -137,7 +137,7 @@ class BotMetrics:
         self.journal_resumed.inc(count)
 
     def poison_pill(self, count: int = 1) -> None:
-        """A journal entry dropped because it keeps failing (bot/journal.py calls it through ``Journal.on_poison``)."""
+        """A journal entry dropped because it keeps failing (bot/state/journal.py calls it through ``Journal.on_poison``)."""
         self.journal_poison_pills.inc(count)
 
     def feedback_given(self, label: str, predicted: str, none_of_these: str) -> None:

@@ -1,5 +1,5 @@
 """The inference contract: what the handlers need of an inference backend, whichever runs it — the in-process
-scheduler (:class:`bot.scheduler.InferenceScheduler`) or a Ray Serve cluster (:class:`bot.cluster_client.ClusterInference`).
+scheduler (:class:`bot.inference.local.InferenceScheduler`) or a Ray Serve cluster (:class:`bot.inference.cluster.ClusterInference`).
 The composition root (:func:`bot.app.start_services`) picks one; nothing else asks which.
 
 :class:`InferenceBackend` (a Protocol) is the contract, and tests/bot/test_inference_contract.py runs the same cases
@@ -71,7 +71,7 @@ class InferenceBackend(Protocol):
         ...
 
     def model_for(self, chat_id: int | None) -> str:
-        """The name of the model that serves this chat: the canary for its CANARY_SHARE of chats (bot.canary)."""
+        """The name of the model that serves this chat: the canary for its CANARY_SHARE of chats (bot.inference.canary)."""
         ...
 
     def reserve(self, chat_id: Hashable, model: str = MAIN) -> ClassifyReservation: ...
@@ -89,6 +89,15 @@ class InferenceBackend(Protocol):
         ...
 
     def queue_length(self) -> int: ...
+
+    def queue_depths(self) -> dict[str, int]:
+        """Work waiting here, per queue (``requests``: admitted and unanswered; ``maps``: heat maps among them;
+        ``batch``: photos decoded and waiting for a batch, in process only): the metrics' gauges."""
+        ...
+
+    def maps_cached(self) -> int:
+        """Heat maps kept here (grids and drawn maps) for an instant repeat or a "Why not …?"."""
+        ...
 
     def stats_lines(self) -> dict[str, object]:
         """What /stats shows of this backend (its own lines only)."""
@@ -129,9 +138,8 @@ def render_explanation(photo, result, target: int, lang, class_names: list[str],
                        stride: int) -> bytes:
     """The heat-map PNG of ``result`` (a :class:`model.occlusion_result.OcclusionResult`) for class ``target``, with
     its texts in ``lang`` (a :class:`bot.i18n.Language`); no inference. CPU-bound: call it off the event loop."""
+    from bot import messages
     from model.render import render_overlay
-
-    from . import messages
 
     chosen = result.for_target(target)
     label = class_names[target]

@@ -5,12 +5,12 @@ A :class:`HealthMonitor` task wakes every tick (1 s, or half of systemd's ``WATC
   bot's background loops; one that ended makes the bot not *live*;
 - decides whether it is *ready*: the model warmed (the services started), the Application running, polling
   (or its webhook server up), not stopping, and in gateway mode the cluster reachable;
-- samples the gauges of :mod:`bot.metrics` (queues, models; the journal and live accuracy less often, in a
+- samples the gauges of :mod:`bot.ops.metrics` (queues, models; the journal and live accuracy less often, in a
   thread), so the HTTP thread never touches the bot's objects;
 - pings systemd's watchdog (``WATCHDOG=1``) while live. The ping is sent from the event loop, so a wedged
   loop stops it as surely as a dead component, and systemd restarts the bot (``WatchdogSec=`` in
   deploy/product-id-bot.service).
-The HTTP endpoint (bot/metrics_server.py) reads :meth:`HealthMonitor.status`, which also calls the bot dead
+The HTTP endpoint (bot/ops/metrics_server.py) reads :meth:`HealthMonitor.status`, which also calls the bot dead
 when the loop has not ticked for ``LOOP_STALL_S``.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .metrics import BotMetrics
+from bot.ops.metrics import BotMetrics
 
 log = logging.getLogger(__name__)
 
@@ -196,11 +196,9 @@ class HealthMonitor:
         if svc is None:
             return
         inference, metrics = svc.inference, self.metrics
-        metrics.queue_depth.labels("requests").set(inference.queue_length())
-        metrics.queue_depth.labels("batch").set(inference.waiting_for_batch())
-        cache = getattr(getattr(inference, "heatmaps", None), "cache", None)
-        if cache is not None:
-            metrics.maps_cached.set(len(cache))
+        for queue, depth in inference.queue_depths().items():
+            metrics.queue_depth.labels(queue).set(depth)
+        metrics.maps_cached.set(inference.maps_cached())
         metrics.set_models(sorted(getattr(inference, "models", {}).items()))
         now = time.monotonic()
         if now - self._last_slow >= SLOW_SAMPLE_EVERY_S and (self._slow is None or self._slow.done()):

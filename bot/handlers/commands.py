@@ -1,8 +1,8 @@
 """One async function per kind of update: commands, photos, image files, text, /stats, /privacy.
 
-The /why flow lives in :mod:`bot.why`, the feedback buttons in :mod:`bot.feedback`, the one reply per
-album in :mod:`bot.albums`. Every user-facing text goes out in the user's language (:mod:`bot.i18n`). Each handler runs in
-the one request wrapper (:func:`bot.request_handling.request`), which counts it, replies if it fails and
+The /why flow lives in :mod:`bot.handlers.why`, the feedback buttons in :mod:`bot.handlers.feedback`, the one reply per
+album in :mod:`bot.handlers.albums`. Every user-facing text goes out in the user's language (:mod:`bot.i18n`). Each handler runs in
+the one request wrapper (:func:`bot.handlers.request.request`), which counts it, replies if it fails and
 writes its one log line from the :class:`Outcome` it returns.
 """
 from __future__ import annotations
@@ -14,20 +14,20 @@ import re
 from telegram import Message, ReplyParameters, Update
 from telegram.ext import ContextTypes
 
+from bot import messages
+from bot.handlers import feedback
+from bot.handlers.albums import Album, AlbumPhoto
+from bot.handlers.downloads import fetch_bytes
+from bot.handlers.feedback import album_keyboard, answer_keyboard
+from bot.handlers.request import Outcome, RequestEnded, answer_query, request
+from bot.handlers.telegram_io import choose_photo_size, command_for_other_bot, is_addressed
+from bot.i18n import Language
+from bot.inference.contract import Busy, Stopping
+from bot.inference.reload import reload_model
+from bot.ops.stats import is_admin
+from bot.services import BotServices, language_of, services
+from bot.state.store import StoredAnswer, StoredPhoto
 from model import ImageError
-
-from . import feedback, messages
-from .albums import Album, AlbumPhoto
-from .feedback import album_keyboard, answer_keyboard
-from .i18n import Language
-from .inference import Busy, Stopping
-from .photos import fetch_bytes
-from .reload import reload_model
-from .request_handling import Outcome, RequestEnded, answer_query, request
-from .services import BotServices, language_of, services
-from .stats import is_admin
-from .store import StoredAnswer, StoredPhoto
-from .telegram_io import choose_photo_size, command_for_other_bot, is_addressed
 
 
 def _addressed(message: Message, context: ContextTypes.DEFAULT_TYPE) -> bool:
@@ -138,7 +138,7 @@ async def classify_and_reply(update: Update, context: ContextTypes.DEFAULT_TYPE,
 async def classify_album_photo(update: Update, context: ContextTypes.DEFAULT_TYPE, photo_ref: StoredPhoto,
                                file_size: int | None) -> Outcome:
     """One photo of an album: classified like any photo; the album's first handler sends the one reply
-    (bot.albums), and every handler returns only once it is sent, so the journal keeps the album open till then."""
+    (bot.handlers.albums), and every handler returns only once it is sent, so the journal keeps the album open till then."""
     svc = services(context)
     message = update.effective_message
     lang = language_of(update, context)

@@ -5,7 +5,7 @@ Where it hooks in (:class:`JournalingQueue`): PTB's updater puts each update it 
 application's update queue and only then confirms it to Telegram, with the next getUpdates' offset (a
 webhook answers Telegram's POST after the same put). The queue's ``put`` writes the update to the
 journal first. :meth:`bot.app.BotApplication.process_update` marks it done when every handler has
-finished with it, unless the handler was cut short by the shutdown (:class:`bot.scheduler.Stopping`).
+finished with it, unless the handler was cut short by the shutdown (:class:`bot.inference.local.Stopping`).
 On start, :meth:`Journal.unfinished` gives what is still open and younger than JOURNAL_MAX_AGE_HOURS; the
 application queues those again, before polling, and downloads their files again by ``file_id``.
 
@@ -42,7 +42,7 @@ from pathlib import Path
 from telegram import Update
 from telegram.error import TelegramError
 
-from .store import DB_NAME, add_missing_columns, open_database
+from bot.state.store import DB_NAME, add_missing_columns, open_database
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""PTB's tornado webhook app and server, guarded (installed by :func:`bot.webhook.guard_webhook_server`).
+"""PTB's tornado webhook app and server, guarded (installed by :func:`bot.handlers.webhook.guard_webhook_server`).
 
 PTB's ``Updater.start_webhook`` looks both classes up in ``telegram.ext._updater``; these subclasses take
 their place there:
