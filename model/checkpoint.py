@@ -126,14 +126,6 @@ def read_checkpoint(path: str | Path) -> tuple[dict, str]:
     return data, sha256
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Rebuild the network from a checkpoint file, in eval mode, without downloading anything."""
     data, sha256 = read_checkpoint(path)

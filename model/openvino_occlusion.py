@@ -17,6 +17,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .occlusion_grid import grid_positions as positions
+from .occlusion_grid import occluded_copies  # noqa: F401  (bench/bench_ov_maps.py imports it from here)
+
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 BetweenBatches = Callable[[int, int], None]
 
@@ -30,20 +33,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def positions(size: int, patch: int, stride: int) -> list[int]:
-    if patch < 1 or stride < 1 or patch > size:
-        raise ValueError(f"need 1 <= patch <= {size} and stride >= 1 (got patch={patch}, stride={stride})")
-    return list(range(0, size - patch + 1, stride))
-
-
-def occluded_copies(image: np.ndarray, corners: list[tuple[int, int]], patch: int) -> np.ndarray:
-    """N x 3 x H x W float32: ``image`` with the patch at each (top, left) set to 0 (the mean colour)."""
-    batch = np.repeat(image[None], len(corners), axis=0)
-    for k, (top, left) in enumerate(corners):
-        batch[k, :, top : top + patch, left : left + patch] = 0
-    return batch
 
 
 class OpenVINOOcclusion:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from model.checkpoint import file_sha256
+from model.export_manifest import file_sha256
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "images" / "sample-manifest.json"
 DEFAULT_DEST = Path("images/sample")
