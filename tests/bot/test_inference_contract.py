@@ -43,7 +43,7 @@ def cluster(tmp_path_factory, files):
                         ["--cpus", "2", "--replica-cpus", "0.4", "--classify-replicas", "1", "--explain-replicas", "2",
                          "--max-batch-wait-ms", "5", "--canary-checkpoint", str(files.canary)]).start()
     try:
-        yield head, token
+        yield head, head.inference_token_file  # the gateway's own token (python -m model serve wrote it), not Ray's
     finally:
         head.stop()
 
