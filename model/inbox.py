@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .export_manifest import fsync_dir
 from .inbox_exports import drop_reviews, register_export, unlink_exported
 from .inbox_names import NO_USER, parse_record_name, record_file_name, time_epoch
 
@@ -156,24 +157,10 @@ def atomic_write(path: Path, data: bytes, *, exclusive: bool = False, mode: int 
                 return False
         else:
             os.replace(temp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
     finally:
         temp.unlink(missing_ok=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (the directory entry), where the OS allows it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -255,7 +242,7 @@ class Inbox:
             moved += 1
         if moved:
             for folder in {self.records_dir, *(p for p in self.records_dir.iterdir() if p.is_dir())}:
-                _fsync_dir(folder)
+                fsync_dir(folder)
         return moved
 
     # ---- deleting --------------------------------------------------------------------------------
