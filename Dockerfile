@@ -69,8 +69,15 @@ VOLUME ["/app/checkpoints", "/app/data"]
 
 USER bot
 
-# No HEALTHCHECK: a polling bot has no port to probe, and a dead bot ends the container, which
-# --restart on-failure (or the orchestrator) restarts. Exit status 2 means a setting is missing.
+# A dead bot ends the container, which --restart on-failure (or the orchestrator) restarts; exit status 2 means a
+# setting is missing. A bot that runs but is wedged (a stuck event loop, an ended inference thread or polling
+# loop) is what /livez reports (docs/operations.md): METRICS_PORT serves it on the container's own loopback, and
+# the HEALTHCHECK asks it with python -m bot.ops.probe (standard library, exit 0 on HTTP 200 only). Docker marks
+# the container unhealthy; its restart policy does not act on that, so an orchestrator (or autoheal) must.
+# The start period covers compiling the model on one core.
+ENV METRICS_PORT=9464
+HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
+    CMD ["python", "-m", "bot.ops.probe", "--timeout", "5", "http://127.0.0.1:9464/livez"]
 # 8443 is used only in webhook mode (WEBHOOK_URL set). In the container's own network namespace the server
 # listens on every interface (the bot's default, 127.0.0.1, would be unreachable); publish the port only to
 # the TLS proxy (e.g. -p 127.0.0.1:8443:8443).

@@ -150,6 +150,12 @@ def dockerfile_problems(text: str) -> list[str]:
         elif not any(re.search(rf"(useradd|adduser)\b.*\b{re.escape(users[-1].split(':')[0])}\b", a) for _, a in runs):
             problems.append(f"USER {users[-1]} is never created (useradd/adduser)")
 
+    healthchecks = [args for k, args in instructions if k == "HEALTHCHECK"]
+    port = env_values(instructions).get("METRICS_PORT", "")
+    if not healthchecks:
+        problems.append("no HEALTHCHECK: a wedged bot would look healthy")
+    elif not port or f"http://127.0.0.1:{port}/livez" not in healthchecks[-1]:
+        problems.append(f"the HEALTHCHECK does not ask /livez on ENV METRICS_PORT={port!r}: {healthchecks[-1][:80]}")
     volumes = [v for k, args in instructions if k == "VOLUME" for v in command_words(args)]
     checkpoint = env_values(instructions).get("CHECKPOINT_PATH", "")
     if "/app/checkpoints" not in volumes:
@@ -298,6 +304,8 @@ BROKEN_DOCKERFILES = {
     "no volume": (r"^VOLUME .*$", "", "VOLUME /app/checkpoints"),
     "other base": (r"^FROM python:3.11-slim AS exporter$", "FROM ubuntu:24.04", "not python:3.11-slim"),
     "bot not copied": (r"^COPY bot \./bot$", "", "bot is not copied"),
+    "no healthcheck": (r"^HEALTHCHECK .*$", "", "no HEALTHCHECK"),
+    "healthcheck elsewhere": (r"^ENV METRICS_PORT=9464$", "ENV METRICS_PORT=9100", "does not ask /livez"),
 }
 
 

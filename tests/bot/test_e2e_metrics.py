@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import re
 import socket
+import sys
 import threading
 import time
 
@@ -151,6 +152,8 @@ async def test_readyz_waits_for_polling_and_livez_fails_when_polling_dies(fake_a
 
         await wait_for(ready, "/readyz 200 once polling")
         assert (await get(app, "/livez")).text.strip() == "ok"
+        assert await run_probe(app, "/livez") == (0, "healthy: /livez: HTTP 200"), "the Dockerfile's HEALTHCHECK"
+        assert await run_probe(app, "/readyz") == (0, "healthy: /readyz: HTTP 200")
 
         fake_api.fail_next("getUpdates", status=401, retry_after=None, description="Unauthorized")  # PTB gives up
 
@@ -161,10 +164,21 @@ async def test_readyz_waits_for_polling_and_livez_fails_when_polling_dies(fake_a
         response = await wait_for(dead, "/livez 503 after the polling loop died")
         assert "polling" in response.text, response.text
         assert (await get(app, "/readyz")).status_code == 503
+        assert await run_probe(app, "/livez") == (1, "unhealthy: /livez: HTTP 503")
         assert app.metrics.registry.get_sample_value("productbot_live") == 0
     finally:
         await stop(app)
     assert app.metrics_server is None, "the endpoint stops with the bot"
+
+
+async def run_probe(app, path: str) -> tuple[int, str]:
+    """``python -m bot.ops.probe`` (the Dockerfile's HEALTHCHECK) against the bot's endpoint: (exit status, its line)."""
+    url = f"http://127.0.0.1:{app.metrics_server.port}{path}"
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot.ops.probe", url,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert not err, err
+    return process.returncode, out.decode().strip()
 
 
 async def stop(app) -> None:
