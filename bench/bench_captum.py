@@ -4,11 +4,12 @@ in one run: the seed's 8/4 map and the default 16/8 one (issue 28's map aims: 16
     python bench/bench_captum.py --checkpoint /tmp/bench28/model.pt [--settings 16/8,8/4] [--repeats 2,1]
 
 The checkpoint needs its export (``python -m model export --checkpoint FILE``); ``--random`` makes a random-init
-checkpoint and its export in a temporary folder. The photo is the seed saree (``--photo`` for another).
+checkpoint and its export in a temporary folder. ``--photo`` (the seed photos are in ../shared/datasets/seed/);
+without it the seed saree where ../shared has it, else a generated photo.
 
 Start-up is excluded: the engine is prepared, both precisions compiled and one untimed 56/28 map run in each, and
-captum's network is warmed, before the clock starts. Per repeat the three run one after the other (bf16, fp32,
-captum), so all meet the same drift of a shared machine; medians and ranges over ``--repeats`` (one count per
+captum's network is warmed, before the clock starts. Per repeat the four run one after the other (bf16, fp32,
+torch incremental fp32, captum), so all meet the same drift of a shared machine; medians and ranges over ``--repeats`` (one count per
 setting). The bot's bf16 map is what the export engine serves: one whose range is within bf16's noise is redone in
 fp32 (its time includes that; the line says so). captum's forward is the softmax of the same network, batched
 ``--batch`` occluded copies per pass (the bot's WHY_BATCH_SIZE default), its baseline 0 as the bot's zeroed patch.
@@ -29,10 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from harness import SEED_PHOTO, make_random_checkpoint, median_range, print_machine  # noqa: E402
+from harness import default_photo, make_random_checkpoint, median_range, print_machine  # noqa: E402
 
 from model import load_classifier  # noqa: E402
 from model.engines import load_engine  # noqa: E402
+from model.incremental import IncrementalOcclusion  # noqa: E402
+from model.occlusion import incremental_occlusion_map  # noqa: E402
 from model.occlusion_grid import BF16_MAP_NOISE  # noqa: E402
 from model.openvino_engine import OpenVINOEngine, OpenVINOOcclusion  # noqa: E402
 
@@ -57,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--random", action="store_true", help="a random-init checkpoint (and its export) instead")
-    parser.add_argument("--photo", type=Path, default=SEED_PHOTO)
+    parser.add_argument("--photo", type=Path, help="default: a generated photo (or the seed saree where ../shared has it)")
     parser.add_argument("--settings", default="16/8,8/4")
     parser.add_argument("--repeats", default="2,1", help="repeats per setting, one count each (or one for all)")
     parser.add_argument("--batch", type=int, default=16)
@@ -77,16 +80,23 @@ def main() -> None:
             raise SystemExit(f"{path} has no valid export ({why}): python -m model export --checkpoint {path}")
         started = time.perf_counter()
         engine.prepare(workers=1, threads=threads)
-        image = engine.decode(args.photo.read_bytes())
+        photo_name, photo = default_photo(args.photo)
+        image = engine.decode(photo)
         clean = engine.forward("fp32").probabilities(image[None])[0]
         target = int(clean.argmax())
         classifier = load_classifier(path)
         network = classifier.network
         tensor = torch.from_numpy(image)[None].contiguous(memory_format=torch.channels_last)
+        incremental = IncrementalOcclusion(network)
+
+        def torch_incremental(patch: int, stride: int) -> np.ndarray:
+            return incremental_occlusion_map(incremental, torch.from_numpy(image), target, patch, stride, args.batch)
+
+        torch_incremental(56, 28)
         for precision in ("bf16", "fp32"):
             OpenVINOOcclusion(engine, 56, 28, args.batch, precision).explain(image, target)
         captum_map(network, tensor, target, 112, 112, args.batch)
-        print(f"model: {path} ({'random-init' if args.random or args.checkpoint is None else 'given'}); photo {args.photo.name}, "
+        print(f"model: {path} ({'random-init' if args.random or args.checkpoint is None else 'given'}); photo {photo_name}, "
               f"class {engine.class_names[target]} (p={clean[target]:.3f}); {threads} threads; batch {args.batch}; "
               f"start-up excluded ({time.perf_counter() - started:.1f} s)")
         settings = args.settings.split(",")
@@ -96,7 +106,7 @@ def main() -> None:
         summary = []
         for setting, repeats in zip(settings, counts):
             patch, stride = (int(v) for v in setting.split("/"))
-            times: dict[str, list[float]] = {"OV bf16 (bot)": [], "OV fp32 (bot)": [], "captum torch fp32": []}
+            times: dict[str, list[float]] = {"OV bf16 (bot)": [], "OV fp32 (bot)": [], "torch incr. fp32": [], "captum torch fp32": []}
             maps = {}
             for number in range(repeats):
                 for precision in ("bf16", "fp32"):
@@ -104,6 +114,9 @@ def main() -> None:
                     result = OpenVINOOcclusion(engine, patch, stride, args.batch, precision).explain(image, target)
                     times[f"OV {precision} (bot)"].append(time.perf_counter() - begun)
                     maps[precision] = result.occlusion_map
+                begun = time.perf_counter()
+                maps["torch"] = torch_incremental(patch, stride)
+                times["torch incr. fp32"].append(time.perf_counter() - begun)
                 if setting not in skipped:
                     begun = time.perf_counter()
                     maps["captum"] = captum_map(network, tensor, target, patch, stride, args.batch)
@@ -112,8 +125,10 @@ def main() -> None:
             redone = float(np.ptp(maps["fp32"])) < BF16_MAP_NOISE
             error = float(np.abs(maps["bf16"] - maps["fp32"]).max())
             positions = maps["fp32"].shape[0] ** 2
+            torch_error = float(np.abs(maps["torch"] - maps["fp32"]).max())
             print(f"{setting}: {positions} positions; fp32 map range {np.ptp(maps['fp32']):.4f}, largest |value| "
-                  f"{np.abs(maps['fp32']).max():.4f}; bf16 map vs fp32 max |diff| {error:.4f}"
+                  f"{np.abs(maps['fp32']).max():.4f}; bf16 map vs fp32 max |diff| {error:.4f}; "
+                  f"torch incremental vs OV fp32 max |diff| {torch_error:.2e}"
                   + ("; the bf16 map was within bf16 noise and redone in fp32 (its time includes both)" if redone else ""))
             reference = statistics.median(times["captum torch fp32"]) if times["captum torch fp32"] else float("nan")
             for name, values in times.items():
