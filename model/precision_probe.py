@@ -4,12 +4,21 @@ measure each candidate against the torch fp32 network, then apply :func:`model.p
 bf16 and int8 are candidates on OpenVINO only where the hardware runs them natively; int8 also needs a
 quantized IR (:mod:`model.int8`: the cache, or NNCF and calibration photos). Where int8 classifies, heat maps
 use the best precision of the others (:data:`model.int8.INT8_MAPS`): ``map_precision`` says which.
+
+int8 is also checked on photos where any are here (the calibration photos, or the checkpoint's training
+folder): the random-image probe cannot tell a good int8 model from a broken one. On the proxy model
+(bench/bench_int8_tolerance.py, docs/benchmarks.md 2026-12-03) an int8 model calibrated on constant arrays
+agreed with fp32 on 35% of 300 photos yet differed by 0.0009 at most on the random probe, which every tolerance
+accepts; the good variants agreed on 99.67–100%. So ``auto`` takes int8 only where its top-1 also agrees with
+fp32 on :data:`INT8_PHOTO_AGREEMENT` of up to :data:`INT8_PROBE_PHOTOS` photos. Not the probabilities: on photos
+a good int8 model's largest difference was 0.19–0.40, which no useful tolerance separates from a broken one.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .int8 import INT8_MAPS, Int8Unavailable
@@ -17,6 +26,9 @@ from .precision import Capability, PrecisionChoice, choose_precision, compare_ou
 from .precision_auto import TOLERANCES, CandidateProbe, choose_fastest, int8_capability
 
 log = logging.getLogger(__name__)
+
+INT8_PROBE_PHOTOS = 32  # about 1 s at start-up (fp32 and int8 passes); a broken model fails most of them
+INT8_PHOTO_AGREEMENT = 0.95  # at 32 photos: at most one disagreement; the good variants measured 99.67-100%
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,11 @@ def choose(requested: str, classifier, forwards, batch: torch.Tensor, workers: i
         except Int8Unavailable as error:
             skipped.append(f"{precision}: {error}")
             continue
+        if precision == "int8":
+            refusal = _int8_photo_refusal(classifier, forwards, forward)
+            if refusal:
+                skipped.append(f"int8: {refusal}")
+                continue
         candidates.append((precision, forward, *_probe(classifier, forward, precision, reference, batch)))
     timings = _fastest([forwards.get("fp32")] + [forward for _, forward, _, _ in candidates], batch, workers, threads)
     probes = [CandidateProbe(precision, agree, difference, ms)
@@ -78,6 +95,33 @@ def choose(requested: str, classifier, forwards, batch: torch.Tensor, workers: i
     map_precision = chosen.precision if chosen.precision != "int8" or INT8_MAPS else ("bf16" if bf16_ok else "fp32")
     return Chosen(chosen.precision, chosen.reason + (f"; heat maps in {map_precision}" if map_precision != chosen.precision
                                                      else ""), map_precision)
+
+
+def _int8_photo_refusal(classifier, forwards, forward) -> str:
+    """Why the int8 model must not classify (its top-1 on real photos disagrees with fp32's), or "" (agreed,
+    or no photos here to tell: then the random-image probe alone decides, as the log says)."""
+    from .int8 import calibration_arrays, training_photo_folder
+
+    folder = forwards.calibration_dir or training_photo_folder(classifier.metadata)
+    arrays = []
+    if folder is not None:
+        try:
+            arrays = calibration_arrays(folder, classifier.preprocess_config, INT8_PROBE_PHOTOS)
+        except Int8Unavailable:
+            arrays = []
+    if not arrays:
+        log.info("int8: no photos here to check it on; the random-image probe alone decides")
+        return ""
+    photos = torch.from_numpy(np.stack(arrays)).to(classifier.device).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected = classifier.network(photos).float().argmax(1)
+        got = forward(photos).float().argmax(1)
+    agreement = float((expected == got).float().mean())
+    log.info("int8: top-1 agrees with fp32 on %.0f%% of %d photos under %s", 100 * agreement, len(arrays), folder)
+    if agreement < INT8_PHOTO_AGREEMENT:
+        return (f"its top-1 agreed with fp32 on {100 * agreement:.0f}% of {len(arrays)} photos "
+                f"(needs {100 * INT8_PHOTO_AGREEMENT:.0f}%)")
+    return ""
 
 
 def _map_precision(bf16: Capability) -> str:

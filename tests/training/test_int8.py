@@ -75,3 +75,31 @@ def test_int8_without_photos_or_cache_serves_fp32_and_says_why(trained, tmp_path
     served.metadata["training"] = {"data": str(tmp_path / "gone")}
     preparation = prepare_model(served, False, precision="int8", runtime="openvino", cache_dir=tmp_path)
     assert served.precision == "fp32" and "calibration photos" in preparation.precision_reason
+
+
+def test_auto_refuses_an_int8_model_that_fails_on_photos(trained, tmp_path):
+    """The random-image probe alone cannot tell a broken int8 model (bench/bench_int8_tolerance.py): here the int8
+    cache of this checkpoint holds the quantized model of *other* weights, as a stale or damaged cache could; auto
+    must check it on the photos, refuse it and say so, and keep the photo-checked precision's reasons."""
+    import openvino as ov
+
+    from model.int8 import CALIBRATION_PHOTOS, calibration_arrays, files_digest, int8_cache_key, photo_files, quantize_int8, save_int8
+    from model.openvino_runtime import load_or_convert
+
+    checkpoint, data, reference, batch = trained
+    other = load_classifier(checkpoint)
+    for module in other.network.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    other.network.eval()
+    wrong_fp32, _ = load_or_convert(other.network, "", "fp32", other.preprocess_config.crop, None)
+    wrong = quantize_int8(wrong_fp32, calibration_arrays(data, other.preprocess_config, 8))
+    key = int8_cache_key(reference.checkpoint_id, reference.preprocess_config.crop, ov.get_version(), nncf_version(),
+                         files_digest(photo_files(data, CALIBRATION_PHOTOS)))
+    save_int8(wrong, tmp_path, key)
+
+    served = load_classifier(checkpoint)
+    preparation = prepare_model(served, False, precision="auto", runtime="openvino", cache_dir=tmp_path,
+                                capability=NATIVE, int8_capability=NATIVE, calibration_dir=data)
+    assert served.precision != "int8", preparation.precision_reason
+    assert "int8: its top-1 agreed with fp32 on" in preparation.precision_reason, preparation.precision_reason
