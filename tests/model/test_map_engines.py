@@ -149,3 +149,60 @@ def test_adaptive_grid_is_exact_where_computed_and_computes_less():
     assert sum(calls) == int(computed.sum()) < 0.6 * len(starts) ** 2  # the flat rest was interpolated
     assert computed.flat[int((0.9 - exact).argmax())]  # the largest drop is computed, not guessed
     assert np.abs(grid[0] - exact).max() < 0.02
+
+
+# The torch-free incremental engine on OpenVINO (model/openvino_incremental.py), from the folded plan an export
+# stores (model/incremental_export.py, model/incremental_store.py).
+
+def _stored_runtime(network: nn.Module, folder) -> object:
+    from model.export_manifest import Export
+    from model.incremental_export import write_plan
+    from model.incremental_store import read_plan
+    from model.openvino_incremental import IncrementalRuntime
+
+    export = Export(folder, {"incremental": write_plan(network, folder)}, ["a", "b", "c"], None, "", "", {})
+    return IncrementalRuntime(read_plan(export), 224, threads=2)
+
+
+@pytest.fixture(scope="module")
+def stored_runtime(network, tmp_path_factory):
+    return _stored_runtime(network, tmp_path_factory.mktemp("plan"))
+
+
+@needs_openvino
+@pytest.mark.parametrize("patch,stride,batch", [(56, 42, 4), (40, 23, 8)])  # both end on the image's far edge
+def test_openvino_incremental_grid_equals_the_naive_loop(network, image, stored_runtime, patch, stride, batch):
+    from model.openvino_incremental import OpenVINOIncrementalOcclusion
+
+    explainer = OpenVINOIncrementalOcclusion(stored_runtime, patch, stride, batch, "fp32")
+    calls = []
+    clean, grid = explainer.probability_grid(image.numpy(), "fp32", lambda done, total: calls.append((done, total)))
+    reference = naive_probability_grid(network, image, patch, stride)  # torch fp32, one whole image at a time
+    count = len(explainer.geometry.starts)
+    assert grid.shape == reference.shape == (3, count, count)
+    assert calls == [(done, count * count) for done in range(0, count * count, batch)]  # the last batch is padded
+    np.testing.assert_allclose(grid, reference, rtol=1e-4, atol=1e-5)
+    with torch.inference_mode():
+        np.testing.assert_allclose(clean, torch.softmax(network(image[None]), 1)[0].numpy(), rtol=1e-4, atol=1e-5)
+    assert np.ptp(grid) > 0.05  # the map moves: the comparison has teeth
+    bf16_clean, bf16 = explainer.probability_grid(image.numpy(), "bf16")
+    assert np.abs(bf16 - reference).max() < 0.2  # bf16's noise on this sensitive random head (batched bf16: ~0.1)
+
+
+@needs_openvino
+def test_openvino_incremental_explains_with_the_contract(network, image, stored_runtime):
+    from model.openvino_incremental import OpenVINOIncrementalOcclusion
+
+    explainer = OpenVINOIncrementalOcclusion(stored_runtime, 56, 56, 4, "fp32")
+    result = explainer.explain(image.numpy())
+    expected = OcclusionExplainer(network, 56, 56, 4, method="naive").explain(image)
+    assert result.target == expected.target
+    np.testing.assert_allclose(result.occlusion_map, expected.occlusion_map, atol=1e-4)
+    assert result.probability_grid.shape == (3, 4, 4)
+
+    def abandon(done: int, total: int) -> None:
+        if done:
+            raise InterruptedError("abandoned")
+
+    with pytest.raises(InterruptedError):
+        explainer.explain(image.numpy(), between_batches=abandon)
