@@ -35,10 +35,13 @@ from .map_precision import PROBE_PATCH, CoarseRanges, decide, image_digest
 from .occlusion_grid import BF16_MAP_NOISE, grid_positions, occluded_copies
 from .occlusion_result import OcclusionResult
 from .openvino_incremental_geometry import SettingGeometry, Window
-from .openvino_incremental_graphs import block_model, clean_model, stem_model
+from .openvino_incremental_graphs import block_model, clean_model, rest_model, stem_model
 
 log = logging.getLogger(__name__)
 HINTS = {"fp32": "f32", "bf16": "bf16"}
+# From the first block whose window covers this share of its map, the rest runs on whole maps (measured:
+# bench/bench_ov_incremental.py --full-shares).
+FULL_SHARE = 0.7
 
 
 def _no_pause(done: int, total: int) -> None:
@@ -114,20 +117,27 @@ class SettingPieces:
         plan, self.geometry, self.batch = runtime.plan, geometry, batch
         stem = geometry.stem
         self.stem = compile_cpu(stem_model(plan, batch, stem.input.size, geometry.pool_input.size), precision, runtime.threads)
+        cut = geometry.full_from
         self.blocks = [compile_cpu(block_model(block, batch, stage.channels, stage.input.size, stage.output.size), precision,
-                                   runtime.threads) for block, stage in zip(plan.blocks, geometry.blocks)]
+                                   runtime.threads) for block, stage in zip(plan.blocks[:cut], geometry.blocks[:cut])]
+        self.rest = None
+        if cut < len(plan.blocks):
+            stage = geometry.blocks[cut]
+            self.rest = compile_cpu(rest_model(plan.blocks[cut:], batch, stage.channels, stage.input.extent), precision,
+                                    runtime.threads)
 
 
 class OpenVINOIncrementalOcclusion:
     """One occlusion setting (:class:`model.engine.MapExplainer`) by incremental inference; see the module docstring.
     ``forward(precision)`` gives the engine's compiled classifier (for the precision probe when bf16 is asked)."""
 
-    def __init__(self, runtime: IncrementalRuntime, patch: int, stride: int, batch_size: int, precision: str, forward=None):
+    def __init__(self, runtime: IncrementalRuntime, patch: int, stride: int, batch_size: int, precision: str, forward=None,
+                 full_share: float = FULL_SHARE):
         if patch < 1 or stride < 1 or batch_size < 1:
             raise ValueError("patch, stride and batch_size must be positive")
         self.runtime, self.patch, self.stride, self.batch_size = runtime, patch, stride, batch_size
         self.precision, self.forward = precision, forward
-        self.geometry = SettingGeometry.of(runtime.plan, runtime.side, patch, stride)
+        self.geometry = SettingGeometry.of(runtime.plan, runtime.side, patch, stride, full_share)
         self.profile: dict[str, float] = defaultdict(float)  # seconds per stage, summed over maps
         self._pieces: dict[str, SettingPieces] = {}
         self._lock = threading.Lock()
@@ -195,7 +205,7 @@ class OpenVINOIncrementalOcclusion:
         far = max(0, int(geometry.stem.input.origins.max()) + geometry.stem.input.size - geometry.side)
         padded_image = np.pad(image[None], ((0, 0), (0, 0), (margin, max(margin, far)), (margin, max(margin, far))))
         started = _lap(profile, "clean pass", started)
-        requests = [pieces.stem.create_infer_request()] + [compiled.create_infer_request() for compiled in pieces.blocks]
+        requests = [compiled.create_infer_request() for compiled in [pieces.stem, *pieces.blocks, *[pieces.rest] * bool(pieces.rest)]]
         count, batch = len(geometry.starts), pieces.batch
         order = [(row, col) for row in range(count) for col in range(count)]
         grid = np.zeros((len(clean), len(order)), dtype=np.float32)
@@ -214,7 +224,7 @@ class OpenVINOIncrementalOcclusion:
             values = requests[0].get_output_tensor(0).data
             previous = stage.output
             started = _lap(profile, "stem", started)
-            for index, stage in enumerate(geometry.blocks):
+            for index, stage in enumerate(geometry.blocks[: geometry.full_from]):
                 window_rows, window_cols = stage.input.origins[rows], stage.input.origins[cols]
                 x = _windows(sources[index], pads[index], window_rows, window_cols, stage.input.size)
                 _paste(x, window_rows, window_cols, values, previous.origins[rows], previous.origins[cols], previous.size)
@@ -224,8 +234,17 @@ class OpenVINOIncrementalOcclusion:
                 values, previous = requests[index + 1].get_output_tensor(0).data, stage.output
                 started = _lap(profile, plan.blocks[index].name.split(".")[0], started)
             zeros = np.zeros(len(chunk), dtype=int)
-            full = _windows(final, 0, zeros, zeros, final.shape[-1])
-            _paste(full, zeros, zeros, values, previous.origins[rows], previous.origins[cols], previous.size)
+            if pieces.rest is not None:  # the rest of the network on whole maps
+                whole = activations[geometry.full_from]
+                x = _windows(whole, 0, zeros, zeros, whole.shape[-1])
+                _paste(x, zeros, zeros, values, previous.origins[rows], previous.origins[cols], previous.size)
+                started = _lap(profile, "gather", started)
+                requests[-1].infer({0: x})
+                full = requests[-1].get_output_tensor(0).data
+                started = _lap(profile, "rest", started)
+            else:
+                full = _windows(final, 0, zeros, zeros, final.shape[-1])
+                _paste(full, zeros, zeros, values, previous.origins[rows], previous.origins[cols], previous.size)
             logits = plan.head(full.mean(axis=(2, 3)))
             taken = min(batch, len(order) - first)
             grid[:, first : first + taken] = _softmax(logits[:taken]).T
@@ -234,9 +253,10 @@ class OpenVINOIncrementalOcclusion:
 
 
 # ``auto`` uses the incremental engine where its static windows hold at most this share of a whole pass's
-# multiply-adds (bench/bench_ov_incremental.py: the fine maps gain, the coarse ones do not).
-AUTO_SHARE = 0.6
-MAP_ENGINES = ("auto", "batched", "incremental")
+# multiply-adds. Measured on the proxy model (bench/bench_ov_incremental.py, docs in its output): at 16/8 the
+# windows hold 54% of the multiply-adds, yet the map took 1.5x the batched time in bf16 and 1.06x in fp32 (small
+# convs run far below AMX/AVX-512 peak, plus the NumPy gathers), so no setting qualifies yet: auto is batched.
+AUTO_SHARE = 0.0
 
 
 def choose_map_engine(map_engine: str, share: float) -> tuple[bool, str]:

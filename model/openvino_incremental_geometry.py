@@ -5,7 +5,9 @@ each piece gets ONE window size for every position of the setting (the largest, 
 at the borders as :func:`batch_windows` does), so its compiled model has a static shape. Rows and columns
 share the geometry (square image, the same starts on both axes): a window is (origin per position, size).
 For a piece with kernel k, stride s and padding p whose output window starts at o with size n, the input
-window starts at o*s - p and has (n - 1)*s + k values; where it leaves the map the mask is 0.
+window starts at o*s - p and has (n - 1)*s + k values; where it leaves the map the mask is 0. From the first
+block whose window covers ``full_share`` of its map (layer3 or layer4 for small patches), the rest of the
+network runs on whole maps: windows that large cost more than the whole map (their margins, the masks).
 """
 from __future__ import annotations
 
@@ -59,9 +61,10 @@ class SettingGeometry:
     stem: Stage  # input: the image; its mask is on the pool's input, ``pool_input``
     pool_input: Window
     blocks: tuple[Stage, ...]
+    full_from: int  # blocks from this index on run on whole maps (their windows cover nearly all of it)
 
     @classmethod
-    def of(cls, plan: StoredPlan, side: int, patch: int, stride: int) -> SettingGeometry:
+    def of(cls, plan: StoredPlan, side: int, patch: int, stride: int, full_share: float = 0.7) -> SettingGeometry:
         starts = grid_positions(side, patch, stride)
         conv_windows = reach(plan.stem, patch_windows(side, starts, patch))
         windows = reach(plan.pool, conv_windows)
@@ -78,7 +81,9 @@ class SettingGeometry:
             blocks.append(Stage(block.name, _input_of(output, conv2.kernel, conv2.stride, conv2.padding, windows.extent),
                                 output, block.main[0].weight.shape[1]))
             windows = block_windows
-        return cls(side, patch, starts, stem, pool_input, tuple(blocks))
+        full_from = next((i for i, stage in enumerate(blocks) if stage.output.size >= full_share * stage.output.extent),
+                         len(blocks))
+        return cls(side, patch, starts, stem, pool_input, tuple(blocks), full_from)
 
     def multiply_adds(self, plan: StoredPlan) -> tuple[float, float]:
         """Conv multiply-adds per position (in these static windows, in a whole-network pass)."""
@@ -87,9 +92,11 @@ class SettingGeometry:
 
         windowed = macs(plan.stem, self.pool_input.size)
         full = macs(plan.stem, self.pool_input.extent)
-        for stage, block in zip(self.blocks, plan.blocks):
+        for index, (stage, block) in enumerate(zip(self.blocks, plan.blocks)):
             conv1, conv2, conv3 = block.main
             out, inner = stage.output, stage.input
+            if index >= self.full_from:
+                out, inner = Window(out.origins, out.extent, out.extent), Window(inner.origins, inner.extent, inner.extent)
             windowed += macs(conv1, inner.size) + macs(conv2, out.size) + macs(conv3, out.size)
             full += macs(conv1, inner.extent) + macs(conv2, out.extent) + macs(conv3, out.extent)
             if block.shortcut is not None:

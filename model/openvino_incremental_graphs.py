@@ -92,6 +92,17 @@ def stem_model(plan: StoredPlan, batch: int, image_window: int, pool_window: int
     return ov.Model([ops.result(x)], [image, mask], "incremental-stem")
 
 
+def rest_model(blocks: tuple[Block, ...], batch: int, channels: int, side: int):
+    """The last blocks on whole maps (B x C x side x side in, the final map out): where the windows have grown to
+    (nearly) the whole map, one ordinary padded graph computes them faster than windows with masks."""
+    import openvino as ov
+
+    x = y = _parameter([batch, channels, side, side], "map")
+    for block in blocks:
+        y = _block(y, block)
+    return ov.Model([_ops().result(y)], [x], "incremental-rest")
+
+
 def block_model(block: Block, batch: int, channels: int, window: int, out_size: int):
     """Inputs: the block's input windows (B x C x W x W) and their mask (B x 1 x W x W); output B x C' x O x O."""
     import openvino as ov

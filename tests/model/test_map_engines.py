@@ -206,3 +206,77 @@ def test_openvino_incremental_explains_with_the_contract(network, image, stored_
 
     with pytest.raises(InterruptedError):
         explainer.explain(image.numpy(), between_batches=abandon)
+
+
+@needs_openvino
+@pytest.mark.parametrize("kind", ["npz", "json"])
+def test_a_tampered_plan_is_refused(exported_checkpoint, tmp_path, kind):
+    import json
+    import shutil
+
+    from model.engines import load_engine
+    from model.export_manifest import ExportUnusable, export_dir, file_sha256, read_export, verify_files
+    from model.incremental_store import read_plan
+    from model.openvino_engine import OpenVINOEngine
+
+    checkpoint = tmp_path / "model.pt"
+    shutil.copy(exported_checkpoint, checkpoint)
+    shutil.copytree(export_dir(exported_checkpoint), export_dir(checkpoint))
+    export = read_export(export_dir(checkpoint), file_sha256(checkpoint))
+    read_plan(export)  # intact: read
+    plan = export_dir(checkpoint) / json.loads((export_dir(checkpoint) / "manifest.json").read_text())["incremental"][kind]
+    data = bytearray(plan.read_bytes())
+    data[len(data) // 2] ^= 1
+    plan.write_bytes(bytes(data))
+    with pytest.raises(ExportUnusable, match="does not match its manifest"):
+        read_plan(export)
+    with pytest.raises(ExportUnusable):
+        verify_files(export)
+    engine, why = load_engine(checkpoint, device="cpu")  # the export is not served: torch converts, as for a bad IR
+    assert not isinstance(engine, OpenVINOEngine) and "does not match" in why
+
+
+INCREMENTAL_WITHOUT_TORCH = """
+import sys
+import numpy as np
+from devtools.samples import image_bytes, make_photo
+from model.engines import load_engine
+from model.openvino_incremental import OpenVINOIncrementalOcclusion
+
+engine, why = load_engine(sys.argv[1], device="cpu", precision="fp32", map_engine="incremental")
+engine.prepare(workers=1, threads=2, probe_batch=2)
+image = engine.decode(image_bytes(make_photo()))
+explainer = engine.explainer(112, 56, 4)
+assert isinstance(explainer, OpenVINOIncrementalOcclusion), type(explainer)
+result = explainer.explain(image)
+batched = type(engine)(engine.export, "fp32", map_engine="batched")
+batched.prepare(workers=1, threads=2, probe_batch=2)
+reference = batched.explainer(112, 56, 4).explain(image)
+assert np.abs(result.probability_grid - reference.probability_grid).max() < 1e-4
+loaded = sorted(name for name in sys.modules if name == "torch" or name.startswith("torch."))
+assert not loaded, loaded
+import gc
+del explainer, batched, engine  # OpenVINO's objects go while the interpreter still runs (exit-time teardown aborted once)
+gc.collect()
+print("ok")
+"""
+
+
+@needs_openvino
+def test_an_incremental_map_on_an_export_imports_no_torch(exported_checkpoint):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", INCREMENTAL_WITHOUT_TORCH, str(exported_checkpoint)], cwd=repo,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+def test_map_engine_auto_picks_batched_until_a_setting_measures_faster():
+    from model.openvino_incremental import choose_map_engine
+
+    assert choose_map_engine("incremental", 0.9)[0] and not choose_map_engine("batched", 0.1)[0]
+    use, reason = choose_map_engine("auto", 0.54)
+    assert not use and "batched" in reason
