@@ -252,21 +252,24 @@ class OpenVINOIncrementalOcclusion:
         return clean, grid.reshape(-1, count, count)
 
 
-# ``auto`` uses the incremental engine where its static windows hold at most this share of a whole pass's
-# multiply-adds. Measured on the proxy model (bench/bench_ov_incremental.py, docs in its output): at 16/8 the
-# windows hold 54% of the multiply-adds, yet the map took 1.5x the batched time in bf16 and 1.06x in fp32 (small
-# convs run far below AMX/AVX-512 peak, plus the NumPy gathers), so no setting qualifies yet: auto is batched.
-AUTO_SHARE = 0.0
+# ``auto`` uses the incremental engine for fp32 maps whose static windows hold at most this share of a whole pass's
+# multiply-adds, and batched passes for bf16 ones. Measured on the proxy model (bench/bench_ov_incremental.py, 2 cores,
+# Xeon with AMX): 16/8 (54%) fp32 16.1 s incremental vs 24.4 s batched; 56/28 (67%) fp32 1.85 s vs 1.44 s; bf16
+# 16/8 7.1 s vs 5.3 s (small bf16 convs run far below AMX peak, and the NumPy gathers cost 1 s a map).
+AUTO_SHARE = 0.6
 
 
-def choose_map_engine(map_engine: str, share: float) -> tuple[bool, str]:
-    """(use the incremental engine, why) for a setting whose windows hold ``share`` of a whole pass's multiply-adds."""
+def choose_map_engine(map_engine: str, share: float, precision: str = "fp32") -> tuple[bool, str]:
+    """(use the incremental engine, why) for a setting whose windows hold ``share`` of a whole pass's multiply-adds,
+    for maps asked in ``precision``."""
     if map_engine == "incremental":
         return True, "MAP_ENGINE=incremental"
     if map_engine == "batched":
         return False, "MAP_ENGINE=batched"
+    if precision != "fp32":
+        return False, f"auto: {precision} maps run faster in batched passes (bench/bench_ov_incremental.py)"
     if share <= AUTO_SHARE:
-        return True, f"auto: its windows hold {share:.0%} of a whole pass's multiply-adds (incremental at most {AUTO_SHARE:.0%})"
+        return True, f"auto: its windows hold {share:.0%} of a whole pass's multiply-adds (fp32 incremental at most {AUTO_SHARE:.0%})"
     return False, f"auto: its windows hold {share:.0%} of a whole pass's multiply-adds (above {AUTO_SHARE:.0%}: batched)"
 
 
@@ -287,7 +290,7 @@ def incremental_explainer(engine, patch: int, stride: int, batch_size: int) -> O
     precision = engine.precision if engine.precision in HINTS else "fp32"
     explainer = OpenVINOIncrementalOcclusion(runtime, patch, stride, batch_size, precision, engine.forward)
     windowed, full = explainer.geometry.multiply_adds(runtime.plan)
-    use, reason = choose_map_engine(engine.map_engine, windowed / full)
+    use, reason = choose_map_engine(engine.map_engine, windowed / full, precision)
     log.info("%dx%d maps: %s (%s)", patch, stride, "incremental" if use else "batched", reason)
     return explainer if use else None
 
