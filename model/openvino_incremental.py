@@ -252,11 +252,12 @@ class OpenVINOIncrementalOcclusion:
         return clean, grid.reshape(-1, count, count)
 
 
-# ``auto`` uses the incremental engine for fp32 maps whose static windows hold at most this share of a whole pass's
-# multiply-adds, and batched passes for bf16 ones. Measured on the proxy model (bench/bench_ov_incremental.py, 2 cores,
-# Xeon with AMX): 16/8 (54%) fp32 16.1 s incremental vs 24.4 s batched; 56/28 (67%) fp32 1.85 s vs 1.44 s; bf16
-# 16/8 7.1 s vs 5.3 s (small bf16 convs run far below AMX peak, and the NumPy gathers cost 1 s a map).
-AUTO_SHARE = 0.6
+# ``auto`` would use the incremental engine for fp32 maps whose static windows hold at most this share of a whole
+# pass's multiply-adds, and batched passes for bf16 ones. Measured on the proxy model (bench/bench_ov_incremental.py,
+# 2 cores, Xeon with AMX): 16/8 (54%) fp32 16.1 s incremental vs 24.4 s batched, but 8/4 (53%) fp32 114 s vs 86 s
+# (a noisy run, load ~4) and 56/28 (67%) 1.85 s vs 1.44 s; bf16 16/8 7.1 s vs 5.3 s. No share separates them yet,
+# so auto stays batched (0): set MAP_ENGINE=incremental for fp32 16/8 maps.
+AUTO_SHARE = 0.0
 
 
 def choose_map_engine(map_engine: str, share: float, precision: str = "fp32") -> tuple[bool, str]:
