@@ -213,7 +213,7 @@ class Settings(ComputeSettings):
             torch_threads=self.torch_threads, classify_workers=self.classify_worker_count,
             explain_batch_size=self.why_batch_size, explain_cache_size=self.explain_cache_size,
             warm_up_batch=self.warm_up_photos, frozen_graph=self.frozen_graph, precision=self.precision,
-            device=self.device, runtime=self.runtime,
+            device=self.device, runtime=self.runtime, map_engine=self.map_engine,
             adaptive=(self.why_patch, self.why_stride) if self.why_mode == "adaptive" else None)
 
     @classmethod

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 DEVICES = ("auto", "cpu", "cuda")
 RUNTIMES = ("auto", "torch", "openvino")
+MAP_ENGINES = ("auto", "batched", "incremental")  # how an OpenVINO export computes heat maps (model/openvino_incremental.py)
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class TorchChoices:
     device: str = "auto"
     runtime: str = "auto"
     adaptive: tuple[int, int] | None = None  # WHY_MODE=adaptive: the (patch, stride) drilled down (the fine map)
+    map_engine: str = "auto"  # MAP_ENGINE: the OpenVINO export's heat maps, batched or incremental
 
 
 WHY_MODES = ("exact", "adaptive")  # the fine heat map: every position, or the drill-down (model/adaptive_occlusion.py)

@@ -48,7 +48,8 @@ def export_engine_refusal(checkpoint: Path, runtime: str, device: str) -> str | 
 
 
 def load_engine(checkpoint: str | Path, *, runtime: str = "auto", device: str = "auto", precision: str = "auto",
-                frozen_graph: bool | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False):
+                frozen_graph: bool | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False,
+                map_engine: str = "auto"):
     """(engine, why this one): an engine for ``checkpoint``, not yet prepared (call its ``prepare``). Raises
     :class:`model.CheckpointError` for a checkpoint that cannot be served."""
     checkpoint = Path(checkpoint)
@@ -65,7 +66,8 @@ def load_engine(checkpoint: str | Path, *, runtime: str = "auto", device: str = 
         else:
             from .openvino_engine import OpenVINOEngine
 
-            return OpenVINOEngine(export, precision, max_pixels), f"the OpenVINO export at {export.folder} (no torch)"
+            engine = OpenVINOEngine(export, precision, max_pixels, map_engine=map_engine)
+            return engine, f"the OpenVINO export at {export.folder} (no torch)"
     return _torch_engine(checkpoint, runtime, device, precision, frozen_graph, strict, refusal), f"torch: {refusal}"
 
 

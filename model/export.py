@@ -34,6 +34,8 @@ from .export_manifest import (
     remove_unlisted,
     write_json_atomically,
 )
+from .incremental_export import write_plan
+from .incremental_plan import UnsupportedNetwork
 from .openvino_engine import CompiledForward, compile_ir
 from .openvino_runtime import OV_PRECISION, OpenVINOUnavailable, _convert, openvino_version
 from .precision_rule import PROBE_TOLERANCE, compare_probabilities
@@ -122,6 +124,12 @@ def export_checkpoint(checkpoint_path: str | Path, precisions: tuple[str, ...] =
             for key in ("xml", "bin"):
                 (folder / entries[precision][key]).unlink(missing_ok=True)
             raise ExportError(f"OpenVINO's fp32 IR disagrees with torch ({probes[precision]}): not exported")
+    try:
+        incremental = write_plan(classifier.network, folder)
+        say(f"wrote the folded incremental plan ({incremental['npz']})")
+    except UnsupportedNetwork as error:  # the maps of such a network stay batched
+        incremental = None
+        say(f"no incremental plan: {error}")
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -135,6 +143,8 @@ def export_checkpoint(checkpoint_path: str | Path, precisions: tuple[str, ...] =
         "probe": {"reference": "torch fp32", "images": len(batch), "seed": PROBE_SEED, "tolerance": PROBE_TOLERANCE,
                   **probes},
     }
+    if incremental is not None:
+        manifest["incremental"] = incremental
     write_json_atomically(manifest, folder / MANIFEST)
     remove_unlisted(folder, manifest)
     summary = "; ".join(f"{p} top-1 {'agreed' if r['top1_agree'] else 'DISAGREED'}, max diff {r['max_difference']:.4f}, "

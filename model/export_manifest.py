@@ -27,7 +27,9 @@ serve, so a later writer may add an entry (issue 28's ``int8``) without breaking
         "reference": "torch fp32", "images": 8, "seed": 0, "tolerance": 0.02,
         "fp32": {"top1_agree": true, "max_difference": 3e-06, "ms_per_photo": 20.1},
         "bf16": {"top1_agree": true, "max_difference": 0.004, "ms_per_photo": 7.4}
-      }
+      },
+      "incremental": {"npz": "plan-<hex12>.npz", "npz_sha256": "<hex>",   # the folded plan of the torch-free
+                      "json": "plan-<hex12>.json", "json_sha256": "<hex>"} # incremental maps (model/incremental_store.py)
     }
 
 Checks before serving (:func:`read_export`): the manifest parses and has this format; its checkpoint sha256
@@ -197,22 +199,26 @@ def read_export(folder: str | Path, checkpoint_sha256: str) -> Export:
 
 
 def verify_files(export: Export) -> None:
-    """Every IR file the manifest lists hashes to its figure (ExportUnusable otherwise): the check before an
+    """Every IR and plan file the manifest lists hashes to its figure (ExportUnusable otherwise): the check before an
     engine is chosen. Compiling checks again, on the bytes it compiles (:func:`read_verified`)."""
-    for files in export.ir.values():
-        for path, expected in ((files.xml, files.xml_sha256), (files.bin, files.bin_sha256)):
-            try:
-                actual = file_sha256(path)
-            except OSError as error:
-                raise ExportUnusable(f"{path} could not be read ({error})") from None
-            if actual != expected:
-                raise ExportUnusable(f"{path.name} does not match its manifest (sha256 {actual[:12]}, expected "
-                                     f"{expected[:12]}): damaged or modified after export")
+    pairs = [pair for files in export.ir.values() for pair in ((files.xml, files.xml_sha256), (files.bin, files.bin_sha256))]
+    plan = export.manifest.get("incremental")
+    if isinstance(plan, dict):  # the folded plan of the incremental maps (model/incremental_store.py reads it)
+        pairs += [(export.folder / str(plan.get(kind, "")), str(plan.get(f"{kind}_sha256", ""))) for kind in ("npz", "json")]
+    for path, expected in pairs:
+        try:
+            actual = file_sha256(path)
+        except OSError as error:
+            raise ExportUnusable(f"{path} could not be read ({error})") from None
+        if actual != expected:
+            raise ExportUnusable(f"{path.name} does not match its manifest (sha256 {actual[:12]}, expected "
+                                 f"{expected[:12]}): damaged or modified after export")
 
 
 def remove_unlisted(folder: Path, manifest: dict) -> None:
-    """Delete IR files in ``folder`` that ``manifest`` does not name (an older export's)."""
+    """Delete IR and plan files in ``folder`` that ``manifest`` does not name (an older export's)."""
     listed = {str(entry[key]) for entry in manifest.get("ir", {}).values() for key in ("xml", "bin")}
-    for path in list(folder.glob("*.xml")) + list(folder.glob("*.bin")):
+    listed |= {str(value) for key, value in (manifest.get("incremental") or {}).items() if key in ("npz", "json")}
+    for path in list(folder.glob("*.xml")) + list(folder.glob("*.bin")) + list(folder.glob("plan-*")):
         if path.name not in listed:
             path.unlink(missing_ok=True)

@@ -15,6 +15,8 @@ heat maps run on OpenVINO's CPU plugin:
   every class's probability kept (the full grid: "Why not …?" is arithmetic). Two infer requests in an
   AsyncInferQueue: the next batch's copies are made while the current one runs. A bf16 map within bf16's
   noise (:data:`model.occlusion_grid.BF16_MAP_NOISE`) is computed again in fp32, as the torch engine does.
+- **Heat maps by incremental inference** (``map_engine``; :mod:`model.openvino_incremental`): only the windows a
+  patch changes, from the folded plan the export stores, where it measures faster than batched passes.
 - **Threads.** One compiled model per precision, for ``threads`` CPU threads and one stream (the latency
   hint): a lone batch runs on every core it is given. ``infer`` releases the GIL; each calling thread has
   its own infer request. :meth:`use_threads` has nothing to do (OpenVINO keeps its own pool).
@@ -112,8 +114,10 @@ class OpenVINOEngine:
     """See the module docstring. Make it with a checked :class:`Export`, then :meth:`prepare` once."""
 
     def __init__(self, export: Export, precision: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 capability=None, trust_export_timing: bool = True):
+                 capability=None, trust_export_timing: bool = True, map_engine: str = "auto"):
         self.export = export
+        self.map_engine = map_engine  # auto, batched or incremental (model/openvino_incremental.py: choose_map_engine)
+        self._incremental = None  # the incremental maps' shared runtime, made on the first explainer that uses it
         self.class_names = list(export.class_names)
         self.checkpoint_id = export.checkpoint_sha256
         self.preprocess_config: PreprocessConfig = export.preprocess
@@ -194,8 +198,25 @@ class OpenVINOEngine:
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         return self.forward(self.precision).probabilities(batch)
 
-    def explainer(self, patch: int, stride: int, batch_size: int) -> OpenVINOOcclusion:
+    def explainer(self, patch: int, stride: int, batch_size: int):
+        """Batched passes (:class:`OpenVINOOcclusion`) or incremental inference, as ``map_engine`` says (auto: by
+        :func:`model.openvino_incremental.choose_map_engine`, logged with its reason)."""
+        if self.map_engine != "batched":
+            from .openvino_incremental import incremental_explainer
+
+            explainer = incremental_explainer(self, patch, stride, batch_size)
+            if explainer is not None:
+                return explainer
         return OpenVINOOcclusion(self, patch, stride, batch_size, self.precision, min(MAP_REQUESTS, self._threads))
+
+    def incremental_runtime(self):
+        """The incremental maps' runtime (the verified plan; ExportUnusable where the export has none or it fails)."""
+        from .openvino_incremental import IncrementalRuntime
+
+        with self._lock:
+            if self._incremental is None:
+                self._incremental = IncrementalRuntime.from_export(self.export, self._threads)
+            return self._incremental
 
     def use_threads(self, threads: int) -> None:
         return None  # OpenVINO's pool is its own, set when compiled

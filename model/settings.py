@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .choices import DEVICES, PRECISIONS, RUNTIMES
+from .choices import DEVICES, MAP_ENGINES, PRECISIONS, RUNTIMES
 from .threads import available_cores
 
 
@@ -216,6 +216,10 @@ class ComputeSettings:
     device: str = setting("auto", env="DEVICE", choices=DEVICES, section=COMPUTE,
                           doc="cpu, cuda, or auto (CUDA when torch sees a GPU); cuda on a machine without one stops "
                               "with a clear message")
+    map_engine: str = setting("auto", env="MAP_ENGINE", choices=MAP_ENGINES, section=COMPUTE,
+                              doc="how an OpenVINO export computes the exact heat maps: batched whole-image passes, "
+                                  "incremental (only the windows a patch changes, model/openvino_incremental.py), or auto "
+                                  "(by measurement: bench/bench_ov_incremental.py)")
     queue_size: int = setting(128, env="QUEUE_SIZE", low=1, section=COMPUTE,
                               doc="requests in flight at most, then \"busy, try again in a minute\"")
     per_chat_queue: int = setting(20, env="PER_CHAT_QUEUE", low=1, section=COMPUTE,

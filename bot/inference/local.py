@@ -44,7 +44,8 @@ def load_engine_for(path, choices, strict: bool = False) -> ServingEngine:
     from model.engines import load_engine
 
     engine, why = load_engine(path, runtime=choices.runtime, device=choices.device, precision=choices.precision,
-                              frozen_graph=choices.frozen_graph, strict=strict)
+                              frozen_graph=choices.frozen_graph, strict=strict,
+                              map_engine=getattr(choices, "map_engine", "auto"))
     log.info("%s served by %s", path, why)
     return engine
 

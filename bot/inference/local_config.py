@@ -30,6 +30,7 @@ class SchedulerConfig:
     device: str = "auto"
     runtime: str = "auto"
     adaptive: tuple[int, int] | None = None  # WHY_MODE=adaptive: the fine map's (patch, stride), drilled down
+    map_engine: str = "auto"  # MAP_ENGINE (model/openvino_incremental.py)
 
     def compute(self) -> ComputeConfig:
         return ComputeConfig(self.max_batch, self.max_batch_wait_s, self.decode_workers, self.torch_threads,
@@ -39,4 +40,4 @@ class SchedulerConfig:
         return Limits(self.queue_size, self.per_chat_queue, self.why_queue_size)
 
     def choices(self) -> TorchChoices:
-        return TorchChoices(self.frozen_graph, self.precision, self.device, self.runtime, self.adaptive)
+        return TorchChoices(self.frozen_graph, self.precision, self.device, self.runtime, self.adaptive, self.map_engine)

@@ -149,3 +149,136 @@ def test_adaptive_grid_is_exact_where_computed_and_computes_less():
     assert sum(calls) == int(computed.sum()) < 0.6 * len(starts) ** 2  # the flat rest was interpolated
     assert computed.flat[int((0.9 - exact).argmax())]  # the largest drop is computed, not guessed
     assert np.abs(grid[0] - exact).max() < 0.02
+
+
+# The torch-free incremental engine on OpenVINO (model/openvino_incremental.py), from the folded plan an export
+# stores (model/incremental_export.py, model/incremental_store.py).
+
+def _stored_runtime(network: nn.Module, folder) -> object:
+    from model.export_manifest import Export
+    from model.incremental_export import write_plan
+    from model.incremental_store import read_plan
+    from model.openvino_incremental import IncrementalRuntime
+
+    export = Export(folder, {"incremental": write_plan(network, folder)}, ["a", "b", "c"], None, "", "", {})
+    return IncrementalRuntime(read_plan(export), 224, threads=2)
+
+
+@pytest.fixture(scope="module")
+def stored_runtime(network, tmp_path_factory):
+    return _stored_runtime(network, tmp_path_factory.mktemp("plan"))
+
+
+@needs_openvino
+@pytest.mark.parametrize("patch,stride,batch", [(56, 42, 4), (40, 23, 8)])  # both end on the image's far edge
+def test_openvino_incremental_grid_equals_the_naive_loop(network, image, stored_runtime, patch, stride, batch):
+    from model.openvino_incremental import OpenVINOIncrementalOcclusion
+
+    explainer = OpenVINOIncrementalOcclusion(stored_runtime, patch, stride, batch, "fp32")
+    calls = []
+    clean, grid = explainer.probability_grid(image.numpy(), "fp32", lambda done, total: calls.append((done, total)))
+    reference = naive_probability_grid(network, image, patch, stride)  # torch fp32, one whole image at a time
+    count = len(explainer.geometry.starts)
+    assert grid.shape == reference.shape == (3, count, count)
+    assert calls == [(done, count * count) for done in range(0, count * count, batch)]  # the last batch is padded
+    np.testing.assert_allclose(grid, reference, rtol=1e-4, atol=1e-5)
+    with torch.inference_mode():
+        np.testing.assert_allclose(clean, torch.softmax(network(image[None]), 1)[0].numpy(), rtol=1e-4, atol=1e-5)
+    assert np.ptp(grid) > 0.05  # the map moves: the comparison has teeth
+    bf16_clean, bf16 = explainer.probability_grid(image.numpy(), "bf16")
+    assert np.abs(bf16 - reference).max() < 0.2  # bf16's noise on this sensitive random head (batched bf16: ~0.1)
+
+
+@needs_openvino
+def test_openvino_incremental_explains_with_the_contract(network, image, stored_runtime):
+    from model.openvino_incremental import OpenVINOIncrementalOcclusion
+
+    explainer = OpenVINOIncrementalOcclusion(stored_runtime, 56, 56, 4, "fp32")
+    result = explainer.explain(image.numpy())
+    expected = OcclusionExplainer(network, 56, 56, 4, method="naive").explain(image)
+    assert result.target == expected.target
+    np.testing.assert_allclose(result.occlusion_map, expected.occlusion_map, atol=1e-4)
+    assert result.probability_grid.shape == (3, 4, 4)
+
+    def abandon(done: int, total: int) -> None:
+        if done:
+            raise InterruptedError("abandoned")
+
+    with pytest.raises(InterruptedError):
+        explainer.explain(image.numpy(), between_batches=abandon)
+
+
+@needs_openvino
+@pytest.mark.parametrize("kind", ["npz", "json"])
+def test_a_tampered_plan_is_refused(exported_checkpoint, tmp_path, kind):
+    import json
+    import shutil
+
+    from model.engines import load_engine
+    from model.export_manifest import ExportUnusable, export_dir, file_sha256, read_export, verify_files
+    from model.incremental_store import read_plan
+    from model.openvino_engine import OpenVINOEngine
+
+    checkpoint = tmp_path / "model.pt"
+    shutil.copy(exported_checkpoint, checkpoint)
+    shutil.copytree(export_dir(exported_checkpoint), export_dir(checkpoint))
+    export = read_export(export_dir(checkpoint), file_sha256(checkpoint))
+    read_plan(export)  # intact: read
+    plan = export_dir(checkpoint) / json.loads((export_dir(checkpoint) / "manifest.json").read_text())["incremental"][kind]
+    data = bytearray(plan.read_bytes())
+    data[len(data) // 2] ^= 1
+    plan.write_bytes(bytes(data))
+    with pytest.raises(ExportUnusable, match="does not match its manifest"):
+        read_plan(export)
+    with pytest.raises(ExportUnusable):
+        verify_files(export)
+    engine, why = load_engine(checkpoint, device="cpu")  # the export is not served: torch converts, as for a bad IR
+    assert not isinstance(engine, OpenVINOEngine) and "does not match" in why
+
+
+INCREMENTAL_WITHOUT_TORCH = """
+import sys
+import numpy as np
+from devtools.samples import image_bytes, make_photo
+from model.engines import load_engine
+from model.openvino_incremental import OpenVINOIncrementalOcclusion
+
+engine, why = load_engine(sys.argv[1], device="cpu", precision="fp32", map_engine="incremental")
+engine.prepare(workers=1, threads=2, probe_batch=2)
+image = engine.decode(image_bytes(make_photo()))
+explainer = engine.explainer(112, 56, 4)
+assert isinstance(explainer, OpenVINOIncrementalOcclusion), type(explainer)
+result = explainer.explain(image)
+batched = type(engine)(engine.export, "fp32", map_engine="batched")
+batched.prepare(workers=1, threads=2, probe_batch=2)
+reference = batched.explainer(112, 56, 4).explain(image)
+assert np.abs(result.probability_grid - reference.probability_grid).max() < 1e-4
+loaded = sorted(name for name in sys.modules if name == "torch" or name.startswith("torch."))
+assert not loaded, loaded
+import gc
+del explainer, batched, engine  # OpenVINO's objects go while the interpreter still runs (exit-time teardown aborted once)
+gc.collect()
+print("ok")
+"""
+
+
+@needs_openvino
+def test_an_incremental_map_on_an_export_imports_no_torch(exported_checkpoint):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", INCREMENTAL_WITHOUT_TORCH, str(exported_checkpoint)], cwd=repo,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+def test_map_engine_auto_stays_batched_until_a_rule_measures_faster():
+    from model.openvino_incremental import choose_map_engine
+
+    assert choose_map_engine("incremental", 0.9)[0] and not choose_map_engine("batched", 0.1)[0]
+    use, reason = choose_map_engine("auto", 0.53, "fp32")  # 8/4 fp32 measured slower incrementally
+    assert not use and "batched" in reason
+    use, reason = choose_map_engine("auto", 0.54, "bf16")
+    assert not use and "bf16" in reason

@@ -48,7 +48,8 @@ def test_the_manifest_names_the_checkpoint_the_files_and_the_probe(exported, cap
     assert manifest["probe"]["fp32"]["top1_agree"] and manifest["probe"]["fp32"]["max_difference"] < 1e-4
     assert {"top1_agree", "max_difference", "ms_per_photo"} <= set(manifest["probe"]["bf16"])
     assert sorted(path.name for path in export_dir(exported).iterdir()) == sorted(
-        ["manifest.json"] + [entry[key] for entry in manifest["ir"].values() for key in ("xml", "bin")])
+        ["manifest.json"] + [entry[key] for entry in manifest["ir"].values() for key in ("xml", "bin")]
+        + [manifest["incremental"][key] for key in ("npz", "json")])
 
 
 def test_it_classifies_and_maps_as_the_torch_network_does_and_keeps_the_whole_grid(exported):
