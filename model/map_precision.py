@@ -22,9 +22,12 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from .occlusion_grid import grid_positions, occluded_copies
 
 PROBE_PATCH = 112  # the quadrant probe: 4 positions on a 224 image
 COARSE_MARGIN = 3.0
@@ -77,3 +80,25 @@ class CoarseRanges:
             self._ranges.move_to_end((digest, target))
             while len(self._ranges) > self._kept:
                 self._ranges.popitem(last=False)
+
+
+def decide_map(ranges: CoarseRanges, image: np.ndarray, target: int | None, patch: int, precision: str,
+               probabilities: Callable[[np.ndarray], np.ndarray], noise: float) -> tuple[MapDecision, int]:
+    """(the decision for one map of ``image``, its target) for the NumPy engines (model/openvino_engine.py and
+    model/openvino_incremental.py): the coarser level kept in ``ranges`` for this image and class, or where none is
+    kept the quadrant probe, run with ``probabilities`` (N x 3 x H x W -> N x classes) in the map's asked
+    precision and kept as this image's coarse level."""
+    clean = probabilities(image[None])[0]
+    target = int(clean.argmax()) if target is None else target
+    if not 0 <= target < len(clean):
+        raise ValueError(f"target {target} out of range for {len(clean)} classes")
+    digest = image_digest(image)
+    coarse = ranges.coarser_than(digest, target, patch)
+    if coarse is None:
+        probe = max(1, min(PROBE_PATCH, image.shape[-1] // 2))
+        corners = [(top, left) for top in grid_positions(image.shape[-1], probe, probe)
+                   for left in grid_positions(image.shape[-1], probe, probe)]
+        quadrants = probabilities(occluded_copies(image, corners, probe))[:, target]
+        coarse = (probe, float(np.abs(float(clean[target]) - quadrants).max()))
+        ranges.record(digest, target, *coarse)
+    return decide(precision, coarse[1], coarse[0], noise), target

@@ -13,8 +13,9 @@ heat maps run on OpenVINO's CPU plugin:
   OpenVINO fp32 on the probe images.
 - **Heat maps** (:class:`OpenVINOOcclusion`): batched occluded passes, the occluded copies made in NumPy,
   every class's probability kept (the full grid: "Why not …?" is arithmetic). Two infer requests in an
-  AsyncInferQueue: the next batch's copies are made while the current one runs. A bf16 map within bf16's
-  noise (:data:`model.occlusion_grid.BF16_MAP_NOISE`) is computed again in fp32, as the torch engine does.
+  AsyncInferQueue: the next batch's copies are made while the current one runs. A map asked in bf16 is computed
+  in bf16 or fp32 as decided once before its grid, from a coarser map of the same image or a quadrant probe
+  (:mod:`model.map_precision`, as the torch engine does): a map within bf16's noise is never computed twice.
 - **Heat maps by incremental inference** (``map_engine``; :mod:`model.openvino_incremental`): only the windows a
   patch changes, from the folded plan the export stores, where it measures faster than batched passes.
 - **Threads.** One compiled model per precision, for ``threads`` CPU threads and one stream (the latency
@@ -36,6 +37,7 @@ import numpy as np
 
 from .engine import BetweenBatches
 from .export_manifest import Export, ExportUnusable, IRFiles, read_verified
+from .map_precision import CoarseRanges, decide_map, image_digest
 from .occlusion_grid import BF16_MAP_NOISE, grid_positions, occluded_copies
 from .occlusion_result import OcclusionResult
 from .precision_rule import ProbeResult, choose_precision, compare_probabilities, cpu_bf16_capability
@@ -118,6 +120,7 @@ class OpenVINOEngine:
         self.export = export
         self.map_engine = map_engine  # auto, batched or incremental (model/openvino_incremental.py: choose_map_engine)
         self._incremental = None  # the incremental maps' shared runtime, made on the first explainer that uses it
+        self.coarse_ranges = CoarseRanges()  # every explainer's maps per image: the next map's precision (map_precision)
         self.class_names = list(export.class_names)
         self.checkpoint_id = export.checkpoint_sha256
         self.preprocess_config: PreprocessConfig = export.preprocess
@@ -216,6 +219,7 @@ class OpenVINOEngine:
         with self._lock:
             if self._incremental is None:
                 self._incremental = IncrementalRuntime.from_export(self.export, self._threads)
+                self._incremental.coarse_ranges = self.coarse_ranges  # a batched coarse map informs an incremental fine one
             return self._incremental
 
     def use_threads(self, threads: int) -> None:
@@ -250,7 +254,13 @@ class OpenVINOOcclusion:
             image = image[0]
         if image.ndim != 3 or image.shape[0] != 3 or image.shape[1] != image.shape[2]:
             raise ValueError(f"expected a normalized 3 x H x H image, got shape {image.shape}")
-        forward = self.engine.forward(self.precision)
+        precision = self.precision
+        if precision != "fp32":  # decided once, before the grid (model/map_precision.py): no map is computed twice
+            decision, target = decide_map(self.engine.coarse_ranges, image, target, self.patch, precision,
+                                          self.engine.forward(precision).probabilities, BF16_MAP_NOISE)
+            log.info("the %dx%d map: %s", self.patch, self.stride, decision.reason)
+            precision = decision.precision
+        forward = self.engine.forward(precision)
         clean = forward.probabilities(image[None])[0]
         if target is None:
             target = int(clean.argmax())
@@ -259,11 +269,7 @@ class OpenVINOOcclusion:
         grid = self.probability_grid(forward, image, between_batches or _no_pause)
         probability = float(clean[target])
         occlusion = (probability - grid[target]).astype(np.float32)
-        if self.precision != "fp32" and float(np.ptp(occlusion)) < BF16_MAP_NOISE:
-            log.info("the %s %dx%d map's range %.4f is within bf16 noise (%.2f): computing it in fp32",
-                     self.precision, self.patch, self.stride, float(np.ptp(occlusion)), BF16_MAP_NOISE)
-            fp32 = OpenVINOOcclusion(self.engine, self.patch, self.stride, self.batch_size, "fp32", self.requests)
-            return fp32.explain(image, target, between_batches=between_batches)
+        self.engine.coarse_ranges.record(image_digest(image), target, self.patch, float(np.abs(occlusion).max()))
         return OcclusionResult(occlusion_map=occlusion, target=target, probability=probability, probability_grid=grid,
                                clean_probabilities=clean.astype(np.float32))
 

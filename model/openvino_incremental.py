@@ -31,8 +31,8 @@ import numpy as np
 
 from .engine import BetweenBatches
 from .incremental_store import StoredPlan, read_plan
-from .map_precision import PROBE_PATCH, CoarseRanges, decide, image_digest
-from .occlusion_grid import BF16_MAP_NOISE, grid_positions, occluded_copies
+from .map_precision import CoarseRanges, decide_map, image_digest
+from .occlusion_grid import BF16_MAP_NOISE
 from .occlusion_result import OcclusionResult
 from .openvino_incremental_geometry import SettingGeometry, Window
 from .openvino_incremental_graphs import block_model, clean_model, rest_model, stem_model
@@ -172,19 +172,8 @@ class OpenVINOIncrementalOcclusion:
 
     def _decide(self, image: np.ndarray, target: int | None, digest: str) -> tuple[str, int]:
         """The precision of this map, decided once from a coarser level (:mod:`model.map_precision`)."""
-        forward = self.forward(self.precision)
-        clean = forward.probabilities(image[None])[0]
-        target = int(clean.argmax()) if target is None else target
-        if not 0 <= target < len(clean):
-            raise ValueError(f"target {target} out of range for {len(clean)} classes")
-        coarse = self.runtime.coarse_ranges.coarser_than(digest, target, self.patch)
-        if coarse is None:  # no coarser map of this image yet: the quadrant probe is its coarse level
-            corners = [(top, left) for top in grid_positions(image.shape[-1], PROBE_PATCH, PROBE_PATCH)
-                       for left in grid_positions(image.shape[-1], PROBE_PATCH, PROBE_PATCH)]
-            quadrants = forward.probabilities(occluded_copies(image, corners, PROBE_PATCH))[:, target]
-            coarse = (PROBE_PATCH, float(np.abs(float(clean[target]) - quadrants).max()))
-            self.runtime.coarse_ranges.record(digest, target, *coarse)
-        decision = decide(self.precision, coarse[1], coarse[0], BF16_MAP_NOISE)
+        decision, target = decide_map(self.runtime.coarse_ranges, image, target, self.patch, self.precision,
+                                      self.forward(self.precision).probabilities, BF16_MAP_NOISE)
         log.info("the %dx%d map (incremental): %s", self.patch, self.stride, decision.reason)
         return decision.precision, target
 

@@ -282,3 +282,36 @@ def test_map_engine_auto_stays_batched_until_a_rule_measures_faster():
     assert not use and "batched" in reason
     use, reason = choose_map_engine("auto", 0.54, "bf16")
     assert not use and "bf16" in reason
+
+
+@needs_openvino
+def test_the_export_engine_decides_a_bf16_map_once(exported_checkpoint, monkeypatch):
+    """The OpenVINO engine the bot serves (batched maps) decides a bf16 map's precision before its grid: a flat map
+    gets one fp32 grid and no bf16 one, and its fine level is decided from the coarse map, without a probe."""
+    from model.export_manifest import export_dir, file_sha256, read_export
+    from model.openvino_engine import OpenVINOEngine, OpenVINOOcclusion
+    from model.precision import Capability
+
+    grids, passes = [], []
+    real_grid = OpenVINOOcclusion.probability_grid
+
+    def recorded_grid(self, forward, image, between_batches):
+        grids.append((self.patch, forward.precision))
+        return real_grid(self, forward, image, between_batches)
+
+    monkeypatch.setattr(OpenVINOOcclusion, "probability_grid", recorded_grid)
+    engine = OpenVINOEngine(read_export(export_dir(exported_checkpoint), file_sha256(exported_checkpoint)), "bf16",
+                            capability=Capability(True, "simulated native"), map_engine="batched")
+    engine.prepare(workers=1, threads=2, probe_batch=2)
+    for precision in ("bf16", "fp32"):
+        forward = engine.forward(precision)
+        real = forward.probabilities
+        monkeypatch.setattr(forward, "probabilities", lambda batch, real=real, p=precision: passes.append((p, len(batch))) or real(batch))
+    blank = np.zeros((3, 224, 224), dtype=np.float32)  # occluding the mean colour with itself: a flat map
+    coarse = engine.explainer(56, 56, 16).explain(blank)
+    assert float(np.abs(coarse.occlusion_map).max()) == 0.0
+    assert grids == [(56, "fp32")], grids  # no bf16 grid computed and thrown away
+    assert passes[:2] == [("bf16", 1), ("bf16", 4)], passes  # the decision: clean pass and quadrant probe
+    grids.clear(), passes.clear()
+    engine.explainer(16, 104, 16).explain(blank, coarse.target)
+    assert grids == [(16, "fp32")] and ("bf16", 4) not in passes, (grids, passes)  # decided from the coarse map
