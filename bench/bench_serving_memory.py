@@ -51,6 +51,7 @@ def main(argv=None) -> int:
     parser.add_argument("--maps", type=int, default=1)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--photo", type=Path, help="map this photo (default: a random-normal image)")
     args = parser.parse_args(argv)
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     print(next((line for line in lscpu.splitlines() if line.startswith("Model name")), "Model name: ?"))
@@ -84,8 +85,9 @@ def main(argv=None) -> int:
     engine.probabilities(batch)
     row(f"+ classification batch of {args.batch}", started)
     explainer = engine.explainer(32, 16, args.why_batch)
+    image = engine.decode(args.photo.read_bytes()) if args.photo else batch[0]
     for _ in range(args.maps):
-        explainer.explain(batch[0], None, between_batches=lambda done, total: None)
+        explainer.explain(image, None, between_batches=lambda done, total: None)
     row(f"+ {args.maps} map(s) 32x16, batches of {args.why_batch}", started)
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     row("+ malloc_trim(0)", started)
