@@ -49,7 +49,7 @@ def export_engine_refusal(checkpoint: Path, runtime: str, device: str) -> str | 
 
 def load_engine(checkpoint: str | Path, *, runtime: str = "auto", device: str = "auto", precision: str = "auto",
                 frozen_graph: bool | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, strict: bool = False,
-                map_engine: str = "auto"):
+                adaptive: tuple[int, int] | None = None, map_engine: str = "auto"):
     """(engine, why this one): an engine for ``checkpoint``, not yet prepared (call its ``prepare``). Raises
     :class:`model.CheckpointError` for a checkpoint that cannot be served."""
     checkpoint = Path(checkpoint)
@@ -68,11 +68,27 @@ def load_engine(checkpoint: str | Path, *, runtime: str = "auto", device: str = 
 
             engine = OpenVINOEngine(export, precision, max_pixels, map_engine=map_engine)
             return engine, f"the OpenVINO export at {export.folder} (no torch)"
-    return _torch_engine(checkpoint, runtime, device, precision, frozen_graph, strict, refusal), f"torch: {refusal}"
+    return (_torch_engine(checkpoint, runtime, device, precision, frozen_graph, strict, refusal, adaptive),
+            f"torch: {refusal}")
+
+
+def probe_engine(engine) -> None:
+    """A prepared engine's probe: one blank photo must give one finite probability per class, summing to 1.
+    What a reload and a canary check before they serve; raises :class:`model.CheckpointError`."""
+    import numpy as np
+
+    side = engine.preprocess_config.crop
+    try:
+        probabilities = np.asarray(engine.probabilities(np.zeros((1, 3, side, side), dtype=np.float32)))
+    except Exception as error:  # a checkpoint or IR that loads but cannot run
+        raise CheckpointError(f"the probe forward pass failed: {type(error).__name__}: {str(error)[:200]}") from None
+    if probabilities.shape != (1, len(engine.class_names)) or not np.isfinite(probabilities).all() \
+            or abs(float(probabilities.sum()) - 1.0) > 1e-3:
+        raise CheckpointError("the probe forward pass gave no valid probabilities")
 
 
 def _torch_engine(checkpoint: Path, runtime: str, device: str, precision: str, frozen_graph: bool | None, strict: bool,
-                  refusal: str):
+                  refusal: str, adaptive: tuple[int, int] | None = None):
     if importlib.util.find_spec("torch") is None:
         raise CheckpointError(f"{checkpoint} cannot be served here: {refusal}, and torch is not installed. Write the "
                               f"export where torch is (python -m model export --checkpoint {checkpoint}; the train extra) "
@@ -80,5 +96,5 @@ def _torch_engine(checkpoint: Path, runtime: str, device: str, precision: str, f
     from .predict import load_classifier
     from .torch_engine import TorchChoices, TorchEngine  # h24's adapter (model/torch_engine.py)
 
-    choices = TorchChoices(frozen_graph=frozen_graph, precision=precision, device=device, runtime=runtime)
+    choices = TorchChoices(frozen_graph=frozen_graph, precision=precision, device=device, runtime=runtime, adaptive=adaptive)
     return TorchEngine(load_classifier(checkpoint), choices, strict=strict)

@@ -6,7 +6,9 @@ the user's language by :class:`bot.inference.drawing.MapDrawing` (the same as th
 It implements :class:`bot.inference.contract.InferenceBackend`: the handlers see only that. Models: "main"
 (CHECKPOINT_PATH) and, with CANARY_CHECKPOINT, "canary" for CANARY_SHARE of chats (by the chat's hash,
 :mod:`bot.inference.canary`); :meth:`InferenceScheduler.reload` reads both files again, checks and prepares them while the
-old ones serve, then swaps them in (work in flight finishes on the model it started with).
+old ones serve, then swaps them in (work in flight finishes on the model it started with). Every file, at start,
+for the canary and on a reload, is loaded by :mod:`bot.inference.checkpoints` (its OpenVINO export without torch
+where that is valid, else the torch engine, the reason logged).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from bot.config import ConfigError
 from bot.inference.canary import serves_canary
-from bot.inference.checkpoints import ModelFiles, load_and_probe
+from bot.inference.checkpoints import ModelFiles, load_engine_for, prepare_and_probe
 from bot.inference.contract import CANARY, MAIN, Busy, Explanation, ReloadResult, Stopping
 from bot.inference.drawing import MapDrawing
 from bot.inference.local_config import SchedulerConfig
@@ -36,18 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["Busy", "InferenceScheduler", "SchedulerConfig", "State", "Stopping"]
 
 log = logging.getLogger(__name__)
-
-
-def load_engine_for(path, choices, strict: bool = False) -> ServingEngine:
-    """The engine that serves the checkpoint at ``path`` (:func:`model.engines.load_engine`: its verified OpenVINO
-    export without torch where that can serve, else the torch engine), not yet prepared; the choice is logged."""
-    from model.engines import load_engine
-
-    engine, why = load_engine(path, runtime=choices.runtime, device=choices.device, precision=choices.precision,
-                              frozen_graph=choices.frozen_graph, strict=strict,
-                              map_engine=getattr(choices, "map_engine", "auto"))
-    log.info("%s served by %s", path, why)
-    return engine
 
 
 class InferenceScheduler:
@@ -91,7 +81,7 @@ class InferenceScheduler:
     def _engine(self, model: Classifier | ServingEngine, strict: bool = False) -> ServingEngine:
         if isinstance(model, ServingEngine):
             return model
-        from model.torch_engine import TorchEngine  # a Classifier given (tests, reload): torch is loaded already
+        from model.torch_engine import TorchEngine  # a Classifier given (tests): torch is loaded already
 
         return TorchEngine(model, self.config.choices(), strict)
 
@@ -168,14 +158,13 @@ class InferenceScheduler:
         await self.core.ready()
         if self.files.canary is not None and CANARY not in self.core.served:
             try:
-                canary = await asyncio.to_thread(load_and_probe, self.files.canary)
-            except CheckpointError as error:
+                engine = await asyncio.to_thread(load_engine_for, self.files.canary, self.config.choices())
+                await asyncio.to_thread(prepare_and_probe, engine, self.core.prepare_replacement)
+            except (CheckpointError, ValueError) as error:
                 raise ConfigError(f"CANARY_CHECKPOINT={self.files.canary} cannot be served: {error}") from None
-            engine = self._engine(canary)
-            await asyncio.to_thread(self.core.prepare_replacement, engine)
             self.core.swap(engine, CANARY)
-            log.info("canary: checkpoint %s (classes %s) serves %.0f%% of chats", canary.checkpoint_id[:12],
-                     ",".join(canary.class_names), 100 * self.files.canary_share)
+            log.info("canary: checkpoint %s (classes %s) serves %.0f%% of chats", engine.checkpoint_id[:12],
+                     ",".join(engine.class_names), 100 * self.files.canary_share)
 
     def begin_stop(self) -> None:
         self.core.begin_stop()
@@ -219,20 +208,19 @@ class InferenceScheduler:
         what = "" if model == MAIN else f"{model} "
         was = old.checkpoint_id[:12] if old else "(none)"
         try:
-            classifier = await asyncio.to_thread(load_and_probe, path)
-            if old is not None and classifier.checkpoint_id == old.checkpoint_id:
+            engine = await asyncio.to_thread(load_engine_for, path, self.config.choices(), True)
+            if old is not None and engine.checkpoint_id == old.checkpoint_id:
                 result = ReloadResult(True, f"reload ({reason}): {path} is the {what}checkpoint already served ({was})")
                 log.info(result.text)
                 return result
-            engine = self._engine(classifier, strict=True)
-            preparation = await asyncio.to_thread(self.core.prepare_replacement, engine)
+            preparation = await asyncio.to_thread(prepare_and_probe, engine, self.core.prepare_replacement)
         except (CheckpointError, ValueError) as error:
             result = ReloadResult(False, f"reload ({reason}) refused: {path}: {error}; still serving {what}checkpoint {was}")
             log.error(result.text)
             return result
         self.core.swap(engine, model)
-        result = ReloadResult(True, f"reload ({reason}): now serving {what}checkpoint {classifier.checkpoint_id[:12]} "
-                                    f"(classes {', '.join(classifier.class_names)}; was {was}) after "
+        result = ReloadResult(True, f"reload ({reason}): now serving {what}checkpoint {engine.checkpoint_id[:12]} "
+                                    f"(classes {', '.join(engine.class_names)}; was {was}) after "
                                     f"{time.monotonic() - started:.1f} s; forward pass {preparation.describe()}")
         log.info(result.text)
         return result

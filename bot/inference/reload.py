@@ -1,8 +1,9 @@
 """A new model without a restart: SIGHUP (``systemctl reload``) or /reload from an admin; one reload at a time.
 
 The backend does it (:meth:`bot.inference.contract.InferenceBackend.reload`), in process or on the cluster, by the same
-rules: the file is loaded the safe way (``weights_only``), checked with a probe forward pass, and prepared while
-the old model keeps serving; only then is it swapped in. Work already running finishes on the model it
+rules: the file is loaded the safe way (its verified OpenVINO export, without torch, where valid; else
+``weights_only`` with torch, :mod:`bot.inference.checkpoints`), prepared while the old model keeps serving, and
+checked with a probe forward pass; only then is it swapped in. Work already running finishes on the model it
 started with. A missing, truncated or foreign file, or one whose probe fails, is refused: the old model keeps
 serving and the operator gets an error line.
 """

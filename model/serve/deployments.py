@@ -90,13 +90,11 @@ class _Replica:
 
     def _engines(self) -> dict:
         """The checkpoint files read again, each checked and prepared; raises CheckpointError, ValueError."""
-        from model.predict import load_checked
-
-        from .replica import CANARY, replica_engine
+        from .replica import CANARY, load_replica_engine
 
         options = self.options
         files = {"main": options.checkpoint, CANARY: options.canary_checkpoint}
-        return {name: replica_engine(load_checked(path), options.device, options.precision, options.threads)
+        return {name: load_replica_engine(path, options.device, options.precision, options.threads)
                 for name, path in files.items() if path}
 
     def _follow_registry(self) -> None:

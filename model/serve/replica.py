@@ -1,6 +1,7 @@
 """What a cluster replica computes, without Ray: the serving core the bot runs in process
 (:class:`model.serving.scheduler.Scheduler`: the same batching, coarse-before-fine order, pause points, cache
-and level runner), on the replica's torch engines. :mod:`model.serve.deployments` wraps it in Ray Serve.
+and level runner), on the replica's engines: each checkpoint's OpenVINO export without torch where it is valid,
+else the torch engine (:func:`load_replica_engine`). :mod:`model.serve.deployments` wraps it in Ray Serve.
 
 Models: "main" (``--checkpoint``) and, with ``--canary-checkpoint``, "canary"; the gateway names the model of
 each request (it routes chats by their hash, bot.inference.canary), so a replica serves both. A reload
@@ -15,25 +16,54 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.precision import resolve_device
-from model.predict import Classifier
+from model.engine import ServingEngine
 from model.serving.admission import Limits
 from model.serving.compute import ComputeConfig
 from model.serving.levels import LevelResult
 from model.serving.scheduler import MAIN, Scheduler
-from model.torch_engine import TorchChoices, TorchEngine
+
+if TYPE_CHECKING:
+    from model.predict import Classifier
+    from model.torch_engine import TorchEngine
 
 log = logging.getLogger(__name__)
 
 CANARY = "canary"
 
 
+def load_replica_engine(path: str | Path, device: str, precision: str, threads: int) -> ServingEngine:
+    """The checkpoint at ``path`` as a replica serves it, prepared and probed: its verified OpenVINO export with
+    no torch where that can serve (:func:`model.engines.load_engine`, the reason logged), else the torch engine
+    (:func:`replica_engine`). Raises :class:`model.CheckpointError`, ValueError, :class:`model.precision.DeviceUnavailable`."""
+    from model.engines import load_engine, probe_engine
+    from model.errors import CheckpointError
+    from model.export_manifest import ExportUnusable
+    from model.openvino_engine import OpenVINOEngine
+
+    engine, why = load_engine(path, device=device, precision=precision, strict=True)
+    log.info("%s served by %s", path, why)
+    if isinstance(engine, OpenVINOEngine):
+        try:
+            engine.prepare(workers=1, threads=threads, probe_batch=4)
+        except ExportUnusable as error:
+            raise CheckpointError(str(error)) from None
+    else:
+        engine = replica_engine(engine.classifier, device, precision, threads)
+    probe_engine(engine)
+    return engine
+
+
 def replica_engine(classifier: Classifier, device: str, precision: str, threads: int) -> TorchEngine:
     """``classifier`` prepared once per replica by the single-process bot's rules (:func:`model.runtime.prepare_model`:
     device, runtime and precision, each ``auto`` or forced). Raises ValueError, :class:`model.precision.DeviceUnavailable`."""
+    from model.precision import resolve_device
+    from model.torch_engine import TorchChoices, TorchEngine
+
     frozen = None if resolve_device(device).type == "cpu" else False  # the frozen graph is measured on the CPU only
     engine = TorchEngine(classifier, TorchChoices(frozen, precision, device), strict=True)
     engine.prepare(workers=1, threads=threads, probe_batch=4)
@@ -62,7 +92,7 @@ def frame_parts(level: LevelResult, class_names: list[str]) -> tuple[dict, dict[
 class ReplicaWork:
     """A replica's models and its serving core (see the module docstring)."""
 
-    def __init__(self, engines: dict[str, TorchEngine], config: ComputeConfig, observer=None):
+    def __init__(self, engines: dict[str, ServingEngine], config: ComputeConfig, observer=None):
         # Serve bounds the queue (503); ``observer``: the replica's metrics (model.serve.replica_metrics.ServingObserver)
         self.core = Scheduler(engines[MAIN], config, Limits(None, None, None), observer=observer)
         for name, engine in engines.items():
@@ -71,7 +101,7 @@ class ReplicaWork:
         self.core.start()
 
     @property
-    def engines(self) -> dict[str, TorchEngine]:
+    def engines(self) -> dict[str, ServingEngine]:
         return self.core.models
 
     @property
@@ -81,7 +111,7 @@ class ReplicaWork:
     def waiting(self) -> int:
         return self.core.maps_waiting() + self.core.waiting_for_batch()
 
-    def load(self, engines: dict[str, TorchEngine | None]) -> None:
+    def load(self, engines: dict[str, ServingEngine | None]) -> None:
         """Serve these prepared engines from the next request on (None: stop serving that model)."""
         for name, engine in engines.items():
             if engine is None:
