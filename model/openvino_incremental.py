@@ -269,6 +269,13 @@ def incremental_explainer(engine, patch: int, stride: int, batch_size: int) -> O
     from .export_manifest import ExportUnusable
     from .incremental_store import has_plan
 
+    precision = engine.precision if engine.precision in HINTS else "fp32"
+    if engine.map_engine == "batched" or (engine.map_engine == "auto" and (precision != "fp32" or AUTO_SHARE <= 0)):
+        # Decided without reading the plan: its weights (~100 MB for ResNet50) stay on disk, which a 1 GB server
+        # needs (the incremental engine's pieces pushed the bot past 1 GB there: docs/benchmarks.md, small server).
+        log.info("%dx%d maps: batched (MAP_ENGINE=%s%s)", patch, stride, engine.map_engine,
+                 "" if engine.map_engine == "batched" else ": no setting measured faster incrementally")
+        return None
     if not has_plan(engine.export):
         log.info("%dx%d maps: batched (the export has no incremental plan; export it again)", patch, stride)
         return None
@@ -277,7 +284,6 @@ def incremental_explainer(engine, patch: int, stride: int, batch_size: int) -> O
     except ExportUnusable as error:
         log.warning("%dx%d maps: batched, not serving the incremental plan: %s", patch, stride, error)
         return None
-    precision = engine.precision if engine.precision in HINTS else "fp32"
     explainer = OpenVINOIncrementalOcclusion(runtime, patch, stride, batch_size, precision, engine.forward)
     windowed, full = explainer.geometry.multiply_adds(runtime.plan)
     use, reason = choose_map_engine(engine.map_engine, windowed / full, precision)

@@ -315,3 +315,20 @@ def test_the_export_engine_decides_a_bf16_map_once(exported_checkpoint, monkeypa
     grids.clear(), passes.clear()
     engine.explainer(16, 104, 16).explain(blank, coarse.target)
     assert grids == [(16, "fp32")] and ("bf16", 4) not in passes, (grids, passes)  # decided from the coarse map
+
+
+@needs_openvino
+def test_map_engine_auto_leaves_the_plan_on_disk(exported_checkpoint):
+    """Where auto serves batched maps it decides so without reading the plan: its weights (~100 MB for ResNet50)
+    would otherwise sit in a 1 GB server's memory for nothing."""
+    from model.export_manifest import export_dir, file_sha256, read_export
+    from model.openvino_engine import OpenVINOEngine, OpenVINOOcclusion
+
+    export = read_export(export_dir(exported_checkpoint), file_sha256(exported_checkpoint))
+    engine = OpenVINOEngine(export, "fp32", map_engine="auto")
+    engine.prepare(workers=1, threads=2, probe_batch=2)
+    assert isinstance(engine.explainer(16, 8, 16), OpenVINOOcclusion)
+    assert engine._incremental is None, "the plan was read"
+    forced = OpenVINOEngine(export, "fp32", map_engine="incremental")
+    forced.prepare(workers=1, threads=2, probe_batch=2)
+    assert not isinstance(forced.explainer(16, 8, 16), OpenVINOOcclusion) and forced._incremental is not None
