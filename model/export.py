@@ -28,9 +28,7 @@ from .export_manifest import (
     MANIFEST,
     IRFiles,
     export_dir,
-    file_sha256,
-    fsync_dir,
-    fsync_file,
+    publish_named,
     remove_unlisted,
     write_json_atomically,
 )
@@ -57,16 +55,8 @@ def _save_ir(model, precision: str, folder: Path) -> dict:
 
     temporary = folder / f".{precision}.{os.getpid()}.tmp.xml"
     ov.save_model(model, temporary, compress_to_fp16=WEIGHTS[precision] == "f16")
-    temporary_bin = temporary.with_suffix(".bin")
-    for path in (temporary, temporary_bin):
-        fsync_file(path)
-    xml_sha, bin_sha = file_sha256(temporary), file_sha256(temporary_bin)
-    name = f"{precision}-{bin_sha[:12]}"
-    os.replace(temporary_bin, folder / f"{name}.bin")
-    os.replace(temporary, folder / f"{name}.xml")
-    fsync_dir(folder)
-    return {"xml": f"{name}.xml", "xml_sha256": xml_sha, "bin": f"{name}.bin", "bin_sha256": bin_sha,
-            "weights": WEIGHTS[precision], "inference_precision": OV_PRECISION[precision]}
+    entry = publish_named(folder, precision, {"bin": temporary.with_suffix(".bin"), "xml": temporary}, named_by="bin")
+    return {**entry, "weights": WEIGHTS[precision], "inference_precision": OV_PRECISION[precision]}
 
 
 def probe_batch(side: int, count: int = PROBE_IMAGES, seed: int = PROBE_SEED) -> np.ndarray:

@@ -92,6 +92,22 @@ def fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
+def publish_named(folder: Path, prefix: str, temporaries: dict[str, Path], named_by: str) -> dict[str, str]:
+    """Move the written ``temporaries`` (kind -> hidden file in ``folder``) in under one content name,
+    ``{prefix}-{sha256 of named_by's file, 12 hex}.{kind}``: each fsynced, then renamed in the dict's order, then
+    the folder fsynced. The manifest entry: ``{kind: file name, kind_sha256: its hash}`` for each kind."""
+    for path in temporaries.values():
+        fsync_file(path)
+    hashes = {kind: file_sha256(path) for kind, path in temporaries.items()}
+    name = f"{prefix}-{hashes[named_by][:12]}"
+    entry = {}
+    for kind, path in temporaries.items():
+        os.replace(path, folder / f"{name}.{kind}")
+        entry[kind], entry[f"{kind}_sha256"] = f"{name}.{kind}", hashes[kind]
+    fsync_dir(folder)
+    return entry
+
+
 def write_json_atomically(data: dict, path: Path) -> None:
     """``data`` as JSON at ``path``: a hidden temporary file, fsync, rename, fsync of the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from .export_manifest import file_sha256, fsync_dir, fsync_file
+from .export_manifest import publish_named
 from .incremental_plan import ConvOp, UnsupportedNetwork, _find_resnet, build_plan
 
 PLAN_FORMAT = "resnet-bottleneck-plan"
@@ -91,11 +91,4 @@ def write_plan(network: nn.Module, folder: Path) -> dict:
         np.savez(handle, **arrays)
     temporary_json = folder / f".plan.{os.getpid()}.tmp.json"
     temporary_json.write_text(json.dumps(structure, indent=1) + "\n", encoding="utf-8")
-    for path in (temporary, temporary_json):
-        fsync_file(path)
-    npz_sha, json_sha = file_sha256(temporary), file_sha256(temporary_json)
-    name = f"plan-{npz_sha[:12]}"
-    os.replace(temporary, folder / f"{name}.npz")
-    os.replace(temporary_json, folder / f"{name}.json")
-    fsync_dir(folder)
-    return {"npz": f"{name}.npz", "npz_sha256": npz_sha, "json": f"{name}.json", "json_sha256": json_sha}
+    return publish_named(folder, "plan", {"npz": temporary, "json": temporary_json}, named_by="npz")

@@ -24,3 +24,16 @@ def occluded_copies(image: np.ndarray, corners: list[tuple[int, int]], patch: in
     for k, (top, left) in enumerate(corners):
         batch[k, :, top : top + patch, left : left + patch] = 0
     return batch
+
+
+def no_pause(done: int, total: int) -> None:
+    """The ``between_batches`` hook of a map nobody pauses or abandons."""
+    return None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64, returned as float32 (as torch.softmax of float32 logits, to ~1e-7): every
+    NumPy engine's probabilities, so their maps compare position by position."""
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)

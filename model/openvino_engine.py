@@ -38,7 +38,7 @@ import numpy as np
 from .engine import BetweenBatches
 from .export_manifest import Export, ExportUnusable, IRFiles, read_verified
 from .map_precision import CoarseRanges, decide_map, image_digest
-from .occlusion_grid import BF16_MAP_NOISE, grid_positions, occluded_copies
+from .occlusion_grid import BF16_MAP_NOISE, grid_positions, no_pause, occluded_copies, softmax
 from .occlusion_result import OcclusionResult
 from .precision_rule import ProbeResult, choose_precision, compare_probabilities, cpu_bf16_capability
 from .preprocess import DEFAULT_MAX_PIXELS, PreprocessConfig, open_image, preprocess_array
@@ -49,13 +49,6 @@ PROBE_ROUNDS = 3
 # Infer requests in flight per map: one computing, the next batch's copies being made. Each holds a batch's
 # activations (~15 MB a photo in fp32), so on one core, where the overlap gains little, one.
 MAP_REQUESTS = 2
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)
-    np.exp(shifted, out=shifted)
-    shifted /= shifted.sum(axis=1, keepdims=True)
-    return shifted
 
 
 def compile_ir(files: IRFiles, threads: int, precision: str | None = None):
@@ -232,10 +225,6 @@ class OpenVINOEngine:
         return time.perf_counter() - started
 
 
-def _no_pause(done: int, total: int) -> None:
-    return None
-
-
 class OpenVINOOcclusion:
     """One occlusion setting on the engine (:class:`model.engine.MapExplainer`); see :mod:`model.occlusion` for
     the map's definition, which this follows exactly (zeroed patches of the normalized image)."""
@@ -266,7 +255,7 @@ class OpenVINOOcclusion:
             target = int(clean.argmax())
         if not 0 <= target < len(clean):
             raise ValueError(f"target {target} out of range for {len(clean)} classes")
-        grid = self.probability_grid(forward, image, between_batches or _no_pause)
+        grid = self.probability_grid(forward, image, between_batches or no_pause)
         probability = float(clean[target])
         occlusion = (probability - grid[target]).astype(np.float32)
         self.engine.coarse_ranges.record(image_digest(image), target, self.patch, float(np.abs(occlusion).max()))

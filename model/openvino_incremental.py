@@ -32,7 +32,7 @@ import numpy as np
 from .engine import BetweenBatches
 from .incremental_store import StoredPlan, read_plan
 from .map_precision import CoarseRanges, decide_map, image_digest
-from .occlusion_grid import BF16_MAP_NOISE
+from .occlusion_grid import BF16_MAP_NOISE, no_pause, softmax
 from .occlusion_result import OcclusionResult
 from .openvino_incremental_geometry import SettingGeometry, Window
 from .openvino_incremental_graphs import block_model, clean_model, rest_model, stem_model
@@ -44,14 +44,6 @@ HINTS = {"fp32": "f32", "bf16": "bf16"}
 FULL_SHARE = 0.7
 
 
-def _no_pause(done: int, total: int) -> None:
-    return None
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def compile_cpu(model, precision: str, threads: int):
@@ -159,7 +151,7 @@ class OpenVINOIncrementalOcclusion:
         precision = self.precision
         if precision != "fp32":
             precision, target = self._decide(image, target, digest)
-        clean, grid = self.probability_grid(image, precision, between_batches or _no_pause)
+        clean, grid = self.probability_grid(image, precision, between_batches or no_pause)
         if target is None:
             target = int(clean.argmax())
         if not 0 <= target < len(clean):
@@ -178,7 +170,7 @@ class OpenVINOIncrementalOcclusion:
         return decision.precision, target
 
     def probability_grid(self, image: np.ndarray, precision: str,
-                         between_batches: BetweenBatches = _no_pause) -> tuple[np.ndarray, np.ndarray]:
+                         between_batches: BetweenBatches = no_pause) -> tuple[np.ndarray, np.ndarray]:
         """(clean probabilities, classes x G x G probabilities at every position) in ``precision``."""
         plan, geometry, profile = self.runtime.plan, self.geometry, self.profile
         pieces = self.pieces(precision)
@@ -187,7 +179,7 @@ class OpenVINOIncrementalOcclusion:
         request.infer({0: image[None]})
         activations = [request.get_output_tensor(i).data.copy() for i in range(len(plan.blocks) + 1)]
         final = activations[-1]
-        clean = _softmax(plan.head(final.mean(axis=(2, 3))))[0]
+        clean = softmax(plan.head(final.mean(axis=(2, 3))))[0]
         pads = [block.main[1].padding for block in plan.blocks]
         sources = [np.pad(a, ((0, 0), (0, 0), (p, p), (p, p))) for a, p in zip(activations, pads)]
         margin = -int(geometry.stem.input.origins.min())
@@ -236,7 +228,7 @@ class OpenVINOIncrementalOcclusion:
                 _paste(full, zeros, zeros, values, previous.origins[rows], previous.origins[cols], previous.size)
             logits = plan.head(full.mean(axis=(2, 3)))
             taken = min(batch, len(order) - first)
-            grid[:, first : first + taken] = _softmax(logits[:taken]).T
+            grid[:, first : first + taken] = softmax(logits[:taken]).T
             _lap(profile, "pool+head", started)
         return clean, grid.reshape(-1, count, count)
 

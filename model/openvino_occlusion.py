@@ -18,21 +18,12 @@ from collections.abc import Callable
 import numpy as np
 
 from .occlusion_grid import grid_positions as positions
-from .occlusion_grid import occluded_copies  # noqa: F401  (bench/bench_ov_maps.py imports it from here)
+from .occlusion_grid import no_pause, occluded_copies, softmax  # noqa: F401  (the benches import the last two from here)
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 BetweenBatches = Callable[[int, int], None]
 
 
-def _no_pause(done: int, total: int) -> None:
-    return None
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64, returned as float32 (as torch.softmax of float32 logits, to ~1e-7)."""
-    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 class OpenVINOOcclusion:
@@ -66,7 +57,7 @@ class OpenVINOOcclusion:
         return torch.from_numpy(self.logits(batch.detach().float().cpu().numpy()))
 
     def probability_grid(self, image: np.ndarray, patch: int, stride: int, batch_size: int = 16,
-                         between_batches: BetweenBatches = _no_pause) -> np.ndarray:
+                         between_batches: BetweenBatches = no_pause) -> np.ndarray:
         """Every class's probability at every patch position (classes x G x G) of a normalized 3 x H x H
         ``image``; ``between_batches(done, total)`` runs in the calling thread before each batch is queued
         (it may block, or raise to abandon the map: the queued batches finish first)."""
