@@ -12,13 +12,13 @@ method's map exactly, whatever the batch size, the queue depth or the order in w
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import numpy as np
 
 from .occlusion_grid import grid_positions as positions
 from .occlusion_grid import no_pause, occluded_copies, softmax  # noqa: F401  (the benches import the last two from here)
+from .openvino_engine import CompiledForward
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 BetweenBatches = Callable[[int, int], None]
@@ -40,15 +40,11 @@ class OpenVINOOcclusion:
             "NUM_STREAMS": max(1, streams),
         })
         self._queue = ov.AsyncInferQueue(self.compiled, max(1, requests))
-        self._local = threading.local()
+        self._forward = CompiledForward(self.compiled, precision)  # the synchronous passes: a request per thread
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """N x 3 x H x W float32 -> N x classes float32 logits (synchronous; a request per calling thread)."""
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
-        request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
-        return request.get_output_tensor(0).data.copy()
+        return self._forward.logits(batch)
 
     def __call__(self, batch):
         """``forward(batch) -> logits`` for a torch tensor (what :class:`model.occlusion.OcclusionExplainer` calls)."""
