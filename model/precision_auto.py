@@ -24,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .precision import BF16_MUST_BE_FASTER, PROBE_TOLERANCE, Capability, cpu_flags
+from .precision import BF16_MUST_BE_FASTER, PROBE_TOLERANCE, Capability
+from .precision_rule import flag_capability
 
 INT8_PROBE_TOLERANCE = 0.06
 TOLERANCES = {"bf16": PROBE_TOLERANCE, "int8": INT8_PROBE_TOLERANCE}
@@ -33,10 +34,7 @@ NATIVE_INT8_CPU_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 
 def int8_capability(flags: Iterable[str] | None = None) -> Capability:
     """Whether this CPU (``flags``: default /proc/cpuinfo's) has int8 matrix or dot-product units."""
-    present = [flag for flag in NATIVE_INT8_CPU_FLAGS if flag in frozenset(cpu_flags() if flags is None else flags)]
-    if present:
-        return Capability(True, f"the CPU has {' and '.join(present)}")
-    return Capability(False, "the CPU has neither AMX int8 nor VNNI (int8 would not be faster)")
+    return flag_capability(NATIVE_INT8_CPU_FLAGS, flags, "the CPU has neither AMX int8 nor VNNI (int8 would not be faster)")
 
 
 @dataclass(frozen=True)

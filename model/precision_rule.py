@@ -61,12 +61,20 @@ class Capability:
     evidence: str
 
 
-def cpu_bf16_capability(flags: Iterable[str] | None = None) -> Capability:
-    """The CPU's bf16 capability from its flags (default: /proc/cpuinfo's)."""
-    present = [flag for flag in NATIVE_BF16_CPU_FLAGS if flag in frozenset(cpu_flags() if flags is None else flags)]
+def flag_capability(wanted: Iterable[str], flags: Iterable[str] | None, missing: str) -> Capability:
+    """Native when the CPU has any of ``wanted`` (``flags``: default /proc/cpuinfo's), with the evidence;
+    else not, with ``missing`` as the reason."""
+    have = frozenset(cpu_flags() if flags is None else flags)
+    present = [flag for flag in wanted if flag in have]
     if present:
         return Capability(True, f"the CPU has {' and '.join(present)}")
-    return Capability(False, "the CPU has neither AMX nor AVX-512 BF16 (bf16 would be emulated, slower than fp32)")
+    return Capability(False, missing)
+
+
+def cpu_bf16_capability(flags: Iterable[str] | None = None) -> Capability:
+    """The CPU's bf16 capability from its flags (default: /proc/cpuinfo's)."""
+    return flag_capability(NATIVE_BF16_CPU_FLAGS, flags,
+                           "the CPU has neither AMX nor AVX-512 BF16 (bf16 would be emulated, slower than fp32)")
 
 
 @dataclass(frozen=True)
