@@ -52,6 +52,8 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--photo", type=Path, help="map this photo (default: a random-normal image)")
+    parser.add_argument("--map-engine", default="auto", choices=("auto", "batched", "incremental"), help="MAP_ENGINE")
+    parser.add_argument("--setting", default="32/16", help="the map's patch/stride")
     args = parser.parse_args(argv)
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     print(next((line for line in lscpu.splitlines() if line.startswith("Model name")), "Model name: ?"))
@@ -75,7 +77,7 @@ def main(argv=None) -> int:
 
     from model.engines import load_engine, probe_engine
 
-    engine, why = load_engine(args.checkpoint, precision=args.precision)
+    engine, why = load_engine(args.checkpoint, precision=args.precision, map_engine=args.map_engine)
     assert "OpenVINO" in why, why
     preparation = engine.prepare(workers=1, threads=args.threads, probe_batch=4)
     row(f"+ engine prepared ({preparation.precision})", started)
@@ -84,11 +86,12 @@ def main(argv=None) -> int:
     batch = np.random.default_rng(0).standard_normal((args.batch, 3, side, side), dtype=np.float32)
     engine.probabilities(batch)
     row(f"+ classification batch of {args.batch}", started)
-    explainer = engine.explainer(32, 16, args.why_batch)
+    patch, stride = (int(v) for v in args.setting.split("/"))
+    explainer = engine.explainer(patch, stride, args.why_batch)
     image = engine.decode(args.photo.read_bytes()) if args.photo else batch[0]
     for _ in range(args.maps):
         explainer.explain(image, None, between_batches=lambda done, total: None)
-    row(f"+ {args.maps} map(s) 32x16, batches of {args.why_batch}", started)
+    row(f"+ {args.maps} map(s) {patch}x{stride} ({type(explainer).__name__}), batches of {args.why_batch}", started)
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     row("+ malloc_trim(0)", started)
     print("load:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())

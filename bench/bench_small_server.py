@@ -170,6 +170,7 @@ async def measure(args, server: SmallServer, checkpoint: Path, photos: list[byte
         process, startup = await start_bot(fake, env, workdir, server, args.python, args.startup_timeout)
         watcher = asyncio.ensure_future(watch_rss())
         figures["startup"] = startup
+        figures["phases"] = {"start-up": vm_hwm_mb(process.pid)}
         if startup is None:
             print("the bot did not start polling:\n" + tail(workdir / "bot.log"))
             return figures
@@ -180,6 +181,7 @@ async def measure(args, server: SmallServer, checkpoint: Path, photos: list[byte
                                                            after=mark, timeout=args.timeout, ok=None))
         figures["latencies"] = [c.at - started for c in answers if c.ok and not is_busy(c.text)]
         figures["busy"] = sum(1 for c in answers if c.ok and is_busy(c.text))
+        figures["phases"]["the burst"] = vm_hwm_mb(process.pid)
         whys = [fake.command_update("/why", user_id=FIRST_USER_ID + i) for i in range(args.whys)]
         mark, started = fake.mark(), time.monotonic()
         for update in whys:
@@ -190,6 +192,7 @@ async def measure(args, server: SmallServer, checkpoint: Path, photos: list[byte
                 break
             await asyncio.sleep(0.05)
         figures["whys"] = timings
+        figures["phases"]["the maps"] = vm_hwm_mb(process.pid)
         peak[0] = max(peak[0], vm_hwm_mb(process.pid) or 0.0)
     except TimeoutError as error:
         figures["error"] = f"timed out: {error}"
@@ -224,6 +227,8 @@ def report(figures: dict, server: SmallServer) -> None:
     if "whys" in figures:
         print(f"/why: {len(finals)} of {len(figures['whys'])} final maps; slowest {max(finals, default=float('nan')):.1f} s")
     usage = int(server.read("memory.max_usage_in_bytes") or 0) / 2**20
+    phases = ", ".join(f"{name} {mb:.0f}" for name, mb in figures.get("phases", {}).items() if mb)
+    print(f"VmHWM after each phase (MB): {phases or '-'}")
     print(f"peak RSS (VmHWM): {figures.get('vm_hwm_mb', 0):.0f} MB; cgroup max_usage_in_bytes: {usage:.0f} MB "
           f"(limit {server.limit}); failcnt {server.read('memory.failcnt').strip() or '?'}; OOM kills: {server.oom_kills()}; "
           f"bot alive at the end: {figures.get('alive')}; exit status {figures.get('exit')}")

@@ -47,3 +47,4 @@ def keep_freed_memory(mmap_threshold: int = 256 * MIB, trim_threshold: int = 102
     if refused:
         log.warning("mallopt refused settings %s; forward passes will page-fault more", refused)
     return not refused
+

@@ -177,11 +177,16 @@ class OpenVINOIncrementalOcclusion:
         started = time.perf_counter()
         request = self.runtime.clean_compiled(precision).create_infer_request()
         request.infer({0: image[None]})
-        activations = [request.get_output_tensor(i).data.copy() for i in range(len(plan.blocks) + 1)]
-        final = activations[-1]
-        clean = softmax(plan.head(final.mean(axis=(2, 3))))[0]
+        # Views of the request's outputs; only what the batches read is copied out (the windowed blocks' inputs,
+        # padded, and the whole maps the rest and the pool read), then the request and its buffers go: ~45 MB of a
+        # 16/8 map's peak on a 1 GB server.
+        outputs = [request.get_output_tensor(i).data for i in range(len(plan.blocks) + 1)]
         pads = [block.main[1].padding for block in plan.blocks]
-        sources = [np.pad(a, ((0, 0), (0, 0), (p, p), (p, p))) for a, p in zip(activations, pads)]
+        sources = [np.pad(outputs[i], ((0, 0), (0, 0), (pads[i],) * 2, (pads[i],) * 2)) for i in range(geometry.full_from)]
+        final = outputs[-1].copy()
+        whole = outputs[geometry.full_from].copy() if pieces.rest is not None else None
+        del outputs, request
+        clean = softmax(plan.head(final.mean(axis=(2, 3))))[0]
         margin = -int(geometry.stem.input.origins.min())
         far = max(0, int(geometry.stem.input.origins.max()) + geometry.stem.input.size - geometry.side)
         padded_image = np.pad(image[None], ((0, 0), (0, 0), (margin, max(margin, far)), (margin, max(margin, far))))
@@ -216,7 +221,6 @@ class OpenVINOIncrementalOcclusion:
                 started = _lap(profile, plan.blocks[index].name.split(".")[0], started)
             zeros = np.zeros(len(chunk), dtype=int)
             if pieces.rest is not None:  # the rest of the network on whole maps
-                whole = activations[geometry.full_from]
                 x = _windows(whole, 0, zeros, zeros, whole.shape[-1])
                 _paste(x, zeros, zeros, values, previous.origins[rows], previous.origins[cols], previous.size)
                 started = _lap(profile, "gather", started)

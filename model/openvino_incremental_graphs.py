@@ -30,7 +30,10 @@ def _ops():
 
 def _conv(x, conv: Conv, padding: int):
     ops = _ops()
-    y = ops.convolution(x, ops.constant(conv.weight), [conv.stride] * 2, [padding] * 2, [padding] * 2, [1, 1])
+    # shared_memory: the graph points at the plan's arrays (which the runtime keeps) instead of copying them. The CPU
+    # plugin then keeps no copy of its own beside its repacked weights: ~90 MB less per compiled set of pieces
+    # (random-init ResNet50 export, 16/8: 118 MB against 206 MB of RSS, one process, one factor changed).
+    y = ops.convolution(x, ops.constant(conv.weight, shared_memory=True), [conv.stride] * 2, [padding] * 2, [padding] * 2, [1, 1])
     y = ops.add(y, ops.constant(conv.bias.reshape(1, -1, 1, 1)))
     return ops.relu(y) if conv.relu else y
 
