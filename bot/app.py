@@ -443,8 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("webhook: WEBHOOK_SECRET is unset: a new random one is registered with setWebhook at this start")
     # PTB warns on every 429 that RetryAfter.retry_after will become a timedelta; bot.handlers.telegram_io handles both.
     warnings.filterwarnings("ignore", message=".*retry_after.*", category=PTBDeprecationWarning)
-    if settings.keep_freed_memory:
-        keep_freed_memory()  # before the model's threads start; see model/memory.py
+    keep_freed_memory()  # before the model's threads start; see model/memory.py
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         # A gateway checks nothing here; the model in process is loaded before any network call, so a bad

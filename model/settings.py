@@ -220,9 +220,6 @@ class ComputeSettings:
                               doc="how an OpenVINO export computes the exact heat maps: batched whole-image passes, "
                                   "incremental (only the windows a patch changes, model/openvino_incremental.py), or auto "
                                   "(by measurement: bench/bench_ov_incremental.py)")
-    keep_freed_memory: bool = setting(True, env="KEEP_FREED_MEMORY", section=COMPUTE,
-                                      doc="1: glibc keeps freed memory for the next batch (fewer page faults, model/memory.py); "
-                                          "0: it goes back to the kernel, for a small server where the peak matters more")
     queue_size: int = setting(128, env="QUEUE_SIZE", low=1, section=COMPUTE,
                               doc="requests in flight at most, then \"busy, try again in a minute\"")
     per_chat_queue: int = setting(20, env="PER_CHAT_QUEUE", low=1, section=COMPUTE,

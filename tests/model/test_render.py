@@ -46,6 +46,29 @@ def test_map_covers_the_centre_crop_only():
     assert share == pytest.approx(224 / 512, abs=0.02)
 
 
+def test_the_map_is_coloured_by_sign_and_blended_over_the_photo_inside_a_white_outline():
+    """A map whose left half raises the score and right half lowers it: blue on the left, red on the right, both
+    blended with the grey photo (neither pure colour nor grey), the dimmed surround darker, the box outlined."""
+    photo = Image.new("RGB", (400, 400), (128, 128, 128))
+    occlusion_map = np.tile(np.array([-1.0, -1.0, 1.0, 1.0], np.float32), (4, 1))
+    pixels = np.asarray(Image.open(io.BytesIO(render_overlay(photo, occlusion_map, "kurti", 0.5))).convert("RGB")).astype(int)
+    grey = np.all(np.abs(pixels - 128) <= 3, axis=-1)
+    reddish = (pixels[..., 0] - pixels[..., 2] > 25) & ~grey
+    bluish = (pixels[..., 2] - pixels[..., 0] > 25) & ~grey
+    rows = np.nonzero((reddish.sum(axis=1) > 100) & (bluish.sum(axis=1) > 100))[0]  # the map's rows, and the bar's
+    middle = rows[len(rows) // 3]  # within the map (the colour bar's few rows come last)
+    red_columns, blue_columns = np.nonzero(reddish[middle])[0], np.nonzero(bluish[middle])[0]
+    assert len(red_columns) > 100 and len(blue_columns) > 100
+    assert blue_columns.mean() < red_columns.mean()  # negative on the left, as in the map
+    assert pixels[middle, red_columns[-20], 1] > 30  # blended with the grey: the bare +1 colour (103, 0, 31) has no green
+    inside = np.nonzero(reddish[middle] | bluish[middle])[0]
+    white = np.nonzero(np.all(pixels[middle] >= 245, axis=-1))[0]
+    left_edge = white[(white < inside.min()) & (white > inside.min() - 6)]
+    assert len(left_edge), "the region the model saw is outlined in white"
+    dimmed = pixels[middle, left_edge.min() - 10]
+    assert np.all(dimmed < 100), dimmed  # the crop fills the square photo here; just outside it lies the page
+
+
 def test_negative_nan_and_odd_shaped_maps_render():
     photo = Image.new("RGB", (320, 240), GREEN)
     occlusion_map = np.array([[-0.2, 0.1, np.nan], [0.0, 0.3, -0.1]], dtype=np.float32)
