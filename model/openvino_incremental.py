@@ -243,6 +243,10 @@ class OpenVINOIncrementalOcclusion:
 # (a noisy run, load ~4) and 56/28 (67%) 1.85 s vs 1.44 s; bf16 16/8 7.1 s vs 5.3 s. No share separates them yet,
 # so auto stays batched (0): set MAP_ENGINE=incremental for fp32 16/8 maps.
 AUTO_SHARE = 0.0
+# Where the incremental engine serves, a setting whose windows hold at least this share of a pass runs whole passes
+# of the clean-pass model instead of its own pieces (model/openvino_clean_pass.py: the coarse 56/28 level, 67%;
+# 16/8 is 54%).
+CLEAN_PASS_SHARE = 0.6
 
 
 def choose_map_engine(map_engine: str, share: float, precision: str = "fp32") -> tuple[bool, str]:
@@ -283,6 +287,12 @@ def incremental_explainer(engine, patch: int, stride: int, batch_size: int) -> O
     explainer = OpenVINOIncrementalOcclusion(runtime, patch, stride, batch_size, precision, engine.forward)
     windowed, full = explainer.geometry.multiply_adds(runtime.plan)
     use, reason = choose_map_engine(engine.map_engine, windowed / full, precision)
+    if use and windowed / full >= CLEAN_PASS_SHARE:
+        from .openvino_clean_pass import CleanPassOcclusion
+
+        log.info("%dx%d maps: whole passes of the clean-pass model (%s; its windows hold %.0f%% of a pass: pieces "
+                 "would cost a copy of the weights for little)", patch, stride, reason, 100 * windowed / full)
+        return CleanPassOcclusion(runtime, patch, stride, batch_size, precision, engine.forward)
     log.info("%dx%d maps: %s (%s)", patch, stride, "incremental" if use else "batched", reason)
     return explainer if use else None
 

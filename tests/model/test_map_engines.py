@@ -190,6 +190,24 @@ def test_openvino_incremental_grid_equals_the_naive_loop(network, image, stored_
 
 
 @needs_openvino
+def test_the_clean_pass_grid_equals_the_naive_loop_and_pauses_before_every_pass(network, image, stored_runtime):
+    from model.openvino_clean_pass import CleanPassOcclusion
+
+    explainer = CleanPassOcclusion(stored_runtime, 56, 42, 4, "fp32")
+    calls = []
+    clean, grid = explainer.probability_grid(image.numpy(), "fp32", lambda done, total: calls.append((done, total)))
+    reference = naive_probability_grid(network, image, 56, 42)
+    assert grid.shape == reference.shape == (3, 5, 5)
+    assert calls == [(done, 25) for done in range(25)]
+    np.testing.assert_allclose(grid, reference, rtol=1e-4, atol=1e-5)
+    with torch.inference_mode():
+        np.testing.assert_allclose(clean, torch.softmax(network(image[None]), 1)[0].numpy(), rtol=1e-4, atol=1e-5)
+    assert np.ptp(grid) > 0.05
+    with pytest.raises(TypeError):
+        explainer.pieces("fp32")  # no second copy of the weights
+
+
+@needs_openvino
 def test_openvino_incremental_explains_with_the_contract(network, image, stored_runtime):
     from model.openvino_incremental import OpenVINOIncrementalOcclusion
 
@@ -246,17 +264,20 @@ from model.openvino_incremental import OpenVINOIncrementalOcclusion
 engine, why = load_engine(sys.argv[1], device="cpu", precision="fp32", map_engine="incremental")
 engine.prepare(workers=1, threads=2, probe_batch=2)
 image = engine.decode(image_bytes(make_photo()))
-explainer = engine.explainer(112, 56, 4)
-assert isinstance(explainer, OpenVINOIncrementalOcclusion), type(explainer)
-result = explainer.explain(image)
+from model.openvino_clean_pass import CleanPassOcclusion
+
+explainer = engine.explainer(112, 56, 4)  # its windows hold 83% of a pass: whole passes of the clean model
+assert isinstance(explainer, CleanPassOcclusion), type(explainer)
+pieces = OpenVINOIncrementalOcclusion(engine.incremental_runtime(), 112, 56, 4, "fp32")
 batched = type(engine)(engine.export, "fp32", map_engine="batched")
 batched.prepare(workers=1, threads=2, probe_batch=2)
 reference = batched.explainer(112, 56, 4).explain(image)
-assert np.abs(result.probability_grid - reference.probability_grid).max() < 1e-4
+for made in (explainer, pieces):
+    assert np.abs(made.explain(image).probability_grid - reference.probability_grid).max() < 1e-4
 loaded = sorted(name for name in sys.modules if name == "torch" or name.startswith("torch."))
 assert not loaded, loaded
 import gc
-del explainer, batched, engine  # OpenVINO's objects go while the interpreter still runs (exit-time teardown aborted once)
+del explainer, pieces, batched, engine  # OpenVINO's objects go while the interpreter still runs (exit-time teardown aborted once)
 gc.collect()
 print("ok")
 """
