@@ -137,7 +137,9 @@ def render_overlay(
     # The picture is pasted into the drawn page rather than drawn by matplotlib (see _composite).
     canvas.paste(picture, (round((width_in - image_w_in) / 2 * DPI), round(title_in * DPI)))
     buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG", optimize=False)
+    # zlib level 3, not PNG's default 6: 0.06 against 0.16 s of one core per drawing (900 x 1368), 12% larger
+    # (707 against 629 kB); a drawing per heat-map level is CPU the maps share.
+    canvas.save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
 
 
