@@ -2,19 +2,20 @@
 
 The files are those the manifest's ``incremental`` entry names, inside the export folder, and their bytes
 must hash to its sha256 figures as read (:func:`model.export_manifest.read_verified`): a damaged or
-modified plan raises :class:`ExportUnusable` and is never served. The arrays are read with
-``allow_pickle=False`` from the verified bytes, so reading executes no code; the structure is plain JSON,
-checked against the arrays' shapes.
+modified plan raises :class:`ExportUnusable` and is never served. The arrays are views of the verified file
+mapping (:mod:`model.mapped_npz`: headers parsed as data, no pickle, so reading executes no code), whose pages
+are dropped from resident memory after each compilation; the structure is plain JSON, checked against the
+arrays' shapes.
 """
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from .export_manifest import Export, ExportUnusable, read_verified
+from .mapped_npz import MappedNpz
 
 PLAN_FORMAT = "resnet-bottleneck-plan"  # as model/incremental_export.py writes it
 PLAN_VERSION = 1
@@ -62,6 +63,17 @@ class StoredPlan:
     pool: Pool
     blocks: tuple[Block, ...]
     tail: tuple[Linear, ...]
+    pages: MappedNpz | None = None  # the file mapping the weights are views of (None: arrays in memory)
+
+    def release_pages(self) -> None:
+        """After a compilation: the weights' pages leave this process's resident memory (model/mapped_npz.py)."""
+        if self.pages is not None:
+            self.pages.release()
+
+    def verify_pages(self) -> None:
+        """Before a later compilation: the mapped file still hashes to the manifest's figure."""
+        if self.pages is not None:
+            self.pages.verify()
 
     def head(self, features: np.ndarray) -> np.ndarray:
         """N x C pooled float32 features -> N x classes float32 logits."""
@@ -102,20 +114,21 @@ def read_plan(export: Export) -> StoredPlan:
         if any(path.parent != export.folder for path in paths.values()):
             raise ExportUnusable(f"the manifest's incremental plan names a file outside {export.folder}")
         structure_bytes = read_verified(paths["json"], str(entry["json_sha256"]))
-        arrays_bytes = read_verified(paths["npz"], str(entry["npz_sha256"]))
+        arrays = MappedNpz(paths["npz"], str(entry["npz_sha256"]))
     except (KeyError, TypeError) as error:
         raise ExportUnusable(f"the manifest's incremental entry is incomplete ({error})") from None
     try:
         structure = json.loads(structure_bytes.decode("utf-8"))
         if structure.get("format") != PLAN_FORMAT or int(structure.get("version", 0)) > PLAN_VERSION:
             raise ExportUnusable(f"{paths['json'].name} is not a version-{PLAN_VERSION} {PLAN_FORMAT}")
-        with np.load(io.BytesIO(arrays_bytes), allow_pickle=False) as arrays:
-            stem = structure["stem"]
-            blocks = tuple(Block(str(b["name"]), tuple(_conv(c, arrays) for c in b["main"]),
-                                 _conv(b["shortcut"], arrays) if b["shortcut"] else None) for b in structure["blocks"])
-            tail = tuple(Linear(_array(arrays, t["weight"]), _array(arrays, t["bias"]), bool(t["relu"])) for t in structure["tail"])
-            return StoredPlan(_conv(stem["conv"], arrays), Pool(**{k: int(stem["pool"][k]) for k in ("kernel", "stride", "padding")}),
-                              blocks, tail)
+        stem = structure["stem"]
+        blocks = tuple(Block(str(b["name"]), tuple(_conv(c, arrays) for c in b["main"]),
+                             _conv(b["shortcut"], arrays) if b["shortcut"] else None) for b in structure["blocks"])
+        tail = tuple(Linear(_array(arrays, t["weight"]), _array(arrays, t["bias"]), bool(t["relu"])) for t in structure["tail"])
+        plan = StoredPlan(_conv(stem["conv"], arrays), Pool(**{k: int(stem["pool"][k]) for k in ("kernel", "stride", "padding")}),
+                          blocks, tail, arrays)
+        arrays.release()  # the shape checks touched every array's first page
+        return plan
     except ExportUnusable:
         raise
     except (KeyError, TypeError, ValueError, OSError, UnicodeDecodeError) as error:

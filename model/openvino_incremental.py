@@ -61,6 +61,7 @@ class IncrementalRuntime:
         self.plan, self.side, self.threads = plan, side, threads
         self.coarse_ranges = CoarseRanges()
         self._clean: dict[str, object] = {}
+        self._compiled = False  # any model compiled from the plan yet
         self._lock = threading.Lock()
 
     @classmethod
@@ -70,8 +71,23 @@ class IncrementalRuntime:
     def clean_compiled(self, precision: str):
         with self._lock:
             if precision not in self._clean:
-                self._clean[precision] = compile_cpu(clean_model(self.plan, self.side), precision, self.threads)
+                self.check_weights()
+                self._clean[precision] = self.compile(clean_model(self.plan, self.side), precision)
             return self._clean[precision]
+
+    def check_weights(self) -> None:
+        """Before compiling more: the mapped plan still matches its manifest (the first compilation follows the
+        read's own check)."""
+        if self._compiled:
+            self.plan.verify_pages()
+
+    def compile(self, model, precision: str):
+        """``model`` compiled for the CPU; then the plan's weights leave resident memory (model/mapped_npz.py). The
+        pieces compile one by one, so at most one piece's weights are resident beside the compiled models."""
+        compiled = compile_cpu(model, precision, self.threads)
+        self.plan.release_pages()
+        self._compiled = True
+        return compiled
 
 
 def _windows(source: np.ndarray, pad: int, rows: np.ndarray, cols: np.ndarray, size: int) -> np.ndarray:
@@ -108,15 +124,15 @@ class SettingPieces:
     def __init__(self, runtime: IncrementalRuntime, geometry: SettingGeometry, precision: str, batch: int):
         plan, self.geometry, self.batch = runtime.plan, geometry, batch
         stem = geometry.stem
-        self.stem = compile_cpu(stem_model(plan, batch, stem.input.size, geometry.pool_input.size), precision, runtime.threads)
+        runtime.check_weights()
+        self.stem = runtime.compile(stem_model(plan, batch, stem.input.size, geometry.pool_input.size), precision)
         cut = geometry.full_from
-        self.blocks = [compile_cpu(block_model(block, batch, stage.channels, stage.input.size, stage.output.size), precision,
-                                   runtime.threads) for block, stage in zip(plan.blocks[:cut], geometry.blocks[:cut])]
+        self.blocks = [runtime.compile(block_model(block, batch, stage.channels, stage.input.size, stage.output.size), precision)
+                       for block, stage in zip(plan.blocks[:cut], geometry.blocks[:cut])]
         self.rest = None
         if cut < len(plan.blocks):
             stage = geometry.blocks[cut]
-            self.rest = compile_cpu(rest_model(plan.blocks[cut:], batch, stage.channels, stage.input.extent), precision,
-                                    runtime.threads)
+            self.rest = runtime.compile(rest_model(plan.blocks[cut:], batch, stage.channels, stage.input.extent), precision)
 
 
 class OpenVINOIncrementalOcclusion:
