@@ -42,6 +42,7 @@ HINTS = {"fp32": "f32", "bf16": "bf16"}
 # From the first block whose window covers this share of its map, the rest runs on whole maps (measured:
 # bench/bench_ov_incremental.py --full-shares).
 FULL_SHARE = 0.7
+DROP_PAGES_EVERY_S = 0.02
 
 
 
@@ -84,7 +85,19 @@ class IncrementalRuntime:
     def compile(self, model, precision: str):
         """``model`` compiled for the CPU; then the plan's weights leave resident memory (model/mapped_npz.py). The
         pieces compile one by one, so at most one piece's weights are resident beside the compiled models."""
-        compiled = compile_cpu(model, precision, self.threads)
+        done = threading.Event()
+
+        def drop_pages() -> None:  # while it compiles: the weights it has read need not stay resident
+            while not done.wait(DROP_PAGES_EVERY_S):
+                self.plan.release_pages()
+
+        dropper = threading.Thread(target=drop_pages, name="plan-pages", daemon=True)
+        dropper.start()
+        try:
+            compiled = compile_cpu(model, precision, self.threads)
+        finally:
+            done.set()
+            dropper.join()
         self.plan.release_pages()
         self._compiled = True
         return compiled
